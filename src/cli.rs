@@ -1,0 +1,76 @@
+//! Command-line interface.
+
+use crate::output::Format;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Keep the foobar.com stack exactly as its repository describes, over SSH, no agent.
+///
+/// Exit codes: 0 success (plan: nothing to change; apply: converged), 2 plan found
+/// changes, 1 any failure (bad input, unreachable host, failed validation or health check).
+#[derive(Parser, Debug)]
+#[command(name = "foobar-provision", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Offline: check that the inventory, roles and templates are valid and render for
+    /// every host. Secrets are not needed (placeholders are rendered).
+    Check(Common),
+    /// Offline: write each host's rendered files under OUT/<host>/<path>.
+    Render {
+        #[command(flatten)]
+        common: Common,
+        /// Folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Write real secret values instead of <secret:NAME> placeholders.
+        #[arg(long)]
+        reveal_secrets: bool,
+    },
+    /// Dry run: connect, gather facts and show every change (diffs, packages, service
+    /// actions) without touching anything. Exit 2 when there are changes.
+    Plan(Live),
+    /// Converge the selected hosts: tiers in order db, app, web, lb; the lb tier one
+    /// host at a time (standby first). A second apply changes nothing.
+    Apply(Live),
+    /// Record the host keys of the selected hosts in the inventory's known_hosts file,
+    /// after printing each fingerprint. Refuses changed or revoked keys.
+    Trust(Common),
+    /// List the inventory's hosts: one line `NAME ADDRESS TIER` per host.
+    Hosts(Common),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// The inventory file (YAML).
+    pub inventory: PathBuf,
+    /// Only these hosts (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub limit: Vec<String>,
+    /// Only hosts of these tiers (comma-separated: db, app, web, lb).
+    #[arg(long, value_delimiter = ',')]
+    pub tier: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Project folder holding roles/ and templates/ (default: found from the inventory's
+    /// folder upwards).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Live {
+    #[command(flatten)]
+    pub common: Common,
+    /// Hosts worked at the same time within a tier.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub forks: u16,
+    /// Go on with the next tiers even when a host failed (the run still exits 1).
+    #[arg(long)]
+    pub keep_going: bool,
+}

@@ -1,0 +1,88 @@
+//! The desired state of a host: what its files, packages and services must be.
+
+use crate::inventory::Host;
+use crate::role::{HealthCheck, Notify, Service, TreeValidate};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone)]
+pub struct DesiredHost {
+    pub host: Host,
+    pub roles: Vec<DesiredRole>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DesiredRole {
+    pub name: String,
+    pub packages: Vec<String>,
+    pub service: Option<Service>,
+    pub files: Vec<DesiredFile>,
+    pub validate: Option<TreeValidate>,
+    pub handlers: Vec<(String, String)>,
+    pub health: Vec<HealthCheck>,
+}
+
+#[derive(Clone)]
+pub struct DesiredFile {
+    pub dest: String,
+    pub content: Vec<u8>,
+    /// Hex SHA-256 of `content`.
+    pub sha256: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    pub notify: Notify,
+    pub validate: Option<String>,
+    /// Holds a secret: content never shown, diff never printed.
+    pub sensitive: bool,
+}
+
+impl std::fmt::Debug for DesiredFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesiredFile")
+            .field("dest", &self.dest)
+            .field("sha256", &self.sha256)
+            .field("mode", &format_args!("{:04o}", self.mode))
+            .field("sensitive", &self.sensitive)
+            .finish()
+    }
+}
+
+impl DesiredFile {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dest: String,
+        content: Vec<u8>,
+        owner: String,
+        group: String,
+        mode: u32,
+        notify: Notify,
+        validate: Option<String>,
+        sensitive: bool,
+    ) -> Self {
+        let sha256 = sha256_hex(&content);
+        DesiredFile { dest, content, sha256, owner, group, mode, notify, validate, sensitive }
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+impl DesiredHost {
+    /// Every managed path, in role then file order.
+    pub fn paths(&self) -> Vec<&str> {
+        self.roles.iter().flat_map(|r| r.files.iter().map(|f| f.dest.as_str())).collect()
+    }
+    pub fn packages(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in self.roles.iter().flat_map(|r| r.packages.iter()) {
+            if !out.contains(&p.as_str()) {
+                out.push(p);
+            }
+        }
+        out
+    }
+    pub fn services(&self) -> Vec<&str> {
+        self.roles.iter().filter_map(|r| r.service.as_ref().map(|s| s.name.as_str())).collect()
+    }
+}

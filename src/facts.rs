@@ -1,0 +1,282 @@
+//! Facts: what a host is now. One remote script gathers everything for a host in one
+//! round trip ([`script`]); pure parsers turn its output into [`Facts`] ([`parse`]).
+
+use crate::shell::{Init, quote};
+use std::collections::BTreeMap;
+
+/// A managed file as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFact {
+    pub sha256: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+}
+
+/// A unit's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFact {
+    /// `active`, `inactive`, `failed`, ... (systemctl is-active)
+    pub active: String,
+    /// `enabled`, `disabled`, `not-found`, ... (systemctl is-enabled)
+    pub enabled: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub init: Init,
+    /// Managed paths; `None` when the file does not exist.
+    pub files: BTreeMap<String, Option<FileFact>>,
+    /// Packages asked about: `true` when installed.
+    pub packages: BTreeMap<String, bool>,
+    pub services: BTreeMap<String, ServiceFact>,
+    /// Whether this host holds the VIP now (`None` when no VIP was asked about).
+    pub holds_vip: Option<bool>,
+}
+
+/// What the facts script must ask about.
+#[derive(Debug, Clone, Default)]
+pub struct FactQuery<'a> {
+    pub paths: Vec<&'a str>,
+    pub packages: Vec<&'a str>,
+    pub services: Vec<&'a str>,
+    pub vip: Option<String>,
+}
+
+/// The one script that gathers a host's facts. Its output is read by [`parse`].
+pub fn script(q: &FactQuery) -> String {
+    let mut s = String::from(
+        "if [ -d /run/systemd/system ]; then echo 'INIT systemd'; else echo 'INIT other'; fi\n",
+    );
+    if !q.paths.is_empty() {
+        let paths: Vec<String> = q.paths.iter().map(|p| quote(p)).collect();
+        s.push_str(&format!(
+            "for p in {}; do if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then \
+             h=$(sha256sum < \"$p\" | cut -d' ' -f1); m=$(stat -c '%a %U %G' \"$p\"); \
+             echo \"F 1 $h $m $p\"; else echo \"F 0 - - - - $p\"; fi; done\n",
+            paths.join(" ")
+        ));
+    }
+    if !q.packages.is_empty() {
+        let pkgs: Vec<String> = q.packages.iter().map(|p| quote(p)).collect();
+        s.push_str(&format!(
+            "dpkg-query -W -f='P ${{Package}} ${{db:Status-Status}}\\n' {} 2>/dev/null || true\n",
+            pkgs.join(" ")
+        ));
+    }
+    if !q.services.is_empty() {
+        let svcs: Vec<String> = q.services.iter().map(|p| quote(p)).collect();
+        s.push_str(&format!(
+            "for u in {}; do a=$(systemctl is-active \"$u\" 2>/dev/null); \
+             e=$(systemctl is-enabled \"$u\" 2>/dev/null); \
+             echo \"S $u ${{a:-unknown}} ${{e:-unknown}}\"; done\n",
+            svcs.join(" ")
+        ));
+    }
+    if let Some(vip) = &q.vip {
+        s.push_str(&format!(
+            "if ip -o -4 addr show 2>/dev/null | grep -qF ' {}/'; then echo 'VIP yes'; else echo 'VIP no'; fi\n",
+            vip
+        ));
+    }
+    s.push_str("echo END\n");
+    s
+}
+
+/// Parses the facts script's output. Packages and services asked about but not
+/// mentioned are missing / unknown.
+pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
+    let mut init = None;
+    let mut files = BTreeMap::new();
+    let mut packages: BTreeMap<String, bool> =
+        q.packages.iter().map(|p| (p.to_string(), false)).collect();
+    let mut services = BTreeMap::new();
+    let mut holds_vip = None;
+    let mut ended = false;
+    for (n, line) in output.lines().enumerate() {
+        let bad = || format!("facts output line {}: cannot read `{line}`", n + 1);
+        let mut parts = line.splitn(2, ' ');
+        let tag = parts.next().unwrap_or("");
+        let rest = parts.next().unwrap_or("");
+        match tag {
+            "INIT" => {
+                init = Some(if rest == "systemd" { Init::Systemd } else { Init::Other });
+            }
+            "F" => {
+                let f: Vec<&str> = rest.splitn(6, ' ').collect();
+                if f.len() != 6 {
+                    return Err(bad());
+                }
+                let fact = if f[0] == "1" {
+                    let mode = u32::from_str_radix(f[2], 8).map_err(|_| bad())?;
+                    if f[1].len() != 64 {
+                        return Err(bad());
+                    }
+                    Some(FileFact {
+                        sha256: f[1].to_string(),
+                        mode,
+                        owner: f[3].to_string(),
+                        group: f[4].to_string(),
+                    })
+                } else {
+                    None
+                };
+                files.insert(f[5].to_string(), fact);
+            }
+            "P" => {
+                let f: Vec<&str> = rest.split(' ').collect();
+                if f.len() < 2 {
+                    return Err(bad());
+                }
+                // dpkg-query may print name:arch for multi-arch packages
+                let name = f[0].split(':').next().unwrap_or(f[0]);
+                packages.insert(name.to_string(), f[1] == "installed");
+            }
+            "S" => {
+                let f: Vec<&str> = rest.split(' ').collect();
+                if f.len() != 3 {
+                    return Err(bad());
+                }
+                services.insert(
+                    f[0].to_string(),
+                    ServiceFact {
+                        active: f[1].to_string(),
+                        enabled: f[2].to_string(),
+                    },
+                );
+            }
+            "VIP" => holds_vip = Some(rest == "yes"),
+            "END" => ended = true,
+            "" => {}
+            _ => return Err(bad()),
+        }
+    }
+    if !ended {
+        return Err("facts output ended early (the connection dropped or the script failed)".into());
+    }
+    for p in &q.paths {
+        if !files.contains_key(*p) {
+            return Err(format!("facts output lacks the file {p}"));
+        }
+    }
+    Ok(Facts {
+        init: init.ok_or("facts output lacks the INIT line")?,
+        files,
+        packages,
+        services,
+        holds_vip,
+    })
+}
+
+/// A second round trip, only when a plan has changed files to show: their current
+/// content, base64-encoded, one per line (`C <base64|-> <path>`).
+pub fn contents_script(paths: &[&str]) -> String {
+    let paths: Vec<String> = paths.iter().map(|p| quote(p)).collect();
+    format!(
+        "for p in {}; do if [ -f \"$p\" ]; then echo \"C $(base64 -w0 < \"$p\") $p\"; else echo \"C - $p\"; fi; done; echo END\n",
+        paths.join(" ")
+    )
+}
+
+/// Parses [`contents_script`]'s output into path -> content (absent files are missing).
+pub fn parse_contents(output: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    use base64::Engine;
+    let mut out = BTreeMap::new();
+    let mut ended = false;
+    for line in output.lines() {
+        if line == "END" {
+            ended = true;
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("C ") else {
+            return Err(format!("cannot read `{line}`"));
+        };
+        let (b64, path) = rest.split_once(' ').ok_or_else(|| format!("cannot read `{line}`"))?;
+        if b64 != "-" {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("bad base64 for {path}: {e}"))?;
+            out.insert(path.to_string(), data);
+        }
+    }
+    if !ended {
+        return Err("content output ended early".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q() -> FactQuery<'static> {
+        FactQuery {
+            paths: vec!["/etc/nginx/nginx.conf", "/etc/foo bar"],
+            packages: vec!["nginx", "haproxy"],
+            services: vec!["nginx"],
+            vip: Some("172.30.77.10".into()),
+        }
+    }
+
+    /// Recorded from a lab host (Debian 12, systemd) with nginx installed.
+    const RECORDED: &str = "INIT systemd
+F 1 5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3 644 root root /etc/nginx/nginx.conf
+F 0 - - - - /etc/foo bar
+P nginx installed
+S nginx active enabled
+VIP no
+END
+";
+
+    #[test]
+    fn parses_recorded_output() {
+        let f = parse(RECORDED, &q()).expect("parses");
+        assert_eq!(f.init, Init::Systemd);
+        let nginx = f.files["/etc/nginx/nginx.conf"].as_ref().expect("exists");
+        assert_eq!(nginx.mode, 0o644);
+        assert_eq!(nginx.owner, "root");
+        assert_eq!(f.files["/etc/foo bar"], None);
+        assert!(f.packages["nginx"]);
+        assert!(!f.packages["haproxy"], "not mentioned by dpkg-query = missing");
+        assert_eq!(f.services["nginx"].active, "active");
+        assert_eq!(f.holds_vip, Some(false));
+    }
+
+    #[test]
+    fn truncated_or_garbled_output_is_an_error() {
+        assert!(parse(&RECORDED.replace("END\n", ""), &q()).is_err());
+        assert!(parse(&RECORDED.replace("F 0 - - - - /etc/foo bar\n", ""), &q()).is_err());
+        assert!(parse("INIT systemd\nF 1 zz 644 root\nEND\n", &q()).is_err());
+        assert!(parse("garbage\n", &q()).is_err());
+    }
+
+    #[test]
+    fn script_quotes_paths_and_asks_everything() {
+        let s = script(&q());
+        assert!(s.contains("for p in /etc/nginx/nginx.conf '/etc/foo bar'; do"), "{s}");
+        assert!(s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' nginx haproxy"), "{s}");
+        assert!(s.contains("grep -qF ' 172.30.77.10/'"), "{s}");
+        assert!(s.ends_with("echo END\n"));
+    }
+
+    #[test]
+    fn script_runs_in_a_real_shell_on_local_files() {
+        let dir = std::env::temp_dir().join(format!("fp-facts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("a.conf");
+        std::fs::write(&file, "hello\n").expect("write");
+        let path = file.to_string_lossy().to_string();
+        let missing = dir.join("missing").to_string_lossy().to_string();
+        let query = FactQuery { paths: vec![&path, &missing], ..Default::default() };
+        let out = std::process::Command::new("sh").arg("-c").arg(script(&query)).output().expect("sh");
+        let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        let f = facts.files[&path].as_ref().expect("exists");
+        assert_eq!(f.sha256, crate::desired::sha256_hex(b"hello\n"));
+        assert_eq!(facts.files[&missing], None);
+        let out = std::process::Command::new("sh").arg("-c").arg(contents_script(&[&path, &missing])).output().expect("sh");
+        let c = parse_contents(&String::from_utf8_lossy(&out.stdout)).expect("parses");
+        assert_eq!(c[&path], b"hello\n");
+        assert!(!c.contains_key(&missing));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

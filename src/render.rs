@@ -1,0 +1,324 @@
+//! Rendering: roles + templates + inventory -> the desired state of each host.
+//!
+//! Pure: reads the project's files once ([`Project::load`]), then renders in memory.
+
+use crate::desired::{DesiredFile, DesiredHost, DesiredRole};
+use crate::diag::Diagnostic;
+use crate::inventory::{Host, Inventory};
+use crate::role::{self, Role, Source};
+use crate::secrets::Secrets;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The project's roles and templates, loaded and parsed.
+pub struct Project {
+    pub root: PathBuf,
+    pub roles: BTreeMap<String, Role>,
+    pub templates_dir: PathBuf,
+    tera: tera::Tera,
+}
+
+/// Finds the project root for an inventory: the nearest folder, from the inventory's
+/// own folder upwards, that holds both `roles/` and `templates/`.
+pub fn find_root(inventory: &Path) -> Option<PathBuf> {
+    let abs = std::fs::canonicalize(inventory).ok()?;
+    abs.ancestors()
+        .skip(1)
+        .find(|d| d.join("roles").is_dir() && d.join("templates").is_dir())
+        .map(Path::to_path_buf)
+}
+
+impl Project {
+    /// Loads every role under `root/roles` and every template under `root/templates`.
+    pub fn load(root: &Path) -> Result<Project, Diagnostic> {
+        let roles_dir = root.join("roles");
+        let templates_dir = root.join("templates");
+        let mut tera = tera::Tera::default();
+        let mut sources = Vec::new();
+        collect_templates(&templates_dir, &templates_dir, &mut sources)?;
+        tera.add_raw_templates(sources.iter().map(|(n, c)| (n.as_str(), c.as_str())))
+            .map_err(|e| tera_diag(&templates_dir, &e, None))?;
+        let mut roles = BTreeMap::new();
+        for name in role::list(&roles_dir) {
+            let r = role::load(&roles_dir, &name, &templates_dir)?;
+            roles.insert(name, r);
+        }
+        Ok(Project {
+            root: root.to_path_buf(),
+            roles,
+            templates_dir,
+            tera,
+        })
+    }
+
+    pub fn role_names(&self) -> Vec<String> {
+        self.roles.keys().cloned().collect()
+    }
+
+    /// Renders the desired state of `host`. `secrets` are the values templates see
+    /// (real ones, or masked placeholders for `render` without `--reveal-secrets`).
+    pub fn render_host(
+        &self,
+        inv: &Inventory,
+        host: &Host,
+        secrets: &BTreeMap<String, String>,
+        real: &Secrets,
+    ) -> Result<DesiredHost, Diagnostic> {
+        let tier = inv.tier(&host.tier).ok_or_else(|| {
+            Diagnostic::new(&inv.path, 0, 0, format!("host `{}` has no tier", host.name))
+        })?;
+        let mut roles = Vec::new();
+        for role_name in &tier.roles {
+            let role = self.roles.get(role_name).ok_or_else(|| {
+                Diagnostic::new(&inv.path, 0, 0, format!("unknown role `{role_name}`"))
+            })?;
+            let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
+            let ctx_map = context(inv, host, vars, secrets);
+            let ctx = tera::Context::from_serialize(&ctx_map).map_err(|e| {
+                Diagnostic::new(&inv.path, 0, 0, format!("host `{}`: vars cannot be used in templates: {e}", host.name))
+            })?;
+            let rctx = RenderCtx { tera: &self.tera, ctx: &ctx, templates_dir: &self.templates_dir, role, host };
+            let mut files = Vec::new();
+            for f in &role.files {
+                let content = match &f.source {
+                    Source::Template(name) => self
+                        .tera
+                        .render(name, &ctx)
+                        .map_err(|e| tera_diag(&self.templates_dir, &e, Some(&host.name)))?
+                        .into_bytes(),
+                    Source::Static(p) => {
+                        let path = role.dir.join("files").join(p);
+                        std::fs::read(&path).map_err(|e| {
+                            Diagnostic::new(&path, 0, 0, format!("cannot read: {e}"))
+                        })?
+                    }
+                };
+                let sensitive = std::str::from_utf8(&content)
+                    .map(|t| real.appears_in(t))
+                    .unwrap_or(true);
+                files.push(DesiredFile::new(
+                    f.dest.clone(),
+                    content,
+                    f.owner.clone(),
+                    f.group.clone(),
+                    f.mode,
+                    f.notify.clone(),
+                    f.validate.as_deref().map(|v| rctx.command(v)).transpose()?,
+                    sensitive,
+                ));
+            }
+            let handlers = role
+                .handlers
+                .iter()
+                .map(|(n, c)| Ok((n.clone(), rctx.command(c)?)))
+                .collect::<Result<Vec<_>, Diagnostic>>()?;
+            let mut health = Vec::new();
+            for h in &role.health {
+                let mut h = h.clone();
+                h.command = rctx.command(&h.command)?;
+                health.push(h);
+            }
+            let validate = match &role.validate {
+                Some(v) => Some(crate::role::TreeValidate {
+                    tree: v.tree.clone(),
+                    command: rctx.command(&v.command)?,
+                }),
+                None => None,
+            };
+            roles.push(DesiredRole {
+                name: role.name.clone(),
+                packages: role.packages.clone(),
+                service: role.service.clone(),
+                files,
+                validate,
+                handlers,
+                health,
+            });
+        }
+        Ok(DesiredHost {
+            host: host.clone(),
+            roles,
+        })
+    }
+}
+
+struct RenderCtx<'a> {
+    tera: &'a tera::Tera,
+    ctx: &'a tera::Context,
+    templates_dir: &'a Path,
+    role: &'a Role,
+    host: &'a Host,
+}
+
+impl RenderCtx<'_> {
+    /// Commands in role.yml (validators, handlers, health checks) may use vars too.
+    fn command(&self, cmd: &str) -> Result<String, Diagnostic> {
+        if !cmd.contains("{{") && !cmd.contains("{%") {
+            return Ok(cmd.to_string());
+        }
+        self.tera.render_str(cmd, self.ctx, false).map_err(|e| {
+            let d = tera_diag(self.templates_dir, &e, Some(&self.host.name));
+            Diagnostic::new(&self.role.dir.join("role.yml"), 0, 0, format!("in command `{cmd}`: {}", d.message))
+        })
+    }
+}
+
+/// Variable precedence, lowest first: role defaults < inventory vars < tier vars < host vars.
+pub fn merge_vars(
+    role_defaults: &Map<String, Value>,
+    inventory: &Map<String, Value>,
+    tier: &Map<String, Value>,
+    host: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for layer in [role_defaults, inventory, tier, host] {
+        for (k, v) in layer {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+fn host_json(h: &Host) -> Value {
+    json!({
+        "name": h.name,
+        "address": h.address.to_string(),
+        "tier": h.tier,
+        "vars": h.vars,
+    })
+}
+
+/// The template context: merged vars at the top level plus the built-in names.
+pub fn context(
+    inv: &Inventory,
+    host: &Host,
+    vars: Map<String, Value>,
+    secrets: &BTreeMap<String, String>,
+) -> Map<String, Value> {
+    let mut ctx = vars;
+    ctx.insert("domain".into(), json!(inv.domain));
+    ctx.insert("vip".into(), json!(inv.vip.map(|v| v.to_string())));
+    ctx.insert("host".into(), host_json(host));
+    ctx.insert("hosts".into(), Value::Array(inv.hosts.iter().map(host_json).collect()));
+    let mut tiers = Map::new();
+    for t in &inv.tiers {
+        tiers.insert(t.name.clone(), Value::Array(inv.hosts_of(&t.name).map(host_json).collect()));
+    }
+    ctx.insert("tiers".into(), Value::Object(tiers));
+    ctx.insert("admin_networks".into(), json!(inv.admin_networks));
+    ctx.insert("secrets".into(), json!(secrets));
+    ctx
+}
+
+fn collect_templates(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), Diagnostic> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Diagnostic::new(dir, 0, 0, format!("cannot read templates folder: {e}")))?;
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        if p.is_dir() {
+            collect_templates(base, &p, out)?;
+        } else if p.is_file() {
+            let name = p
+                .strip_prefix(base)
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| Diagnostic::new(&p, 0, 0, format!("cannot read template: {e}")))?;
+            out.push((name, text));
+        }
+    }
+    Ok(())
+}
+
+/// A Tera error as a located diagnostic: templates/NAME:LINE:COL: message.
+pub fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> Diagnostic {
+    let for_host = host.map(|h| format!(" (rendering for host `{h}`)")).unwrap_or_default();
+    match e.kind() {
+        tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
+            let file = if r.filename().is_empty() {
+                templates_dir.to_path_buf()
+            } else {
+                templates_dir.join(r.filename())
+            };
+            let span = r.span();
+            let mut d = Diagnostic::new(
+                &file,
+                span.start_line as u64,
+                span.start_col as u64 + 1,
+                format!("{}{for_host}", r.message()),
+            );
+            if r.message().contains("not found in context") || r.message().contains("undefined") {
+                d.hint = Some("define the variable in the inventory (vars, tier vars or host vars) or in the role's defaults".into());
+            }
+            d
+        }
+        tera::ErrorKind::CircularInclude { tpl, include_chain } => Diagnostic::new(
+            &templates_dir.join(tpl),
+            0,
+            0,
+            format!("include loop: {}", include_chain.join(" -> ")),
+        )
+        .with_hint("break the cycle of {% include %} between these templates"),
+        tera::ErrorKind::CircularExtend { tpl, inheritance_chain } => Diagnostic::new(
+            &templates_dir.join(tpl),
+            0,
+            0,
+            format!("extends loop: {}", inheritance_chain.join(" -> ")),
+        ),
+        tera::ErrorKind::MissingParent { current, parent } => Diagnostic::new(
+            &templates_dir.join(current),
+            0,
+            0,
+            format!("extends `{parent}`, which does not exist under templates/"),
+        ),
+        _ => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            Diagnostic::new(templates_dir, 0, 0, format!("{msg}{for_host}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pairs: &[(&str, i64)]) -> Map<String, Value> {
+        pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+    }
+
+    #[test]
+    fn precedence_is_role_inventory_tier_host() {
+        let merged = merge_vars(
+            &m(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]),
+            &m(&[("b", 2), ("c", 2), ("d", 2)]),
+            &m(&[("c", 3), ("d", 3)]),
+            &m(&[("d", 4)]),
+        );
+        assert_eq!(merged, m(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]));
+    }
+
+    #[test]
+    fn tera_errors_carry_file_line_and_column() {
+        let mut t = tera::Tera::default();
+        let e = t
+            .add_raw_templates(vec![("web/x.conf.tera", "line one\n  {{ oops ")])
+            .expect_err("syntax error");
+        let d = tera_diag(Path::new("templates"), &e, None);
+        assert_eq!(d.file, Path::new("templates/web/x.conf.tera"));
+        assert_eq!(d.line, 2, "{d}");
+
+        let mut t = tera::Tera::default();
+        t.add_raw_templates(vec![("a.tera", "ok\n{{ missing_var }}\n")]).expect("parses");
+        let e = t.render("a.tera", &tera::Context::new()).expect_err("undefined");
+        let d = tera_diag(Path::new("templates"), &e, Some("web1"));
+        assert_eq!((d.line, d.file.clone()), (2, PathBuf::from("templates/a.tera")), "{d}");
+        assert!(d.message.contains("web1"), "{d}");
+    }
+}

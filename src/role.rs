@@ -1,0 +1,435 @@
+//! Roles are data: `roles/<name>/role.yml` says which templates render to which remote
+//! paths, how they are validated, what each change notifies, packages, the service and
+//! health checks. Adding a role needs no Rust change.
+
+use crate::diag::{Diagnostic, from_yaml_error};
+use crate::inventory::{read_yaml_text, yaml_options};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub dir: PathBuf,
+    pub description: String,
+    pub packages: Vec<String>,
+    pub service: Option<Service>,
+    pub defaults: Map<String, Value>,
+    pub files: Vec<RoleFile>,
+    pub validate: Option<TreeValidate>,
+    pub handlers: Vec<(String, String)>,
+    pub health: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub enabled: bool,
+    /// Whether the service supports reload; if not, a reload is a restart.
+    pub reload: bool,
+}
+
+/// Where a file's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A Tera template, by name relative to `templates/`.
+    Template(String),
+    /// A file copied verbatim, relative to `roles/<name>/files/`.
+    Static(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyKind {
+    Reload,
+    Restart,
+}
+
+/// What a changed file triggers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Notify {
+    None,
+    Service(NotifyKind),
+    /// A named handler of the role.
+    Handler(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleFile {
+    pub source: Source,
+    pub dest: String,
+    pub owner: String,
+    pub group: String,
+    /// Permission bits, e.g. 0o644.
+    pub mode: u32,
+    pub notify: Notify,
+    /// Per-file validator; `{tmp}` is replaced by the uploaded temporary file.
+    pub validate: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TreeValidate {
+    /// Folder copied to a scratch folder, with the role's changed files laid over it.
+    pub tree: String,
+    /// Command; `{tree}` is replaced by the scratch copy.
+    pub command: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheck {
+    pub name: String,
+    pub command: String,
+    pub retries: u32,
+    pub interval_ms: u64,
+}
+
+// ---- role.yml as written ----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    packages: Vec<Spanned<String>>,
+    #[serde(default)]
+    service: Option<RawService>,
+    #[serde(default)]
+    defaults: Map<String, Value>,
+    #[serde(default)]
+    files: Vec<Spanned<RawFile>>,
+    #[serde(default)]
+    validate: Option<RawTreeValidate>,
+    #[serde(default)]
+    handlers: crate::ordered_map::OrderedMap<String>,
+    #[serde(default)]
+    health: Vec<RawHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "yes")]
+    reload: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    src: Option<String>,
+    dest: Spanned<String>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    notify: Option<Spanned<String>>,
+    #[serde(default)]
+    validate: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTreeValidate {
+    tree: String,
+    command: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    name: String,
+    command: String,
+    #[serde(default = "default_retries")]
+    retries: u32,
+    #[serde(default = "default_interval")]
+    interval_ms: u64,
+}
+
+fn default_retries() -> u32 {
+    10
+}
+fn default_interval() -> u64 {
+    500
+}
+
+/// Names of the roles under `roles_dir` (folders holding a role.yml), sorted.
+pub fn list(roles_dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(roles_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("role.yml").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Parses a mode string such as "0644" or "644".
+pub fn parse_mode(s: &str) -> Option<u32> {
+    let digits = s.strip_prefix('0').filter(|r| r.len() == 3).unwrap_or(s);
+    if digits.len() != 3 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+/// Loads `roles/<name>/role.yml`; `templates_dir` is checked for the templates it names.
+pub fn load(roles_dir: &Path, name: &str, templates_dir: &Path) -> Result<Role, Diagnostic> {
+    let dir = roles_dir.join(name);
+    let path = dir.join("role.yml");
+    let text = read_yaml_text(&path)?;
+    parse(&path, &text, name, templates_dir)
+}
+
+pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Result<Role, Diagnostic> {
+    let raw: RawRole = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| from_yaml_error(path, &e))?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let at = |loc: serde_saphyr::Location, msg: String| Diagnostic::at(path, loc, msg);
+
+    let handlers: Vec<(String, String)> = raw
+        .handlers
+        .0
+        .into_iter()
+        .map(|(k, v)| (k.value, v))
+        .collect();
+    let service = match raw.service {
+        None => None,
+        Some(s) => {
+            if !is_unit_name(&s.name.value) {
+                return Err(at(s.name.referenced, format!("`{}` is not a service name", s.name.value)));
+            }
+            Some(Service {
+                name: s.name.value,
+                enabled: s.enabled,
+                reload: s.reload,
+            })
+        }
+    };
+    let mut packages = Vec::new();
+    for p in raw.packages {
+        if !is_package_name(&p.value) {
+            return Err(at(p.referenced, format!("`{}` is not a Debian package name", p.value)));
+        }
+        packages.push(p.value);
+    }
+
+    let mut files: Vec<RoleFile> = Vec::new();
+    for f in raw.files {
+        let loc = f.referenced;
+        let f = f.value;
+        let source = match (f.template, f.src) {
+            (Some(t), None) => {
+                if !templates_dir.join(&t).is_file() {
+                    return Err(at(loc, format!("template `{t}` not found under {}", templates_dir.display()))
+                        .with_hint("template names are relative to templates/"));
+                }
+                Source::Template(t)
+            }
+            (None, Some(s)) => {
+                let p = dir.join("files").join(&s);
+                if s.contains("..") || !p.is_file() {
+                    return Err(at(loc, format!("file `{s}` not found under {}", dir.join("files").display())));
+                }
+                Source::Static(PathBuf::from(s))
+            }
+            _ => {
+                return Err(at(loc, "a file needs exactly one of `template` or `src`".into()));
+            }
+        };
+        let dest = f.dest.value.clone();
+        if !dest.starts_with('/') || dest.ends_with('/') || dest.contains("/../") || dest.contains(['\n', '\0']) {
+            return Err(at(f.dest.referenced, format!("dest `{dest}` must be an absolute file path")));
+        }
+        if files.iter().any(|o| o.dest == dest) {
+            return Err(at(f.dest.referenced, format!("dest `{dest}` is listed twice in this role")));
+        }
+        let mode = match &f.mode {
+            None => 0o644,
+            Some(m) => parse_mode(&m.value).ok_or_else(|| {
+                at(m.referenced, format!("mode `{}` is not an octal mode", m.value))
+                    .with_hint("write it as a quoted string such as \"0644\" or \"0640\"")
+            })?,
+        };
+        let notify = match &f.notify {
+            None => Notify::None,
+            Some(n) => match n.value.as_str() {
+                "none" => Notify::None,
+                "reload" | "restart" if service.is_none() => {
+                    return Err(at(n.referenced, format!("notify `{}` needs a `service:` in this role", n.value)));
+                }
+                "reload" => Notify::Service(NotifyKind::Reload),
+                "restart" => Notify::Service(NotifyKind::Restart),
+                other if handlers.iter().any(|(h, _)| h == other) => Notify::Handler(other.to_string()),
+                other => {
+                    let mut names: Vec<&str> = vec!["none", "reload", "restart"];
+                    names.extend(handlers.iter().map(|(h, _)| h.as_str()));
+                    let mut d = at(n.referenced, format!("notify `{other}` is not reload, restart, none or a handler of this role"));
+                    if let Some(near) = crate::suggest::nearest(other, &names) {
+                        d.hint = Some(format!("did you mean `{near}`?"));
+                    }
+                    return Err(d);
+                }
+            },
+        };
+        for (field, v) in [("owner", &f.owner), ("group", &f.group)] {
+            if let Some(v) = v
+                && !is_unit_name(v)
+            {
+                return Err(at(loc, format!("{field} `{v}` is not a valid user or group name")));
+            }
+        }
+        files.push(RoleFile {
+            source,
+            dest,
+            owner: f.owner.unwrap_or_else(|| "root".into()),
+            group: f.group.unwrap_or_else(|| "root".into()),
+            mode,
+            notify,
+            validate: f.validate,
+        });
+    }
+    let validate = raw.validate.map(|v| TreeValidate {
+        tree: v.tree,
+        command: v.command,
+    });
+    if let Some(v) = &validate
+        && (!v.tree.starts_with('/') || !v.command.contains("{tree}"))
+    {
+        return Err(Diagnostic::new(path, 0, 0, "validate: `tree` must be an absolute folder and `command` must use {tree}"));
+    }
+    Ok(Role {
+        name: name.to_string(),
+        dir,
+        description: raw.description,
+        packages,
+        service,
+        defaults: raw.defaults,
+        files,
+        validate,
+        handlers,
+        health: raw
+            .health
+            .into_iter()
+            .map(|h| HealthCheck {
+                name: h.name,
+                command: h.command,
+                retries: h.retries.clamp(1, 600),
+                interval_ms: h.interval_ms.min(60_000),
+            })
+            .collect(),
+    })
+}
+
+fn is_unit_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+}
+
+fn is_package_name(s: &str) -> bool {
+    s.len() >= 2
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> tempdir::Dir {
+        tempdir::Dir::new()
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                let p = std::env::temp_dir().join(format!(
+                    "fp-role-test-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0)
+                ));
+                std::fs::create_dir_all(p.join("templates/web")).expect("mkdir");
+                std::fs::write(p.join("templates/web/site.conf.tera"), "x").expect("write");
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    const ROLE: &str = "\
+packages: [nginx]
+service:
+  name: nginx
+files:
+  - template: web/site.conf.tera
+    dest: /etc/nginx/site.conf
+    mode: \"0640\"
+    notify: reload
+health:
+  - name: up
+    command: curl -fsS http://127.0.0.1/
+";
+
+    fn parse_role(dir: &tempdir::Dir, text: &str) -> Result<Role, Diagnostic> {
+        parse(&dir.0.join("roles/web/role.yml"), text, "web", &dir.0.join("templates"))
+    }
+
+    #[test]
+    fn parses_a_role() {
+        let d = fixture();
+        let r = parse_role(&d, ROLE).expect("valid");
+        assert_eq!(r.files[0].mode, 0o640);
+        assert_eq!(r.files[0].notify, Notify::Service(NotifyKind::Reload));
+        assert_eq!(r.health[0].retries, 10);
+        assert!(r.service.as_ref().is_some_and(|s| s.reload && s.enabled));
+    }
+
+    #[test]
+    fn role_errors_are_located() {
+        let d = fixture();
+        let e = parse_role(&d, &ROLE.replace("\"0640\"", "\"0999\"")).expect_err("bad mode").to_string();
+        assert!(e.contains("role.yml:7:11: mode `0999` is not an octal mode"), "{e}");
+        let e = parse_role(&d, &ROLE.replace("notify: reload", "notify: relaod")).expect_err("bad notify").to_string();
+        assert!(e.contains("did you mean `reload`?"), "{e}");
+        let e = parse_role(&d, &ROLE.replace("site.conf.tera", "nope.tera")).expect_err("missing").to_string();
+        assert!(e.contains("template `web/nope.tera` not found"), "{e}");
+        let e = parse_role(&d, &ROLE.replace("dest: /etc", "dest: etc")).expect_err("relative").to_string();
+        assert!(e.contains("must be an absolute file path"), "{e}");
+        let e = parse_role(&d, &ROLE.replace("packages:", "pakages:")).expect_err("typo").to_string();
+        assert!(e.contains("did you mean `packages`?"), "{e}");
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644"), Some(0o644));
+        assert_eq!(parse_mode("600"), Some(0o600));
+        assert_eq!(parse_mode("0o644"), None);
+        assert_eq!(parse_mode("0888"), None);
+        assert_eq!(parse_mode("12345"), None);
+    }
+}

@@ -1,0 +1,99 @@
+//! Shell command strings, built by pure functions with exact-string tests beside them.
+
+/// Quotes `s` as one word for a POSIX shell: safe for any input, including quotes,
+/// newlines, `$`, backticks and leading dashes.
+pub fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Wraps a script so it runs under `sh`, as root through `sudo -n` when `sudo` is set.
+/// `-n` makes sudo fail at once instead of waiting for a password nobody will type.
+pub fn wrap(script: &str, sudo: bool) -> String {
+    if sudo {
+        format!("sudo -n -- sh -c {}", quote(script))
+    } else {
+        format!("sh -c {}", quote(script))
+    }
+}
+
+/// The init system a host runs, as found by facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    Systemd,
+    /// SysV init scripts (`service NAME ACTION`).
+    Other,
+}
+
+/// The command that performs `action` (start, reload, restart, enable) on `service`.
+pub fn service_command(init: Init, action: &str, service: &str) -> String {
+    let s = quote(service);
+    match (init, action) {
+        (Init::Systemd, "enable") => format!("systemctl enable --quiet {s}"),
+        (Init::Systemd, a) => format!("systemctl {a} {s}"),
+        (Init::Other, "enable") => format!("update-rc.d {s} defaults >/dev/null"),
+        (Init::Other, a) => format!("service {s} {a}"),
+    }
+}
+
+/// Installs Debian packages without questions, keeping config files already in place.
+pub fn apt_install(packages: &[&str]) -> String {
+    let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+    format!(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}",
+        pkgs.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_plain_and_hostile() {
+        assert_eq!(quote("/etc/nginx/nginx.conf"), "/etc/nginx/nginx.conf");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(quote("`id`;\nx"), "'`id`;\nx'");
+        assert_eq!(quote("'"), r"''\'''");
+    }
+
+    #[test]
+    fn hostile_strings_survive_a_real_shell() {
+        for s in ["it's", "$(echo pwned)", "a\nb", "`id`", "\\", "'\"'", "-n", "*", "~", "!x"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", quote(s)))
+                .output()
+                .expect("sh runs");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+
+    #[test]
+    fn wrap_with_and_without_sudo() {
+        assert_eq!(wrap("echo 'x'", false), r"sh -c 'echo '\''x'\'''");
+        assert_eq!(wrap("id -u", true), "sudo -n -- sh -c 'id -u'");
+    }
+
+    #[test]
+    fn service_commands() {
+        assert_eq!(service_command(Init::Systemd, "reload", "nginx"), "systemctl reload nginx");
+        assert_eq!(service_command(Init::Systemd, "enable", "nginx"), "systemctl enable --quiet nginx");
+        assert_eq!(service_command(Init::Other, "restart", "haproxy"), "service haproxy restart");
+        assert_eq!(
+            apt_install(&["nginx", "curl"]),
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+             -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nginx curl"
+        );
+    }
+}
