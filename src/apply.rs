@@ -77,7 +77,10 @@ impl<T: Transport> Remote<'_, T> {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Applies one host's plan. Never panics; every failure is an [`Outcome`].
@@ -94,9 +97,17 @@ pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Out
 
 async fn apply_inner<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Result<(), StepError> {
     if !plan.packages_to_install.is_empty() {
-        r.step(&format!("installing {}", plan.packages_to_install.join(" ")));
-        let pkgs: Vec<&str> = plan.packages_to_install.iter().map(String::as_str).collect();
-        r.must("apt-get install", &shell::apt_install(&pkgs), b"").await?;
+        r.step(&format!(
+            "installing {}",
+            plan.packages_to_install.join(" ")
+        ));
+        let pkgs: Vec<&str> = plan
+            .packages_to_install
+            .iter()
+            .map(String::as_str)
+            .collect();
+        r.must("apt-get install", &shell::apt_install(&pkgs), b"")
+            .await?;
     }
     for role in &plan.roles {
         if role.files.is_empty() && role.actions.is_empty() {
@@ -131,7 +142,7 @@ fn split_path(p: &str) -> (&str, &str) {
 pub fn upload_script(c: &FileChange) -> String {
     let (dir, base) = split_path(&c.path);
     format!(
-        "set -e\numask 077\nmkdir -p {dir}\nt=$(mktemp {tmpl})\ncat > \"$t\"\nchown {owner}:{group} \"$t\"\nchmod {mode} \"$t\"\necho \"$t\"\n",
+        "set -e\numask 022\nmkdir -p {dir}\numask 077\nt=$(mktemp {tmpl})\ncat > \"$t\"\nchown {owner}:{group} \"$t\"\nchmod {mode} \"$t\"\necho \"$t\"\n",
         dir = quote(dir),
         tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX")),
         owner = quote(&c.owner),
@@ -168,7 +179,10 @@ pub fn swap_script(staged: &[(String, String)]) -> String {
     for (dest, tmp) in staged {
         let d = quote(dest);
         let b = quote(&backup_path(dest));
-        s.push_str(&format!("if [ -f {d} ]; then ln -f {d} {b}; else rm -f {b}; fi\nmv -f {t} {d}\n", t = quote(tmp)));
+        s.push_str(&format!(
+            "if [ -f {d} ]; then ln -f {d} {b}; else rm -f {b}; fi\nmv -f {t} {d}\n",
+            t = quote(tmp)
+        ));
     }
     s
 }
@@ -179,7 +193,9 @@ pub fn rollback_script(dests: &[&str]) -> String {
     for dest in dests {
         let d = quote(dest);
         let b = quote(&backup_path(dest));
-        s.push_str(&format!("if [ -f {b} ]; then mv -f {b} {d}; else rm -f {d}; fi\n"));
+        s.push_str(&format!(
+            "if [ -f {b} ]; then mv -f {b} {d}; else rm -f {d}; fi\n"
+        ));
     }
     s
 }
@@ -203,17 +219,35 @@ pub fn health_script(command: &str, retries: u32, interval_ms: u64) -> String {
     )
 }
 
-async fn apply_role<T: Transport>(r: &Remote<'_, T>, init: Init, role: &RolePlan) -> Result<(), StepError> {
+async fn apply_role<T: Transport>(
+    r: &Remote<'_, T>,
+    init: Init,
+    role: &RolePlan,
+) -> Result<(), StepError> {
     // 1. Upload.
     let mut staged: Vec<Staged> = Vec::new();
-    for c in role.files.iter().filter(|c| c.action != FileAction::Metadata) {
+    for c in role
+        .files
+        .iter()
+        .filter(|c| c.action != FileAction::Metadata)
+    {
         r.step(&format!("uploading {}", c.path));
-        match r.must(&format!("upload of {}", c.path), &upload_script(c), &c.file.content).await {
+        match r
+            .must(
+                &format!("upload of {}", c.path),
+                &upload_script(c),
+                &c.file.content,
+            )
+            .await
+        {
             Ok(out) => {
                 let tmp = out.trim().to_string();
                 if !tmp.contains(".fp-") {
                     cleanup(r, &staged).await;
-                    return Err(StepError::Failed(format!("upload of {}: unexpected reply `{tmp}`", c.path)));
+                    return Err(StepError::Failed(format!(
+                        "upload of {}: unexpected reply `{tmp}`",
+                        c.path
+                    )));
                 }
                 staged.push(Staged { change: c, tmp });
             }
@@ -223,16 +257,33 @@ async fn apply_role<T: Transport>(r: &Remote<'_, T>, init: Init, role: &RolePlan
             }
         }
     }
-    let pairs: Vec<(String, String)> = staged.iter().map(|s| (s.change.path.clone(), s.tmp.clone())).collect();
+    let pairs: Vec<(String, String)> = staged
+        .iter()
+        .map(|s| (s.change.path.clone(), s.tmp.clone()))
+        .collect();
 
     // 2. Validate: per file, then the whole tree.
     for s in &staged {
         if let Some(v) = &s.change.file.validate {
             r.step(&format!("validating {}", s.change.path));
-            let cmd = format!("if [ ! -s {t} ]; then echo 'staged file is missing or empty'; exit 1; fi\n{} 2>&1", v.replace("{tmp}", &quote(&s.tmp)), t = quote(&s.tmp));
-            if let Err(e) = r.must(&format!("validation of {} (`{v}`)", s.change.path), &cmd, b"").await {
+            let cmd = format!(
+                "if [ ! -s {t} ]; then echo 'staged file is missing or empty'; exit 1; fi\n{} 2>&1",
+                v.replace("{tmp}", &quote(&s.tmp)),
+                t = quote(&s.tmp)
+            );
+            if let Err(e) = r
+                .must(
+                    &format!("validation of {} (`{v}`)", s.change.path),
+                    &cmd,
+                    b"",
+                )
+                .await
+            {
                 cleanup(r, &staged).await;
-                return Err(with_note(e, "the live file and the running service were left as they were"));
+                return Err(with_note(
+                    e,
+                    "the live file and the running service were left as they were",
+                ));
             }
         }
     }
@@ -241,9 +292,19 @@ async fn apply_role<T: Transport>(r: &Remote<'_, T>, init: Init, role: &RolePlan
     {
         r.step(&format!("validating {} as a whole", v.tree));
         let script = tree_validate_script(&v.tree, &v.command, &pairs);
-        if let Err(e) = r.must(&format!("validation of {} (`{}`)", v.tree, v.command), &script, b"").await {
+        if let Err(e) = r
+            .must(
+                &format!("validation of {} (`{}`)", v.tree, v.command),
+                &script,
+                b"",
+            )
+            .await
+        {
             cleanup(r, &staged).await;
-            return Err(with_note(e, "the live files and the running service were left as they were"));
+            return Err(with_note(
+                e,
+                "the live files and the running service were left as they were",
+            ));
         }
     }
 
@@ -255,7 +316,11 @@ async fn apply_role<T: Transport>(r: &Remote<'_, T>, init: Init, role: &RolePlan
             return Err(e);
         }
     }
-    for c in role.files.iter().filter(|c| c.action == FileAction::Metadata) {
+    for c in role
+        .files
+        .iter()
+        .filter(|c| c.action == FileAction::Metadata)
+    {
         r.step(&format!("setting owner and mode of {}", c.path));
         let script = format!(
             "chown {}:{} {p} && chmod {:o} {p}",
@@ -264,7 +329,8 @@ async fn apply_role<T: Transport>(r: &Remote<'_, T>, init: Init, role: &RolePlan
             c.file.mode,
             p = quote(&c.path)
         );
-        r.must(&format!("chown/chmod of {}", c.path), &script, b"").await?;
+        r.must(&format!("chown/chmod of {}", c.path), &script, b"")
+            .await?;
     }
 
     // 4. Handlers, once each, after every file of the role is in place.
@@ -279,33 +345,48 @@ async fn apply_role<T: Transport>(r: &Remote<'_, T>, init: Init, role: &RolePlan
     }
     if !dests.is_empty() {
         let backups: Vec<String> = dests.iter().map(|d| quote(&backup_path(d))).collect();
-        r.must("removing backups", &format!("rm -f {}", backups.join(" ")), b"").await?;
+        r.must(
+            "removing backups",
+            &format!("rm -f {}", backups.join(" ")),
+            b"",
+        )
+        .await?;
     }
     Ok(())
 }
 
-async fn run_actions<T: Transport>(r: &Remote<'_, T>, init: Init, actions: &[Action]) -> Result<(), StepError> {
+async fn run_actions<T: Transport>(
+    r: &Remote<'_, T>,
+    init: Init,
+    actions: &[Action],
+) -> Result<(), StepError> {
     for a in actions {
         r.step(&a.to_string());
         let cmd = action_command(init, a);
         if let Err(e) = r.must(&a.to_string(), &format!("{cmd} 2>&1"), b"").await {
             // The service's own words: its status and last log lines.
             let detail = match a {
-                Action::Reload { service } | Action::Restart { service } | Action::Start { service }
+                Action::Reload { service }
+                | Action::Restart { service }
+                | Action::Start { service }
                     if init == Init::Systemd =>
                 {
                     let q = quote(service);
-                    r.run(&format!("systemctl status --no-pager -l -n 15 {q} 2>&1 | tail -n 20"), b"")
-                        .await
-                        .map(|o| r.secrets.mask(&String::from_utf8_lossy(&o.stdout)))
-                        .unwrap_or_default()
+                    r.run(
+                        &format!("systemctl status --no-pager -l -n 15 {q} 2>&1 | tail -n 20"),
+                        b"",
+                    )
+                    .await
+                    .map(|o| r.secrets.mask(&String::from_utf8_lossy(&o.stdout)))
+                    .unwrap_or_default()
                 }
                 _ => String::new(),
             };
             return Err(match e {
-                StepError::Failed(m) if !detail.trim().is_empty() => {
-                    StepError::Failed(format!("{m}\n  service status:\n{}", indent(detail.trim_end())))
-                }
+                StepError::Failed(m) if !detail.trim().is_empty() => StepError::Failed(format!(
+                    "{m}\n  service status:\n{}",
+                    indent(detail.trim_end())
+                )),
                 other => other,
             });
         }
@@ -348,7 +429,12 @@ async fn rollback<T: Transport>(
     let again: Vec<Action> = role
         .actions
         .iter()
-        .filter(|a| matches!(a, Action::Reload { .. } | Action::Restart { .. }))
+        .filter(|a| {
+            matches!(
+                a,
+                Action::DaemonReload | Action::Reload { .. } | Action::Restart { .. }
+            )
+        })
         .cloned()
         .collect();
     let second = match run_actions(r, init, &again).await {
@@ -386,7 +472,11 @@ async fn cleanup<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) {
     let tmps: Vec<String> = staged.iter().map(|s| quote(&s.tmp)).collect();
     // Best effort: if the connection is gone there is nothing more we can do here;
     // the temporary files are dot-files no service reads.
-    let _ = tokio::time::timeout(Duration::from_secs(10), r.run(&format!("rm -f {}", tmps.join(" ")), b"")).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        r.run(&format!("rm -f {}", tmps.join(" ")), b""),
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -395,7 +485,10 @@ mod tests {
 
     #[test]
     fn paths_split() {
-        assert_eq!(split_path("/etc/nginx/nginx.conf"), ("/etc/nginx", "nginx.conf"));
+        assert_eq!(
+            split_path("/etc/nginx/nginx.conf"),
+            ("/etc/nginx", "nginx.conf")
+        );
         assert_eq!(split_path("/x"), ("/", "x"));
         assert_eq!(backup_path("/etc/a b/c"), "/etc/a b/.c.fp-prev");
     }
@@ -426,10 +519,17 @@ mod tests {
         std::fs::write(&tmp, "new").expect("w");
         std::fs::write(&tmp2, "created").expect("w");
         let sh = |s: String| {
-            let st = std::process::Command::new("sh").arg("-c").arg(s).status().expect("sh");
+            let st = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(s)
+                .status()
+                .expect("sh");
             assert!(st.success());
         };
-        sh(swap_script(&[(dest.clone(), tmp.clone()), (created.clone(), tmp2.clone())]));
+        sh(swap_script(&[
+            (dest.clone(), tmp.clone()),
+            (created.clone(), tmp2.clone()),
+        ]));
         assert_eq!(std::fs::read_to_string(&dest).expect("r"), "new");
         assert!(!std::path::Path::new(&tmp).exists());
         sh(rollback_script(&[&dest, &created]));
@@ -444,14 +544,28 @@ mod tests {
             "/etc/nginx",
             "nginx -t -q -c {tree}/nginx.conf",
             &[
-                ("/etc/nginx/sites-enabled/foobar.conf".into(), "/etc/nginx/sites-enabled/.foobar.conf.fp-1".into()),
-                ("/var/www/index.html".into(), "/var/www/.index.html.fp-2".into()),
+                (
+                    "/etc/nginx/sites-enabled/foobar.conf".into(),
+                    "/etc/nginx/sites-enabled/.foobar.conf.fp-1".into(),
+                ),
+                (
+                    "/var/www/index.html".into(),
+                    "/var/www/.index.html.fp-2".into(),
+                ),
             ],
         );
         assert!(s.contains("cp -a /etc/nginx/. \"$s/\""), "{s}");
-        assert!(s.contains("cp -p /etc/nginx/sites-enabled/.foobar.conf.fp-1 \"$s\"/sites-enabled/foobar.conf"), "{s}");
+        assert!(
+            s.contains(
+                "cp -p /etc/nginx/sites-enabled/.foobar.conf.fp-1 \"$s\"/sites-enabled/foobar.conf"
+            ),
+            "{s}"
+        );
         assert!(!s.contains("index.html"), "{s}");
-        assert!(s.ends_with("nginx -t -q -c \"$s\"/nginx.conf 2>&1\n"), "{s}");
+        assert!(
+            s.ends_with("nginx -t -q -c \"$s\"/nginx.conf 2>&1\n"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -463,7 +577,11 @@ mod tests {
             .expect("sh");
         assert!(!st.status.success());
         assert_eq!(String::from_utf8_lossy(&st.stdout), "nope\n");
-        let ok = std::process::Command::new("sh").arg("-c").arg(health_script("true", 2, 10)).status().expect("sh");
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(health_script("true", 2, 10))
+            .status()
+            .expect("sh");
         assert!(ok.success());
     }
 }

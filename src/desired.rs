@@ -60,7 +60,17 @@ impl DesiredFile {
         sensitive: bool,
     ) -> Self {
         let sha256 = sha256_hex(&content);
-        DesiredFile { dest, content, sha256, owner, group, mode, notify, validate, sensitive }
+        DesiredFile {
+            dest,
+            content,
+            sha256,
+            owner,
+            group,
+            mode,
+            notify,
+            validate,
+            sensitive,
+        }
     }
 }
 
@@ -71,7 +81,10 @@ pub fn sha256_hex(data: &[u8]) -> String {
 impl DesiredHost {
     /// Every managed path, in role then file order.
     pub fn paths(&self) -> Vec<&str> {
-        self.roles.iter().flat_map(|r| r.files.iter().map(|f| f.dest.as_str())).collect()
+        self.roles
+            .iter()
+            .flat_map(|r| r.files.iter().map(|f| f.dest.as_str()))
+            .collect()
     }
     pub fn packages(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -83,6 +96,9 @@ impl DesiredHost {
         out
     }
     pub fn services(&self) -> Vec<&str> {
-        self.roles.iter().filter_map(|r| r.service.as_ref().map(|s| s.name.as_str())).collect()
+        self.roles
+            .iter()
+            .filter_map(|r| r.service.as_ref().map(|s| s.name.as_str()))
+            .collect()
     }
 }

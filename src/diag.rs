@@ -117,7 +117,10 @@ mod tests {
         assert_eq!(e, vec!["address", "tier"]);
         let (u, e) = parse_unknown_field("unknown field `adress`, expected one of address, tier")
             .expect("parsed");
-        assert_eq!((u.as_str(), e), ("adress", vec!["address".to_string(), "tier".to_string()]));
+        assert_eq!(
+            (u.as_str(), e),
+            ("adress", vec!["address".to_string(), "tier".to_string()])
+        );
     }
 
     #[test]

@@ -100,7 +100,11 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
         let rest = parts.next().unwrap_or("");
         match tag {
             "INIT" => {
-                init = Some(if rest == "systemd" { Init::Systemd } else { Init::Other });
+                init = Some(if rest == "systemd" {
+                    Init::Systemd
+                } else {
+                    Init::Other
+                });
             }
             "F" => {
                 let f: Vec<&str> = rest.splitn(6, ' ').collect();
@@ -152,7 +156,9 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
         }
     }
     if !ended {
-        return Err("facts output ended early (the connection dropped or the script failed)".into());
+        return Err(
+            "facts output ended early (the connection dropped or the script failed)".into(),
+        );
     }
     for p in &q.paths {
         if !files.contains_key(*p) {
@@ -191,7 +197,9 @@ pub fn parse_contents(output: &str) -> Result<BTreeMap<String, Vec<u8>>, String>
         let Some(rest) = line.strip_prefix("C ") else {
             return Err(format!("cannot read `{line}`"));
         };
-        let (b64, path) = rest.split_once(' ').ok_or_else(|| format!("cannot read `{line}`"))?;
+        let (b64, path) = rest
+            .split_once(' ')
+            .ok_or_else(|| format!("cannot read `{line}`"))?;
         if b64 != "-" {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(b64)
@@ -237,7 +245,10 @@ END
         assert_eq!(nginx.owner, "root");
         assert_eq!(f.files["/etc/foo bar"], None);
         assert!(f.packages["nginx"]);
-        assert!(!f.packages["haproxy"], "not mentioned by dpkg-query = missing");
+        assert!(
+            !f.packages["haproxy"],
+            "not mentioned by dpkg-query = missing"
+        );
         assert_eq!(f.services["nginx"].active, "active");
         assert_eq!(f.holds_vip, Some(false));
     }
@@ -253,8 +264,14 @@ END
     #[test]
     fn script_quotes_paths_and_asks_everything() {
         let s = script(&q());
-        assert!(s.contains("for p in /etc/nginx/nginx.conf '/etc/foo bar'; do"), "{s}");
-        assert!(s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' nginx haproxy"), "{s}");
+        assert!(
+            s.contains("for p in /etc/nginx/nginx.conf '/etc/foo bar'; do"),
+            "{s}"
+        );
+        assert!(
+            s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' nginx haproxy"),
+            "{s}"
+        );
         assert!(s.contains("grep -qF ' 172.30.77.10/'"), "{s}");
         assert!(s.ends_with("echo END\n"));
     }
@@ -267,13 +284,24 @@ END
         std::fs::write(&file, "hello\n").expect("write");
         let path = file.to_string_lossy().to_string();
         let missing = dir.join("missing").to_string_lossy().to_string();
-        let query = FactQuery { paths: vec![&path, &missing], ..Default::default() };
-        let out = std::process::Command::new("sh").arg("-c").arg(script(&query)).output().expect("sh");
+        let query = FactQuery {
+            paths: vec![&path, &missing],
+            ..Default::default()
+        };
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&query))
+            .output()
+            .expect("sh");
         let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
         let f = facts.files[&path].as_ref().expect("exists");
         assert_eq!(f.sha256, crate::desired::sha256_hex(b"hello\n"));
         assert_eq!(facts.files[&missing], None);
-        let out = std::process::Command::new("sh").arg("-c").arg(contents_script(&[&path, &missing])).output().expect("sh");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(contents_script(&[&path, &missing]))
+            .output()
+            .expect("sh");
         let c = parse_contents(&String::from_utf8_lossy(&out.stdout)).expect("parses");
         assert_eq!(c[&path], b"hello\n");
         assert!(!c.contains_key(&missing));

@@ -311,7 +311,7 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
         }
         let mut roles = Vec::new();
         for r in t.roles {
-            if !known_roles.iter().any(|k| *k == r.value) {
+            if !known_roles.contains(&r.value) {
                 let names: Vec<&str> = known_roles.iter().map(String::as_str).collect();
                 let mut d = at(r.referenced, format!("unknown role `{}`", r.value));
                 d.hint = Some(match nearest(&r.value, &names) {
@@ -323,7 +323,10 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
             if roles.contains(&r.value) {
                 return Err(at(
                     r.referenced,
-                    format!("role `{}` is listed twice for tier `{}`", r.value, name.value),
+                    format!(
+                        "role `{}` is listed twice for tier `{}`",
+                        r.value, name.value
+                    ),
                 ));
             }
             roles.push(r.value);
@@ -457,8 +460,12 @@ fn check_port(path: &Path, p: &Spanned<i64>) -> Result<u16, Diagnostic> {
         .ok()
         .filter(|v| *v > 0)
         .ok_or_else(|| {
-            Diagnostic::at(path, p.referenced, format!("port {} is out of range", p.value))
-                .with_hint("a TCP port is between 1 and 65535")
+            Diagnostic::at(
+                path,
+                p.referenced,
+                format!("port {} is out of range", p.value),
+            )
+            .with_hint("a TCP port is between 1 and 65535")
         })
 }
 
@@ -525,8 +532,13 @@ impl Inventory {
             if self.host(name).is_none() {
                 let names: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
                 return Err(match nearest(name, &names) {
-                    Some(n) => format!("--limit: no host `{name}` in the inventory; did you mean `{n}`?"),
-                    None => format!("--limit: no host `{name}` in the inventory (hosts: {})", names.join(", ")),
+                    Some(n) => {
+                        format!("--limit: no host `{name}` in the inventory; did you mean `{n}`?")
+                    }
+                    None => format!(
+                        "--limit: no host `{name}` in the inventory (hosts: {})",
+                        names.join(", ")
+                    ),
                 });
             }
         }
@@ -534,8 +546,13 @@ impl Inventory {
             if self.tier(t).is_none() {
                 let names: Vec<&str> = self.tiers.iter().map(|t| t.name.as_str()).collect();
                 return Err(match nearest(t, &names) {
-                    Some(n) => format!("--tier: no tier `{t}` in the inventory; did you mean `{n}`?"),
-                    None => format!("--tier: no tier `{t}` in the inventory (tiers: {})", names.join(", ")),
+                    Some(n) => {
+                        format!("--tier: no tier `{t}` in the inventory; did you mean `{n}`?")
+                    }
+                    None => format!(
+                        "--tier: no tier `{t}` in the inventory (tiers: {})",
+                        names.join(", ")
+                    ),
                 });
             }
         }
@@ -636,9 +653,15 @@ secrets:
     #[test]
     fn unknown_tier_and_role_suggest() {
         let e = err(&GOOD.replace("    tier: web", "    tier: wbe"));
-        assert!(e.contains("tier `wbe` is not declared") && e.contains("did you mean `web`?"), "{e}");
+        assert!(
+            e.contains("tier `wbe` is not declared") && e.contains("did you mean `web`?"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("roles: [nginx]", "roles: [ngnix]"));
-        assert!(e.contains("inv/test.yml:8:13: unknown role `ngnix`") && e.contains("`nginx`"), "{e}");
+        assert!(
+            e.contains("inv/test.yml:8:13: unknown role `ngnix`") && e.contains("`nginx`"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("  web:\n", "  webs:\n"));
         assert!(e.contains("unknown tier `webs`"), "{e}");
     }
@@ -646,14 +669,25 @@ secrets:
     #[test]
     fn bad_values_are_located() {
         let e = err(&GOOD.replace("172.30.77.21", "172.30.77.300"));
-        assert!(e.contains("inv/test.yml:18:14:") && e.contains("not an IP address"), "{e}");
+        assert!(
+            e.contains("inv/test.yml:18:14:") && e.contains("not an IP address"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("  user: deploy", "  user: deploy\n  port: 70000"));
-        assert!(e.contains("inv/test.yml:5:9: port 70000 is out of range"), "{e}");
+        assert!(
+            e.contains("inv/test.yml:5:9: port 70000 is out of range"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("vip: 172.30.77.10", "vip: 172.30.77.11"));
-        assert!(e.contains("vip 172.30.77.11 is also the address of host `lb1`"), "{e}");
+        assert!(
+            e.contains("vip 172.30.77.11 is also the address of host `lb1`"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("    env: PW", "    env: PW\n    file: x"));
         assert!(e.contains("secret `pw` needs exactly one of"), "{e}");
-        let e = err(&GOOD.replace("port: 22", "").replace("  user: deploy", "  user: deploy\n  port: abc"));
+        let e = err(&GOOD
+            .replace("port: 22", "")
+            .replace("  user: deploy", "  user: deploy\n  port: abc"));
         assert!(e.starts_with("inv/test.yml:5:"), "{e}");
     }
 
@@ -674,8 +708,14 @@ secrets:
     fn selection_by_limit_and_tier() {
         let inv = parse_str(GOOD).expect("valid");
         let names = |v: Vec<&Host>| v.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
-        assert_eq!(names(inv.select(&[], &["web".into()]).expect("ok")), vec!["web1"]);
-        assert_eq!(names(inv.select(&["lb1".into()], &[]).expect("ok")), vec!["lb1"]);
+        assert_eq!(
+            names(inv.select(&[], &["web".into()]).expect("ok")),
+            vec!["web1"]
+        );
+        assert_eq!(
+            names(inv.select(&["lb1".into()], &[]).expect("ok")),
+            vec!["lb1"]
+        );
         let e = inv.select(&["web2".into()], &[]).expect_err("unknown");
         assert!(e.contains("did you mean `web1`?"), "{e}");
         assert!(inv.select(&["lb1".into()], &["web".into()]).is_err());

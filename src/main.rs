@@ -3,7 +3,10 @@ use foobar_provision::{cli::Cli, run};
 
 fn main() {
     let cli = Cli::parse();
-    let code = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(run::main(cli)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -36,7 +36,11 @@ impl Reporter {
     pub fn new(format: Format) -> Reporter {
         let mode = match format {
             Format::Json => Mode::Json,
-            Format::Text if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() => Mode::Tty,
+            Format::Text
+                if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() =>
+            {
+                Mode::Tty
+            }
             Format::Text => Mode::Plain,
         };
         Reporter {
@@ -61,11 +65,14 @@ impl Reporter {
             Mode::Plain => eprintln!("[{host}] {msg}"),
             Mode::Tty => {
                 let Some(multi) = &self.multi else { return };
-                let Ok(mut bars) = self.bars.lock() else { return };
+                let Ok(mut bars) = self.bars.lock() else {
+                    return;
+                };
                 let bar = bars.entry(host.to_string()).or_insert_with(|| {
                     let b = multi.add(ProgressBar::new_spinner());
-                    let style = ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {wide_msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                    let style =
+                        ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {wide_msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner());
                     b.set_style(style);
                     b.set_prefix(format!("{host:<8}"));
                     b.enable_steady_tick(Duration::from_millis(100));
@@ -133,7 +140,11 @@ pub fn outcome_word(o: &Outcome) -> String {
 }
 
 fn paint(colors: bool, code: &str, s: &str) -> String {
-    if colors { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+    if colors {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
 }
 
 /// The text form of a host's plan.
@@ -141,12 +152,24 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
     let mut out = String::new();
     let title = format!("{} ({}, {})", p.host, p.tier, p.address);
     if p.is_empty() {
-        out.push_str(&format!("{} {}: no changes\n", paint(colors, "32", "="), title));
+        out.push_str(&format!(
+            "{} {}: no changes\n",
+            paint(colors, "32", "="),
+            title
+        ));
         return out;
     }
-    out.push_str(&format!("{} {}: {} change(s)\n", paint(colors, "33", "~"), paint(colors, "1", &title), p.change_count()));
+    out.push_str(&format!(
+        "{} {}: {} change(s)\n",
+        paint(colors, "33", "~"),
+        paint(colors, "1", &title),
+        p.change_count()
+    ));
     if !p.packages_to_install.is_empty() {
-        out.push_str(&format!("  + install packages: {}\n", p.packages_to_install.join(" ")));
+        out.push_str(&format!(
+            "  + install packages: {}\n",
+            p.packages_to_install.join(" ")
+        ));
     }
     for r in &p.roles {
         for f in &r.files {
@@ -155,7 +178,10 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
                 FileAction::Update => "update",
                 FileAction::Metadata => "set owner/mode of",
             };
-            out.push_str(&format!("  [{}] {verb} {} ({} {}:{})\n", r.role, f.path, f.mode, f.owner, f.group));
+            out.push_str(&format!(
+                "  [{}] {verb} {} ({} {}:{})\n",
+                r.role, f.path, f.mode, f.owner, f.group
+            ));
             if let Some(m) = &f.old_mode {
                 out.push_str(&format!("      mode {m} -> {}\n", f.mode));
             }

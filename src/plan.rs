@@ -68,11 +68,22 @@ pub struct FileChange {
 pub enum Action {
     /// `systemctl daemon-reload`, when a unit file changed.
     DaemonReload,
-    Reload { service: String },
-    Restart { service: String },
-    Start { service: String },
-    Enable { service: String },
-    Run { handler: String, command: String },
+    Reload {
+        service: String,
+    },
+    Restart {
+        service: String,
+    },
+    Start {
+        service: String,
+    },
+    Enable {
+        service: String,
+    },
+    Run {
+        handler: String,
+        command: String,
+    },
 }
 
 impl std::fmt::Display for Action {
@@ -91,13 +102,20 @@ impl std::fmt::Display for Action {
 impl HostPlan {
     pub fn is_empty(&self) -> bool {
         self.packages_to_install.is_empty()
-            && self.roles.iter().all(|r| r.files.is_empty() && r.actions.is_empty())
+            && self
+                .roles
+                .iter()
+                .all(|r| r.files.is_empty() && r.actions.is_empty())
     }
 
     /// Number of changes (packages, files, actions).
     pub fn change_count(&self) -> usize {
         self.packages_to_install.len()
-            + self.roles.iter().map(|r| r.files.len() + r.actions.len()).sum::<usize>()
+            + self
+                .roles
+                .iter()
+                .map(|r| r.files.len() + r.actions.len())
+                .sum::<usize>()
     }
 }
 
@@ -205,11 +223,15 @@ fn role_actions(
     installing: &[String],
 ) -> Vec<Action> {
     let mut actions = Vec::new();
-    let content_changed: Vec<&FileChange> =
-        files.iter().filter(|f| f.action != FileAction::Metadata).collect();
+    let content_changed: Vec<&FileChange> = files
+        .iter()
+        .filter(|f| f.action != FileAction::Metadata)
+        .collect();
     if facts.init == Init::Systemd
         && content_changed.iter().any(|f| {
-            f.path.starts_with("/etc/systemd/") || f.path.starts_with("/lib/systemd/") || f.path.starts_with("/usr/lib/systemd/")
+            f.path.starts_with("/etc/systemd/")
+                || f.path.starts_with("/lib/systemd/")
+                || f.path.starts_with("/usr/lib/systemd/")
         })
     {
         actions.push(Action::DaemonReload);
@@ -227,17 +249,27 @@ fn role_actions(
             .any(|f| f.notify == Notify::Service(NotifyKind::Reload));
         if (!running || fresh) && svc.enabled {
             if wants_restart || wants_reload {
-                actions.push(Action::Restart { service: name.clone() });
+                actions.push(Action::Restart {
+                    service: name.clone(),
+                });
             } else if !running || fresh {
-                actions.push(Action::Start { service: name.clone() });
+                actions.push(Action::Start {
+                    service: name.clone(),
+                });
             }
         } else if wants_restart || (wants_reload && !svc.reload) {
-            actions.push(Action::Restart { service: name.clone() });
+            actions.push(Action::Restart {
+                service: name.clone(),
+            });
         } else if wants_reload {
-            actions.push(Action::Reload { service: name.clone() });
+            actions.push(Action::Reload {
+                service: name.clone(),
+            });
         }
         if svc.enabled && (fresh || state.is_none_or(|s| s.enabled != "enabled")) {
-            actions.push(Action::Enable { service: name.clone() });
+            actions.push(Action::Enable {
+                service: name.clone(),
+            });
         }
     }
     for (handler, command) in &role.handlers {
@@ -292,7 +324,11 @@ mod tests {
             roles: vec![DesiredRole {
                 name: "nginx".into(),
                 packages: vec!["nginx".into()],
-                service: Some(Service { name: "nginx".into(), enabled: true, reload: true }),
+                service: Some(Service {
+                    name: "nginx".into(),
+                    enabled: true,
+                    reload: true,
+                }),
                 files: vec![DesiredFile::new(
                     "/etc/nginx/nginx.conf".into(),
                     content.as_bytes().to_vec(),
@@ -324,7 +360,10 @@ mod tests {
         let mut services = BTreeMap::new();
         services.insert(
             "nginx".into(),
-            ServiceFact { active: active.into(), enabled: "enabled".into() },
+            ServiceFact {
+                active: active.into(),
+                enabled: "enabled".into(),
+            },
         );
         Facts {
             init: Init::Systemd,
@@ -341,27 +380,50 @@ mod tests {
 
     #[test]
     fn converged_host_has_an_empty_plan() {
-        let p = plan_host(&desired("a\n", reload(), false), &facts(Some("a\n"), 0o644, true, "active"), &BTreeMap::new(), &Secrets::default());
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &facts(Some("a\n"), 0o644, true, "active"),
+            &BTreeMap::new(),
+            &Secrets::default(),
+        );
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(p.change_count(), 0);
     }
 
     #[test]
     fn changed_content_gives_diff_and_one_reload() {
-        let old: BTreeMap<String, Vec<u8>> = [("/etc/nginx/nginx.conf".to_string(), b"a\nb\n".to_vec())].into();
-        let p = plan_host(&desired("a\nc\n", reload(), false), &facts(Some("a\nb\n"), 0o644, true, "active"), &old, &Secrets::default());
+        let old: BTreeMap<String, Vec<u8>> =
+            [("/etc/nginx/nginx.conf".to_string(), b"a\nb\n".to_vec())].into();
+        let p = plan_host(
+            &desired("a\nc\n", reload(), false),
+            &facts(Some("a\nb\n"), 0o644, true, "active"),
+            &old,
+            &Secrets::default(),
+        );
         let f = &p.roles[0].files[0];
         assert_eq!(f.action, FileAction::Update);
         assert_eq!(
             f.diff.as_deref(),
-            Some("--- a/etc/nginx/nginx.conf\n+++ b/etc/nginx/nginx.conf\n@@ -1,2 +1,2 @@\n a\n-b\n+c\n")
+            Some(
+                "--- a/etc/nginx/nginx.conf\n+++ b/etc/nginx/nginx.conf\n@@ -1,2 +1,2 @@\n a\n-b\n+c\n"
+            )
         );
-        assert_eq!(p.roles[0].actions, vec![Action::Reload { service: "nginx".into() }]);
+        assert_eq!(
+            p.roles[0].actions,
+            vec![Action::Reload {
+                service: "nginx".into()
+            }]
+        );
     }
 
     #[test]
     fn mode_only_change_is_metadata_and_restarts_nothing() {
-        let p = plan_host(&desired("a\n", reload(), false), &facts(Some("a\n"), 0o600, true, "active"), &BTreeMap::new(), &Secrets::default());
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &facts(Some("a\n"), 0o600, true, "active"),
+            &BTreeMap::new(),
+            &Secrets::default(),
+        );
         let f = &p.roles[0].files[0];
         assert_eq!(f.action, FileAction::Metadata);
         assert_eq!(f.old_mode.as_deref(), Some("0600"));
@@ -370,28 +432,61 @@ mod tests {
 
     #[test]
     fn fresh_install_restarts_and_enables() {
-        let p = plan_host(&desired("a\n", reload(), false), &facts(None, 0, false, "inactive"), &BTreeMap::new(), &Secrets::default());
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &facts(None, 0, false, "inactive"),
+            &BTreeMap::new(),
+            &Secrets::default(),
+        );
         assert_eq!(p.packages_to_install, vec!["nginx"]);
         assert_eq!(p.roles[0].files[0].action, FileAction::Create);
         assert_eq!(
             p.roles[0].actions,
-            vec![Action::Restart { service: "nginx".into() }, Action::Enable { service: "nginx".into() }]
+            vec![
+                Action::Restart {
+                    service: "nginx".into()
+                },
+                Action::Enable {
+                    service: "nginx".into()
+                }
+            ]
         );
     }
 
     #[test]
     fn stopped_service_is_started_even_without_file_changes() {
-        let p = plan_host(&desired("a\n", reload(), false), &facts(Some("a\n"), 0o644, true, "failed"), &BTreeMap::new(), &Secrets::default());
-        assert_eq!(p.roles[0].actions, vec![Action::Start { service: "nginx".into() }]);
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &facts(Some("a\n"), 0o644, true, "failed"),
+            &BTreeMap::new(),
+            &Secrets::default(),
+        );
+        assert_eq!(
+            p.roles[0].actions,
+            vec![Action::Start {
+                service: "nginx".into()
+            }]
+        );
     }
 
     #[test]
     fn sensitive_files_never_show_a_diff_and_diffs_are_masked() {
         let secrets = Secrets::from_pairs(&[("pw", "s3cr3t-value")]);
-        let p = plan_host(&desired("pw=s3cr3t-value\n", reload(), true), &facts(Some("pw=old-secret\n"), 0o644, true, "active"), &BTreeMap::new(), &secrets);
+        let p = plan_host(
+            &desired("pw=s3cr3t-value\n", reload(), true),
+            &facts(Some("pw=old-secret\n"), 0o644, true, "active"),
+            &BTreeMap::new(),
+            &secrets,
+        );
         assert!(p.roles[0].files[0].diff.is_none());
-        let old: BTreeMap<String, Vec<u8>> = [("/etc/nginx/nginx.conf".to_string(), b"x\n".to_vec())].into();
-        let p = plan_host(&desired("s3cr3t-value\n", reload(), false), &facts(Some("x\n"), 0o644, true, "active"), &old, &secrets);
+        let old: BTreeMap<String, Vec<u8>> =
+            [("/etc/nginx/nginx.conf".to_string(), b"x\n".to_vec())].into();
+        let p = plan_host(
+            &desired("s3cr3t-value\n", reload(), false),
+            &facts(Some("x\n"), 0o644, true, "active"),
+            &old,
+            &secrets,
+        );
         let d = p.roles[0].files[0].diff.clone().unwrap_or_default();
         assert!(!d.contains("s3cr3t") && d.contains("********"), "{d}");
     }

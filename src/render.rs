@@ -76,9 +76,23 @@ impl Project {
             let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
             let ctx_map = context(inv, host, vars, secrets);
             let ctx = tera::Context::from_serialize(&ctx_map).map_err(|e| {
-                Diagnostic::new(&inv.path, 0, 0, format!("host `{}`: vars cannot be used in templates: {e}", host.name))
+                Diagnostic::new(
+                    &inv.path,
+                    0,
+                    0,
+                    format!(
+                        "host `{}`: vars cannot be used in templates: {e}",
+                        host.name
+                    ),
+                )
             })?;
-            let rctx = RenderCtx { tera: &self.tera, ctx: &ctx, templates_dir: &self.templates_dir, role, host };
+            let rctx = RenderCtx {
+                tera: &self.tera,
+                ctx: &ctx,
+                templates_dir: &self.templates_dir,
+                role,
+                host,
+            };
             let mut files = Vec::new();
             for f in &role.files {
                 let content = match &f.source {
@@ -159,7 +173,12 @@ impl RenderCtx<'_> {
         }
         self.tera.render_str(cmd, self.ctx, false).map_err(|e| {
             let d = tera_diag(self.templates_dir, &e, Some(&self.host.name));
-            Diagnostic::new(&self.role.dir.join("role.yml"), 0, 0, format!("in command `{cmd}`: {}", d.message))
+            Diagnostic::new(
+                &self.role.dir.join("role.yml"),
+                0,
+                0,
+                format!("in command `{cmd}`: {}", d.message),
+            )
         })
     }
 }
@@ -200,10 +219,16 @@ pub fn context(
     ctx.insert("domain".into(), json!(inv.domain));
     ctx.insert("vip".into(), json!(inv.vip.map(|v| v.to_string())));
     ctx.insert("host".into(), host_json(host));
-    ctx.insert("hosts".into(), Value::Array(inv.hosts.iter().map(host_json).collect()));
+    ctx.insert(
+        "hosts".into(),
+        Value::Array(inv.hosts.iter().map(host_json).collect()),
+    );
     let mut tiers = Map::new();
     for t in &inv.tiers {
-        tiers.insert(t.name.clone(), Value::Array(inv.hosts_of(&t.name).map(host_json).collect()));
+        tiers.insert(
+            t.name.clone(),
+            Value::Array(inv.hosts_of(&t.name).map(host_json).collect()),
+        );
     }
     ctx.insert("tiers".into(), Value::Object(tiers));
     ctx.insert("admin_networks".into(), json!(inv.admin_networks));
@@ -211,7 +236,11 @@ pub fn context(
     ctx
 }
 
-fn collect_templates(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), Diagnostic> {
+fn collect_templates(
+    base: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), Diagnostic> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Diagnostic::new(dir, 0, 0, format!("cannot read templates folder: {e}")))?;
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -234,7 +263,9 @@ fn collect_templates(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -
 
 /// A Tera error as a located diagnostic: templates/NAME:LINE:COL: message.
 pub fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> Diagnostic {
-    let for_host = host.map(|h| format!(" (rendering for host `{h}`)")).unwrap_or_default();
+    let for_host = host
+        .map(|h| format!(" (rendering for host `{h}`)"))
+        .unwrap_or_default();
     match e.kind() {
         tera::ErrorKind::SyntaxError(r) | tera::ErrorKind::RenderingError(r) => {
             let file = if r.filename().is_empty() {
@@ -261,7 +292,10 @@ pub fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> D
             format!("include loop: {}", include_chain.join(" -> ")),
         )
         .with_hint("break the cycle of {% include %} between these templates"),
-        tera::ErrorKind::CircularExtend { tpl, inheritance_chain } => Diagnostic::new(
+        tera::ErrorKind::CircularExtend {
+            tpl,
+            inheritance_chain,
+        } => Diagnostic::new(
             &templates_dir.join(tpl),
             0,
             0,
@@ -290,7 +324,10 @@ mod tests {
     use super::*;
 
     fn m(pairs: &[(&str, i64)]) -> Map<String, Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), json!(v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect()
     }
 
     #[test]
@@ -315,10 +352,17 @@ mod tests {
         assert_eq!(d.line, 2, "{d}");
 
         let mut t = tera::Tera::default();
-        t.add_raw_templates(vec![("a.tera", "ok\n{{ missing_var }}\n")]).expect("parses");
-        let e = t.render("a.tera", &tera::Context::new()).expect_err("undefined");
+        t.add_raw_templates(vec![("a.tera", "ok\n{{ missing_var }}\n")])
+            .expect("parses");
+        let e = t
+            .render("a.tera", &tera::Context::new())
+            .expect_err("undefined");
         let d = tera_diag(Path::new("templates"), &e, Some("web1"));
-        assert_eq!((d.line, d.file.clone()), (2, PathBuf::from("templates/a.tera")), "{d}");
+        assert_eq!(
+            (d.line, d.file.clone()),
+            (2, PathBuf::from("templates/a.tera")),
+            "{d}"
+        );
         assert!(d.message.contains("web1"), "{d}");
     }
 }

@@ -198,7 +198,12 @@ pub fn load(roles_dir: &Path, name: &str, templates_dir: &Path) -> Result<Role, 
     parse(&path, &text, name, templates_dir)
 }
 
-pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Result<Role, Diagnostic> {
+pub fn parse(
+    path: &Path,
+    text: &str,
+    name: &str,
+    templates_dir: &Path,
+) -> Result<Role, Diagnostic> {
     let raw: RawRole = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| from_yaml_error(path, &e))?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -214,7 +219,10 @@ pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Resul
         None => None,
         Some(s) => {
             if !is_unit_name(&s.name.value) {
-                return Err(at(s.name.referenced, format!("`{}` is not a service name", s.name.value)));
+                return Err(at(
+                    s.name.referenced,
+                    format!("`{}` is not a service name", s.name.value),
+                ));
             }
             Some(Service {
                 name: s.name.value,
@@ -226,7 +234,10 @@ pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Resul
     let mut packages = Vec::new();
     for p in raw.packages {
         if !is_package_name(&p.value) {
-            return Err(at(p.referenced, format!("`{}` is not a Debian package name", p.value)));
+            return Err(at(
+                p.referenced,
+                format!("`{}` is not a Debian package name", p.value),
+            ));
         }
         packages.push(p.value);
     }
@@ -238,34 +249,56 @@ pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Resul
         let source = match (f.template, f.src) {
             (Some(t), None) => {
                 if !templates_dir.join(&t).is_file() {
-                    return Err(at(loc, format!("template `{t}` not found under {}", templates_dir.display()))
-                        .with_hint("template names are relative to templates/"));
+                    return Err(at(
+                        loc,
+                        format!("template `{t}` not found under {}", templates_dir.display()),
+                    )
+                    .with_hint("template names are relative to templates/"));
                 }
                 Source::Template(t)
             }
             (None, Some(s)) => {
                 let p = dir.join("files").join(&s);
                 if s.contains("..") || !p.is_file() {
-                    return Err(at(loc, format!("file `{s}` not found under {}", dir.join("files").display())));
+                    return Err(at(
+                        loc,
+                        format!("file `{s}` not found under {}", dir.join("files").display()),
+                    ));
                 }
                 Source::Static(PathBuf::from(s))
             }
             _ => {
-                return Err(at(loc, "a file needs exactly one of `template` or `src`".into()));
+                return Err(at(
+                    loc,
+                    "a file needs exactly one of `template` or `src`".into(),
+                ));
             }
         };
         let dest = f.dest.value.clone();
-        if !dest.starts_with('/') || dest.ends_with('/') || dest.contains("/../") || dest.contains(['\n', '\0']) {
-            return Err(at(f.dest.referenced, format!("dest `{dest}` must be an absolute file path")));
+        if !dest.starts_with('/')
+            || dest.ends_with('/')
+            || dest.contains("/../")
+            || dest.contains(['\n', '\0'])
+        {
+            return Err(at(
+                f.dest.referenced,
+                format!("dest `{dest}` must be an absolute file path"),
+            ));
         }
         if files.iter().any(|o| o.dest == dest) {
-            return Err(at(f.dest.referenced, format!("dest `{dest}` is listed twice in this role")));
+            return Err(at(
+                f.dest.referenced,
+                format!("dest `{dest}` is listed twice in this role"),
+            ));
         }
         let mode = match &f.mode {
             None => 0o644,
             Some(m) => parse_mode(&m.value).ok_or_else(|| {
-                at(m.referenced, format!("mode `{}` is not an octal mode", m.value))
-                    .with_hint("write it as a quoted string such as \"0644\" or \"0640\"")
+                at(
+                    m.referenced,
+                    format!("mode `{}` is not an octal mode", m.value),
+                )
+                .with_hint("write it as a quoted string such as \"0644\" or \"0640\"")
             })?,
         };
         let notify = match &f.notify {
@@ -273,15 +306,25 @@ pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Resul
             Some(n) => match n.value.as_str() {
                 "none" => Notify::None,
                 "reload" | "restart" if service.is_none() => {
-                    return Err(at(n.referenced, format!("notify `{}` needs a `service:` in this role", n.value)));
+                    return Err(at(
+                        n.referenced,
+                        format!("notify `{}` needs a `service:` in this role", n.value),
+                    ));
                 }
                 "reload" => Notify::Service(NotifyKind::Reload),
                 "restart" => Notify::Service(NotifyKind::Restart),
-                other if handlers.iter().any(|(h, _)| h == other) => Notify::Handler(other.to_string()),
+                other if handlers.iter().any(|(h, _)| h == other) => {
+                    Notify::Handler(other.to_string())
+                }
                 other => {
                     let mut names: Vec<&str> = vec!["none", "reload", "restart"];
                     names.extend(handlers.iter().map(|(h, _)| h.as_str()));
-                    let mut d = at(n.referenced, format!("notify `{other}` is not reload, restart, none or a handler of this role"));
+                    let mut d = at(
+                        n.referenced,
+                        format!(
+                            "notify `{other}` is not reload, restart, none or a handler of this role"
+                        ),
+                    );
                     if let Some(near) = crate::suggest::nearest(other, &names) {
                         d.hint = Some(format!("did you mean `{near}`?"));
                     }
@@ -293,7 +336,10 @@ pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Resul
             if let Some(v) = v
                 && !is_unit_name(v)
             {
-                return Err(at(loc, format!("{field} `{v}` is not a valid user or group name")));
+                return Err(at(
+                    loc,
+                    format!("{field} `{v}` is not a valid user or group name"),
+                ));
             }
         }
         files.push(RoleFile {
@@ -313,7 +359,12 @@ pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Resul
     if let Some(v) = &validate
         && (!v.tree.starts_with('/') || !v.command.contains("{tree}"))
     {
-        return Err(Diagnostic::new(path, 0, 0, "validate: `tree` must be an absolute folder and `command` must use {tree}"));
+        return Err(Diagnostic::new(
+            path,
+            0,
+            0,
+            "validate: `tree` must be an absolute folder and `command` must use {tree}",
+        ));
     }
     Ok(Role {
         name: name.to_string(),
@@ -341,12 +392,14 @@ pub fn parse(path: &Path, text: &str, name: &str, templates_dir: &Path) -> Resul
 fn is_unit_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
 fn is_package_name(s: &str) -> bool {
     s.len() >= 2
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
 #[cfg(test)]
@@ -396,7 +449,12 @@ health:
 ";
 
     fn parse_role(dir: &tempdir::Dir, text: &str) -> Result<Role, Diagnostic> {
-        parse(&dir.0.join("roles/web/role.yml"), text, "web", &dir.0.join("templates"))
+        parse(
+            &dir.0.join("roles/web/role.yml"),
+            text,
+            "web",
+            &dir.0.join("templates"),
+        )
     }
 
     #[test]
@@ -412,15 +470,28 @@ health:
     #[test]
     fn role_errors_are_located() {
         let d = fixture();
-        let e = parse_role(&d, &ROLE.replace("\"0640\"", "\"0999\"")).expect_err("bad mode").to_string();
-        assert!(e.contains("role.yml:7:11: mode `0999` is not an octal mode"), "{e}");
-        let e = parse_role(&d, &ROLE.replace("notify: reload", "notify: relaod")).expect_err("bad notify").to_string();
+        let e = parse_role(&d, &ROLE.replace("\"0640\"", "\"0999\""))
+            .expect_err("bad mode")
+            .to_string();
+        assert!(
+            e.contains("role.yml:7:11: mode `0999` is not an octal mode"),
+            "{e}"
+        );
+        let e = parse_role(&d, &ROLE.replace("notify: reload", "notify: relaod"))
+            .expect_err("bad notify")
+            .to_string();
         assert!(e.contains("did you mean `reload`?"), "{e}");
-        let e = parse_role(&d, &ROLE.replace("site.conf.tera", "nope.tera")).expect_err("missing").to_string();
+        let e = parse_role(&d, &ROLE.replace("site.conf.tera", "nope.tera"))
+            .expect_err("missing")
+            .to_string();
         assert!(e.contains("template `web/nope.tera` not found"), "{e}");
-        let e = parse_role(&d, &ROLE.replace("dest: /etc", "dest: etc")).expect_err("relative").to_string();
+        let e = parse_role(&d, &ROLE.replace("dest: /etc", "dest: etc"))
+            .expect_err("relative")
+            .to_string();
         assert!(e.contains("must be an absolute file path"), "{e}");
-        let e = parse_role(&d, &ROLE.replace("packages:", "pakages:")).expect_err("typo").to_string();
+        let e = parse_role(&d, &ROLE.replace("packages:", "pakages:"))
+            .expect_err("typo")
+            .to_string();
         assert!(e.contains("did you mean `packages`?"), "{e}");
     }
 

@@ -32,7 +32,11 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub async fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::Check(c) => check(&c),
-        Command::Render { common, out, reveal_secrets } => render(&common, &out, reveal_secrets),
+        Command::Render {
+            common,
+            out,
+            reveal_secrets,
+        } => render(&common, &out, reveal_secrets),
         Command::Hosts(c) => hosts(&c),
         Command::Trust(c) => trust(&c).await,
         Command::Plan(l) => live(&l, false).await,
@@ -48,14 +52,21 @@ struct Loaded {
 
 fn load(c: &Common) -> Result<Loaded, Diagnostic> {
     if !c.inventory.is_file() {
-        return Err(Diagnostic::new(&c.inventory, 0, 0, "inventory file not found")
-            .with_hint("give the path of an inventory YAML file, e.g. inventories/lab.yml"));
+        return Err(
+            Diagnostic::new(&c.inventory, 0, 0, "inventory file not found")
+                .with_hint("give the path of an inventory YAML file, e.g. inventories/lab.yml"),
+        );
     }
     let root = match &c.root {
         Some(r) => r.clone(),
         None => find_root(&c.inventory).ok_or_else(|| {
-            Diagnostic::new(&c.inventory, 0, 0, "no folder with roles/ and templates/ found above the inventory")
-                .with_hint("run from the project, or pass --root DIR")
+            Diagnostic::new(
+                &c.inventory,
+                0,
+                0,
+                "no folder with roles/ and templates/ found above the inventory",
+            )
+            .with_hint("run from the project, or pass --root DIR")
         })?,
     };
     let project = Project::load(&root)?;
@@ -72,21 +83,35 @@ fn select<'a>(l: &'a Loaded, c: &Common) -> Result<Vec<&'a Host>, String> {
     l.inv.select(&c.limit, &c.tier)
 }
 
-fn render_all(l: &Loaded, hosts: &[&Host], secrets: &Secrets, reveal: bool) -> Result<Vec<DesiredHost>, Diagnostic> {
-    let values = if reveal { secrets.values().clone() } else { secrets_placeholders(&l.inv) };
+fn render_all(
+    l: &Loaded,
+    hosts: &[&Host],
+    secrets: &Secrets,
+    reveal: bool,
+) -> Result<Vec<DesiredHost>, Diagnostic> {
+    let values = if reveal {
+        secrets.values().clone()
+    } else {
+        secrets_placeholders(&l.inv)
+    };
     hosts
         .iter()
         .map(|h| {
-            l.project.render_host(&l.inv, h, &values, secrets).map_err(|mut d| {
-                d.message = secrets.mask(&d.message);
-                d
-            })
+            l.project
+                .render_host(&l.inv, h, &values, secrets)
+                .map_err(|mut d| {
+                    d.message = secrets.mask(&d.message);
+                    d
+                })
         })
         .collect()
 }
 
 fn secrets_placeholders(inv: &Inventory) -> std::collections::BTreeMap<String, String> {
-    inv.secrets.iter().map(|s| (s.name.clone(), format!("<secret:{}>", s.name))).collect()
+    inv.secrets
+        .iter()
+        .map(|s| (s.name.clone(), format!("<secret:{}>", s.name)))
+        .collect()
 }
 
 fn check(c: &Common) -> i32 {
@@ -104,7 +129,10 @@ fn check(c: &Common) -> i32 {
     };
     let files: usize = desired.iter().map(|d| d.paths().len()).sum();
     if c.format == crate::output::Format::Json {
-        println!("{}", json!({"ok": true, "hosts": hosts.len(), "files": files}));
+        println!(
+            "{}",
+            json!({"ok": true, "hosts": hosts.len(), "files": files})
+        );
     } else {
         println!(
             "ok: {} ({} hosts, {} roles, {} files rendered)",
@@ -150,7 +178,11 @@ fn render(c: &Common, out: &Path, reveal: bool) -> i32 {
             }
         }
     }
-    println!("wrote {written} files for {} hosts under {}", desired.len(), out.display());
+    println!(
+        "wrote {written} files for {} hosts under {}",
+        desired.len(),
+        out.display()
+    );
     EXIT_OK
 }
 
@@ -235,7 +267,11 @@ async fn trust(c: &Common) -> i32 {
                     code = EXIT_FAIL;
                     continue;
                 }
-                println!("{} ({addr}): trusted {fp}, recorded in {}", h.name, path.display());
+                println!(
+                    "{} ({addr}): trusted {fp}, recorded in {}",
+                    h.name,
+                    path.display()
+                );
             }
             known_hosts::HostKeyStatus::Changed { line, .. } => {
                 eprintln!(
@@ -268,7 +304,10 @@ fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let existing = std::fs::read(path).unwrap_or_default();
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     if !existing.is_empty() && !existing.ends_with(b"\n") {
         f.write_all(b"\n")?;
     }
@@ -322,14 +361,21 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
         let secrets = &secrets;
         let reporter = &reporter;
         let sudo = l.inv.ssh.sudo;
-        let vip = if d.host.tier == "lb" { vip.clone() } else { None };
+        let vip = if d.host.tier == "lb" {
+            vip.clone()
+        } else {
+            None
+        };
         async move { gather(d, opts, forks, secrets, reporter, sudo, vip).await }
     }))
     .await;
 
     // 3. Order: tiers as declared (db, app, web, lb); lb standby before VIP holder.
     slots.sort_by_key(|s| {
-        let tier = inventory::TIER_ORDER.iter().position(|t| *t == s.desired.host.tier).unwrap_or(99);
+        let tier = inventory::TIER_ORDER
+            .iter()
+            .position(|t| *t == s.desired.host.tier)
+            .unwrap_or(99);
         (tier, s.holds_vip)
     });
 
@@ -368,8 +414,12 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
     reporter.clear();
 
     // 5. Recap and exit code.
-    let failed = slots.iter().any(|s| s.outcome.as_ref().is_none_or(Outcome::is_failure));
-    let changes = slots.iter().any(|s| matches!(s.outcome, Some(Outcome::Changed(_))));
+    let failed = slots
+        .iter()
+        .any(|s| s.outcome.as_ref().is_none_or(Outcome::is_failure));
+    let changes = slots
+        .iter()
+        .any(|s| matches!(s.outcome, Some(Outcome::Changed(_))));
     let code = if failed {
         EXIT_FAIL
     } else if changes && !apply_mode {
@@ -387,7 +437,11 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
                     Some(Outcome::Changed(n)) => ("changed", *n, None),
                     Some(Outcome::Failed(m)) => ("failed", 0, Some(m.clone())),
                     Some(Outcome::Unreachable(m)) => ("unreachable", 0, Some(m.clone())),
-                    None => ("skipped", 0, Some("not started: an earlier tier failed".to_string())),
+                    None => (
+                        "skipped",
+                        0,
+                        Some("not started: an earlier tier failed".to_string()),
+                    ),
                 };
                 json!({"host": s.desired.host.name, "tier": s.desired.host.tier, "status": status,
                        "changes": changes, "error": error, "seconds": s.elapsed.as_secs_f64(),
@@ -414,7 +468,15 @@ async fn gather(
 ) -> Slot {
     let _permit = forks.acquire_owned().await.ok();
     let started = Instant::now();
-    let mut slot = Slot { desired: d, session: None, plan: None, outcome: None, elapsed: Duration::ZERO, holds_vip: false, round_trips: 0 };
+    let mut slot = Slot {
+        desired: d,
+        session: None,
+        plan: None,
+        outcome: None,
+        elapsed: Duration::ZERO,
+        holds_vip: false,
+        round_trips: 0,
+    };
     let name = slot.desired.host.name.clone();
     reporter.step(&name, "connecting");
     let session = match transport::connect(&opts).await {
@@ -442,10 +504,19 @@ async fn gather(
             .map_err(|e| Outcome::Unreachable(secrets.mask(&e.to_string())))?;
         if out.status != 0 {
             let err = String::from_utf8_lossy(&out.stderr);
-            let hint = if err.contains("sudo") { " (does the user have passwordless sudo? ssh.sudo in the inventory)" } else { "" };
-            return Err(Outcome::Failed(format!("gathering facts failed (exit {}){hint}: {}", out.status, secrets.mask(err.trim()))));
+            let hint = if err.contains("sudo") {
+                " (does the user have passwordless sudo? ssh.sudo in the inventory)"
+            } else {
+                ""
+            };
+            return Err(Outcome::Failed(format!(
+                "gathering facts failed (exit {}){hint}: {}",
+                out.status,
+                secrets.mask(err.trim())
+            )));
         }
-        let facts = facts::parse(&String::from_utf8_lossy(&out.stdout), &q).map_err(Outcome::Failed)?;
+        let facts =
+            facts::parse(&String::from_utf8_lossy(&out.stdout), &q).map_err(Outcome::Failed)?;
         let changed = plan::content_changed(&slot.desired, &facts);
         let mut old = Default::default();
         let mut trips = 1;
@@ -455,9 +526,14 @@ async fn gather(
                 .exec(&shell::wrap(&facts::contents_script(&changed), sudo), b"")
                 .await
                 .map_err(|e| Outcome::Unreachable(secrets.mask(&e.to_string())))?;
-            old = facts::parse_contents(&String::from_utf8_lossy(&out.stdout)).map_err(Outcome::Failed)?;
+            old = facts::parse_contents(&String::from_utf8_lossy(&out.stdout))
+                .map_err(Outcome::Failed)?;
         }
-        Ok((plan::plan_host(&slot.desired, &facts, &old, secrets), facts.holds_vip.unwrap_or(false), trips))
+        Ok((
+            plan::plan_host(&slot.desired, &facts, &old, secrets),
+            facts.holds_vip.unwrap_or(false),
+            trips,
+        ))
     }
     .await;
     match result {
@@ -476,9 +552,18 @@ async fn gather(
     slot
 }
 
-async fn apply_all(slots: &mut [Slot], l: &Loaded, secrets: &Secrets, reporter: &Reporter, opts: &Live) {
+async fn apply_all(
+    slots: &mut [Slot],
+    l: &Loaded,
+    secrets: &Secrets,
+    reporter: &Reporter,
+    opts: &Live,
+) {
     let sudo = l.inv.ssh.sudo;
-    let mut stop = slots.iter().any(|s| s.outcome.as_ref().is_some_and(Outcome::is_failure)) && !opts.keep_going;
+    let mut stop = slots
+        .iter()
+        .any(|s| s.outcome.as_ref().is_some_and(Outcome::is_failure))
+        && !opts.keep_going;
     if stop {
         reporter.warn("not applying: some hosts could not be planned (see the recap); --keep-going applies the others");
     }
@@ -504,11 +589,19 @@ async fn apply_all(slots: &mut [Slot], l: &Loaded, secrets: &Secrets, reporter: 
                         return;
                     };
                     if INTERRUPTED.load(Ordering::SeqCst) {
-                        s.outcome = Some(Outcome::Failed("interrupted before this host was started; nothing applied here".into()));
+                        s.outcome = Some(Outcome::Failed(
+                            "interrupted before this host was started; nothing applied here".into(),
+                        ));
                         return;
                     }
                     let t0 = Instant::now();
-                    let remote = Remote { transport: sess.as_ref(), sudo, secrets, reporter, host: &s.desired.host.name };
+                    let remote = Remote {
+                        transport: sess.as_ref(),
+                        sudo,
+                        secrets,
+                        reporter,
+                        host: &s.desired.host.name,
+                    };
                     let o = apply::apply_host(&remote, plan).await;
                     reporter.done(&s.desired.host.name, &o);
                     s.elapsed += t0.elapsed();
@@ -529,16 +622,30 @@ async fn apply_all(slots: &mut [Slot], l: &Loaded, secrets: &Secrets, reporter: 
 }
 
 fn recap_text(slots: &[Slot], apply_mode: bool, total: Duration) -> String {
-    let mut out = String::from(if apply_mode { "RECAP (apply)\n" } else { "RECAP (plan)\n" });
+    let mut out = String::from(if apply_mode {
+        "RECAP (apply)\n"
+    } else {
+        "RECAP (plan)\n"
+    });
     for s in slots {
         let word = match &s.outcome {
             Some(o) => {
                 let w = outcome_word(o);
-                if !apply_mode && matches!(o, Outcome::Changed(_)) { w.replace("changed", "would change") } else { w }
+                if !apply_mode && matches!(o, Outcome::Changed(_)) {
+                    w.replace("changed", "would change")
+                } else {
+                    w
+                }
             }
             None => "skipped (not started)".into(),
         };
-        out.push_str(&format!("  {:<10} {:<4} {:<24} {:>6.2}s\n", s.desired.host.name, s.desired.host.tier, word, s.elapsed.as_secs_f64()));
+        out.push_str(&format!(
+            "  {:<10} {:<4} {:<24} {:>6.2}s\n",
+            s.desired.host.name,
+            s.desired.host.tier,
+            word,
+            s.elapsed.as_secs_f64()
+        ));
         if let Some(Outcome::Failed(m) | Outcome::Unreachable(m)) = &s.outcome {
             for line in m.lines() {
                 out.push_str(&format!("      {line}\n"));

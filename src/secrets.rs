@@ -141,13 +141,17 @@ mod tests {
 
     #[test]
     fn masks_whole_values_and_pem_lines() {
-        let pem = "-----BEGIN PRIVATE KEY-----\nAAAABBBBCCCC\nDDDDEEEEFFFF\n-----END PRIVATE KEY-----\n";
+        let pem =
+            "-----BEGIN PRIVATE KEY-----\nAAAABBBBCCCC\nDDDDEEEEFFFF\n-----END PRIVATE KEY-----\n";
         let s = Secrets::from_pairs(&[("pw", "hunter2hunter2"), ("key", pem)]);
         assert_eq!(s.mask("password=hunter2hunter2;"), "password=********;");
         assert_eq!(s.mask(&format!("x\n{pem}y")), "x\n********y");
         assert_eq!(s.mask("+DDDDEEEEFFFF\n"), "+********\n");
         // the armour lines are not secret and stay readable
-        assert_eq!(s.mask("-----END PRIVATE KEY-----"), "-----END PRIVATE KEY-----");
+        assert_eq!(
+            s.mask("-----END PRIVATE KEY-----"),
+            "-----END PRIVATE KEY-----"
+        );
         assert!(s.appears_in("..hunter2hunter2.."));
         assert!(!s.appears_in("nothing here"));
     }

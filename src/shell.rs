@@ -47,7 +47,7 @@ pub fn apt_install(packages: &[&str]) -> String {
     let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
     format!(
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}",
+         -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}",
         pkgs.join(" ")
     )
 }
@@ -69,7 +69,18 @@ mod tests {
 
     #[test]
     fn hostile_strings_survive_a_real_shell() {
-        for s in ["it's", "$(echo pwned)", "a\nb", "`id`", "\\", "'\"'", "-n", "*", "~", "!x"] {
+        for s in [
+            "it's",
+            "$(echo pwned)",
+            "a\nb",
+            "`id`",
+            "\\",
+            "'\"'",
+            "-n",
+            "*",
+            "~",
+            "!x",
+        ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf %s {}", quote(s)))
@@ -87,13 +98,22 @@ mod tests {
 
     #[test]
     fn service_commands() {
-        assert_eq!(service_command(Init::Systemd, "reload", "nginx"), "systemctl reload nginx");
-        assert_eq!(service_command(Init::Systemd, "enable", "nginx"), "systemctl enable --quiet nginx");
-        assert_eq!(service_command(Init::Other, "restart", "haproxy"), "service haproxy restart");
+        assert_eq!(
+            service_command(Init::Systemd, "reload", "nginx"),
+            "systemctl reload nginx"
+        );
+        assert_eq!(
+            service_command(Init::Systemd, "enable", "nginx"),
+            "systemctl enable --quiet nginx"
+        );
+        assert_eq!(
+            service_command(Init::Other, "restart", "haproxy"),
+            "service haproxy restart"
+        );
         assert_eq!(
             apt_install(&["nginx", "curl"]),
             "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-             -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nginx curl"
+             -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nginx curl"
         );
     }
 }

@@ -38,7 +38,10 @@ fn inventory(dir: &Path, port: u16, edit: impl Fn(String) -> String) -> PathBuf 
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out: Output = cmd.env("FP_TEST_PW", "canary-pw-1234").output().expect("binary runs");
+    let out: Output = cmd
+        .env("FP_TEST_PW", "canary-pw-1234")
+        .output()
+        .expect("binary runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -52,7 +55,10 @@ fn check_accepts_the_fixture() {
     let inv = inventory(&t.0, 22, |s| s);
     let (code, out, err) = run(bin().arg("check").arg(&inv).arg("--root").arg(fixture()));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ok:") && out.contains("2 hosts") && out.contains("4 files"), "{out}");
+    assert!(
+        out.contains("ok:") && out.contains("2 hosts") && out.contains("4 files"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -60,24 +66,43 @@ fn render_writes_files_with_precedence_and_masks_secrets() {
     let t = Temp::new("render");
     let inv = inventory(&t.0, 22, |s| s);
     let out_dir = t.0.join("out");
-    let (code, out, err) = run(bin().arg("render").arg(&inv).arg("--root").arg(fixture()).arg("--out").arg(&out_dir));
+    let (code, out, err) = run(bin()
+        .arg("render")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .arg("--out")
+        .arg(&out_dir));
     assert_eq!(code, 0, "{out}{err}");
-    let site = std::fs::read_to_string(out_dir.join("web1/etc/nginx/sites-enabled/site.conf")).expect("rendered");
+    let site = std::fs::read_to_string(out_dir.join("web1/etc/nginx/sites-enabled/site.conf"))
+        .expect("rendered");
     // host var port=8080 beats the role default 80; tier greeting beats inventory greeting
     assert!(site.contains("listen 127.0.0.1:8080;"), "{site}");
     assert!(site.contains("# from-tier"), "{site}");
     assert!(site.contains("# peer web2 127.0.0.2"), "{site}");
-    let web2 = std::fs::read_to_string(out_dir.join("web2/etc/nginx/sites-enabled/site.conf")).expect("rendered");
+    let web2 = std::fs::read_to_string(out_dir.join("web2/etc/nginx/sites-enabled/site.conf"))
+        .expect("rendered");
     assert!(web2.contains("listen 127.0.0.2:80;"), "{web2}");
-    let secret = std::fs::read_to_string(out_dir.join("web1/etc/nginx/secret.conf")).expect("rendered");
+    let secret =
+        std::fs::read_to_string(out_dir.join("web1/etc/nginx/secret.conf")).expect("rendered");
     assert_eq!(secret, "password <secret:pw>;\n");
     assert!(!out.contains("canary") && !err.contains("canary"));
 
     let revealed = t.0.join("revealed");
-    let (code, _, err) = run(bin().arg("render").arg(&inv).arg("--root").arg(fixture()).arg("--out").arg(&revealed).arg("--reveal-secrets"));
+    let (code, _, err) = run(bin()
+        .arg("render")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .arg("--out")
+        .arg(&revealed)
+        .arg("--reveal-secrets"));
     assert_eq!(code, 0, "{err}");
     let path = revealed.join("web1/etc/nginx/secret.conf");
-    assert_eq!(std::fs::read_to_string(&path).expect("rendered"), "password canary-pw-1234;\n");
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("rendered"),
+        "password canary-pw-1234;\n"
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "revealed secrets are written private");
@@ -90,9 +115,18 @@ fn hosts_lists_name_address_tier() {
     let (code, out, err) = run(bin().arg("hosts").arg(&inv).arg("--root").arg(fixture()));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "web1 127.0.0.1 web\nweb2 127.0.0.2 web\n");
-    let (code, _, err) = run(bin().arg("hosts").arg(&inv).arg("--root").arg(fixture()).arg("--limit").arg("web3"));
+    let (code, _, err) = run(bin()
+        .arg("hosts")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .arg("--limit")
+        .arg("web3"));
     assert_eq!(code, 1);
-    assert!(err.contains("no host `web3`") && err.contains("did you mean"), "{err}");
+    assert!(
+        err.contains("no host `web3`") && err.contains("did you mean"),
+        "{err}"
+    );
 }
 
 /// Bad input: exit 1, file:line:column, a hint, and no connection to the host.
@@ -102,7 +136,12 @@ fn malformed_inventory_fails_before_any_connection() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
-    let inv = inventory(&t.0, port, |s| s.replace("    tier: web\n    vars:", "    tier: web\n    adress: 1.2.3.4\n    vars:"));
+    let inv = inventory(&t.0, port, |s| {
+        s.replace(
+            "    tier: web\n    vars:",
+            "    tier: web\n    adress: 1.2.3.4\n    vars:",
+        )
+    });
     for cmd in ["plan", "apply", "check"] {
         let (code, out, err) = run(bin().arg(cmd).arg(&inv).arg("--root").arg(fixture()));
         assert_eq!(code, 1, "{cmd}: {out}{err}");
@@ -111,7 +150,10 @@ fn malformed_inventory_fails_before_any_connection() {
         assert!(err.contains("did you mean `address`?"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    assert!(listener.accept().is_err(), "no connection may be made on bad input");
+    assert!(
+        listener.accept().is_err(),
+        "no connection may be made on bad input"
+    );
 }
 
 #[test]
@@ -119,7 +161,11 @@ fn template_errors_name_template_line_and_host() {
     let t = Temp::new("tpl");
     let project = t.0.join("project");
     copy_dir(&fixture(), &project);
-    std::fs::write(project.join("templates/web/site.conf.tera"), "line one\nlisten {{ no_such_var }};\n").expect("write");
+    std::fs::write(
+        project.join("templates/web/site.conf.tera"),
+        "line one\nlisten {{ no_such_var }};\n",
+    )
+    .expect("write");
     let inv = inventory(&t.0, 22, |s| s);
     let (code, _, err) = run(bin().arg("check").arg(&inv).arg("--root").arg(&project));
     assert_eq!(code, 1, "{err}");
@@ -131,10 +177,20 @@ fn template_errors_name_template_line_and_host() {
 fn missing_secret_is_reported_with_the_variable_name() {
     let t = Temp::new("secret");
     let inv = inventory(&t.0, 22, |s| s);
-    let out = bin().arg("plan").arg(&inv).arg("--root").arg(fixture()).env_remove("FP_TEST_PW").output().expect("runs");
+    let out = bin()
+        .arg("plan")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .env_remove("FP_TEST_PW")
+        .output()
+        .expect("runs");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("environment variable FP_TEST_PW is not set"), "{err}");
+    assert!(
+        err.contains("environment variable FP_TEST_PW is not set"),
+        "{err}"
+    );
     assert!(err.contains(&format!("{}:", inv.display())), "{err}");
 }
 
@@ -142,9 +198,21 @@ fn missing_secret_is_reported_with_the_variable_name() {
 fn unreachable_host_is_exit_1_and_named_in_the_recap() {
     let t = Temp::new("unreach");
     // A port nobody listens on: bind, note it, close it.
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let inv = inventory(&t.0, port, |s| s);
-    let (code, out, err) = run(bin().arg("plan").arg(&inv).arg("--root").arg(fixture()).arg("--limit").arg("web1").arg("--format").arg("json"));
+    let (code, out, err) = run(bin()
+        .arg("plan")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .arg("--limit")
+        .arg("web1")
+        .arg("--format")
+        .arg("json"));
     assert_eq!(code, 1, "{out}{err}");
     let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON document");
     assert_eq!(doc["recap"][0]["host"], "web1");
@@ -156,7 +224,15 @@ fn unreachable_host_is_exit_1_and_named_in_the_recap() {
 fn help_explains_commands_and_exit_codes() {
     let (code, out, _) = run(bin().arg("--help"));
     assert_eq!(code, 0);
-    for word in ["check", "render", "plan", "apply", "trust", "Exit codes", "2 plan found"] {
+    for word in [
+        "check",
+        "render",
+        "plan",
+        "apply",
+        "trust",
+        "Exit codes",
+        "2 plan found",
+    ] {
         assert!(out.contains(word), "--help lacks {word}: {out}");
     }
 }

@@ -1,0 +1,127 @@
+"""foobar.com application: a small Flask app behind Nginx, run by gunicorn.
+
+Deployed by foobar-provision (role app) to /opt/foobar-app/app.py; configured by the
+environment (systemd EnvironmentFile=/etc/foobar-app/env):
+
+  FOOBAR_HOST_NAME    this app host's name (shown in every answer)
+  FOOBAR_DB_HOST      MariaDB address (the db tier's first host)
+  FOOBAR_DB_PORT      default 3306
+  FOOBAR_DB_NAME      database
+  FOOBAR_DB_USER      account ('user'@'<this host's address>')
+  FOOBAR_DB_PASSWORD  its password
+
+Endpoints (Nginx serves them under /api/ too):
+  GET /health      200 when the process answers; never touches the database
+  GET /health/db   200 when the database answers and the visits table is readable
+  GET|POST /visits records a visit, answers the visit count and the last visits
+"""
+
+import os
+import socket
+
+import pymysql
+import pymysql.cursors
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+app.json.sort_keys = False
+
+HOST_NAME = os.environ.get("FOOBAR_HOST_NAME") or socket.gethostname()
+LAST_VISITS = 5
+
+
+def _db():
+    return pymysql.connect(
+        host=os.environ["FOOBAR_DB_HOST"],
+        port=int(os.environ.get("FOOBAR_DB_PORT", "3306")),
+        user=os.environ["FOOBAR_DB_USER"],
+        password=os.environ["FOOBAR_DB_PASSWORD"],
+        database=os.environ["FOOBAR_DB_NAME"],
+        charset="utf8mb4",
+        connect_timeout=5,
+        read_timeout=10,
+        write_timeout=10,
+        autocommit=True,
+        cursorclass=pymysql.cursors.DictCursor,
+    )
+
+
+def _clip(value, limit):
+    return value[:limit] if value else value
+
+
+def _client():
+    """The client as Nginx saw it (Nginx's realip module trusts only the load balancers)."""
+    return request.headers.get("X-Real-IP") or request.remote_addr
+
+
+def _db_error(e):
+    # PyMySQL messages name the account and host, never the password.
+    app.logger.error("database error: %s", e)
+    return jsonify(status="error", host=HOST_NAME, error=f"database: {e}"), 503
+
+
+@app.get("/health")
+def health():
+    return jsonify(status="ok", host=HOST_NAME)
+
+
+@app.get("/health/db")
+def health_db():
+    try:
+        conn = _db()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) AS n FROM visits")
+                n = cur.fetchone()["n"]
+        finally:
+            conn.close()
+    except (pymysql.MySQLError, OSError, KeyError) as e:
+        return _db_error(e)
+    return jsonify(status="ok", host=HOST_NAME, visits=n)
+
+
+@app.route("/visits", methods=["GET", "POST"])
+@app.route("/", methods=["GET", "POST"])
+def visits():
+    forwarded_for = request.headers.get("X-Forwarded-For", "")
+    client = _client()
+    try:
+        conn = _db()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO visits (app_host, client_ip, forwarded_for, user_agent)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (
+                        _clip(HOST_NAME, 255),
+                        _clip(client, 45),
+                        _clip(forwarded_for, 1024),
+                        _clip(request.headers.get("User-Agent", ""), 512),
+                    ),
+                )
+                visit_id = cur.lastrowid
+                cur.execute("SELECT COUNT(*) AS n FROM visits")
+                count = cur.fetchone()["n"]
+                cur.execute(
+                    "SELECT id, created_at, app_host, client_ip FROM visits"
+                    " ORDER BY id DESC LIMIT %s",
+                    (LAST_VISITS,),
+                )
+                last = cur.fetchall()
+        finally:
+            conn.close()
+    except (pymysql.MySQLError, OSError, KeyError) as e:
+        return _db_error(e)
+    for row in last:
+        row["created_at"] = row["created_at"].isoformat(timespec="milliseconds")
+    return jsonify(
+        status="ok",
+        host=HOST_NAME,
+        visit=visit_id,
+        visits=count,
+        client=client,
+        x_forwarded_for=forwarded_for,
+        x_forwarded_proto=request.headers.get("X-Forwarded-Proto", ""),
+        last=last,
+    )
