@@ -246,7 +246,12 @@ async fn trust(c: &Common) -> i32 {
     let mut code = EXIT_OK;
     for h in hosts {
         let addr = h.address.to_string();
-        let key = match transport::scan_host_key(&addr, h.port, l.inv.ssh.connect_timeout).await {
+        let scanned = if l.inv.ssh.jump_host.is_some() {
+            transport::scan_host_key_via_jump(&ssh_options(&l.inv, h)).await
+        } else {
+            transport::scan_host_key(&addr, h.port, l.inv.ssh.connect_timeout).await
+        };
+        let key = match scanned {
             Ok(k) => k,
             Err(e) => {
                 eprintln!("{}: {e}", h.name);

@@ -1405,7 +1405,7 @@ mod tests {
             let authorized_keys = dir.join("authorized_keys");
             std::fs::copy(format!("{}.pub", user_key.display()), &authorized_keys)
                 .expect("write authorized_keys");
-            let user = std::env::var("FPBENCH_USER").unwrap_or_else(|_| run("id", &["-un"]));
+            let user = run("id", &["-un"]);
             if run("id", &["-u"]) == "0" {
                 // sshd running as root wants its privilege separation directory.
                 let _ = std::fs::create_dir_all("/run/sshd");

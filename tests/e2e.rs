@@ -1,0 +1,233 @@
+//! End to end, against the five-host lab (real OpenSSH, systemd, HAProxy, keepalived,
+//! Nginx, MariaDB and the app in containers). Run by `tests/run` / `.ci/run`, which
+//! start the Docker engine and build the lab image; each test brings the lab up itself.
+
+mod support;
+
+use std::process::Command;
+use support::*;
+
+/// Bare hosts converge in one apply; a second apply changes nothing and restarts
+/// nothing; plan is then empty; the site answers through the VIP with data from MySQL.
+#[test]
+fn bare_lab_converges_and_second_apply_changes_nothing() {
+    let _lab = lab_lock();
+    lab_recreate();
+
+    let first = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    assert_eq!(first.code, 0, "first apply:\n{}", first.all());
+    for (host, (status, changes)) in recap(&first) {
+        assert_eq!(status, "changed", "{host} on a bare lab");
+        assert!(changes > 0, "{host}");
+    }
+
+    let before = snapshot(&all_hosts());
+    let second = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    assert_eq!(second.code, 0, "second apply:\n{}", second.all());
+    for (host, (status, changes)) in recap(&second) {
+        assert_eq!((status.as_str(), changes), ("ok", 0), "{host} changed on the second apply");
+    }
+    assert_eq!(snapshot(&all_hosts()), before, "the second apply restarted or reloaded something");
+
+    let plan = tool(&["plan", "inventories/lab.yml"]);
+    assert_eq!(plan.code, 0, "plan after apply must be empty:\n{}", plan.all());
+    assert!(plan.stdout.contains("no changes"), "{}", plan.stdout);
+
+    // The user journey: browser -> VIP -> HAProxy (TLS) -> Nginx -> app -> MySQL.
+    let (code, body) = https("/api/visits");
+    assert_eq!(code, 0, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(doc["host"], "app1", "{body}");
+    assert!(doc["visits"].as_u64().unwrap_or(0) >= 1, "{body}");
+    assert_eq!(doc["x_forwarded_proto"], "https", "{body}");
+    let (code, out, err) = sh(Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: www.foobar.com", &format!("http://{VIP}/")]));
+    assert_eq!((code, out.as_str()), (0, "301 https://www.foobar.com/"), "{err}");
+}
+
+/// A var change: plan exits 2 with the diff; apply changes exactly that file on the
+/// hosts that use it and reloads exactly that service (HAProxy's master stays, its
+/// workers are new; nothing else is touched).
+#[test]
+fn var_change_is_planned_as_a_diff_and_reloads_only_that_service() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let (inv, _dir) = lab_inventory("var", |t| t.replace("haproxy_balance: roundrobin", "haproxy_balance: leastconn"));
+    let inv = inv.to_string_lossy().to_string();
+    let root = root().to_string_lossy().to_string();
+
+    let plan = tool(&["plan", &inv, "--root", &root]);
+    assert_eq!(plan.code, 2, "plan must exit 2 on changes:\n{}", plan.all());
+    assert!(plan.stdout.contains("-    balance roundrobin") && plan.stdout.contains("+    balance leastconn"), "{}", plan.stdout);
+
+    let plan = tool(&["plan", &inv, "--root", &root, "--format", "json"]);
+    assert_eq!(plan.code, 2);
+    let doc = plan.json();
+    for h in doc["plan"].as_array().expect("plan array") {
+        let name = h["host"].as_str().unwrap_or("?");
+        let files: Vec<&str> = h["roles"].as_array().into_iter().flatten()
+            .flat_map(|r| r["files"].as_array().into_iter().flatten())
+            .filter_map(|f| f["path"].as_str())
+            .collect();
+        let actions: Vec<String> = h["roles"].as_array().into_iter().flatten()
+            .flat_map(|r| r["actions"].as_array().into_iter().flatten())
+            .map(|a| format!("{} {}", a["action"].as_str().unwrap_or("?"), a["service"].as_str().unwrap_or("")))
+            .collect();
+        if name.starts_with("lb") {
+            assert_eq!(files, vec!["/etc/haproxy/haproxy.cfg"], "{name}");
+            assert_eq!(actions, vec!["reload haproxy"], "{name}");
+        } else {
+            assert!(files.is_empty() && actions.is_empty(), "{name} must not change: {files:?} {actions:?}");
+        }
+    }
+
+    let before = snapshot(&all_hosts());
+    let apply = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    assert_eq!(apply.code, 0, "{}", apply.all());
+    let after = snapshot(&all_hosts());
+    for (k, v) in &before {
+        if k.ends_with("/haproxy") {
+            let pid = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
+            assert_eq!(pid(v), pid(&after[k]), "{k}: a reload keeps the master");
+            assert_ne!(v, &after[k], "{k}: reloaded, so new workers");
+        } else {
+            assert_eq!(v, &after[k], "{k} must not be touched");
+        }
+    }
+    for lb in ["lb1", "lb2"] {
+        let cfg = inside(lb, "cat /etc/haproxy/haproxy.cfg");
+        assert!(cfg.contains("balance leastconn"), "{lb}");
+    }
+
+    // Back to the repository's state.
+    converge();
+    let plan = tool(&["plan", "inventories/lab.yml"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+}
+
+/// A template that renders an invalid config: apply exits 1, the live file is
+/// byte-identical, no temporary file is left, and the site still answers.
+#[test]
+fn invalid_config_is_refused_and_the_live_file_is_untouched() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let project = TempDir::new("badtpl");
+    for dir in ["roles", "templates"] {
+        copy_dir(&root().join(dir), &project.0.join(dir));
+    }
+    let site = project.0.join("templates/nginx/foobar.conf.tera");
+    let mut text = std::fs::read_to_string(&site).expect("site template");
+    text.push_str("\nthis_is_not_an_nginx_directive on;\n");
+    std::fs::write(&site, text).expect("write");
+    let live = "sha256sum /etc/nginx/sites-enabled/foobar.conf";
+    let before_hash = inside("web1", live);
+    let before = snapshot(&all_hosts());
+
+    let run = tool(&["apply", "inventories/lab.yml", "--root", &project.0.to_string_lossy(), "--tier", "web"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("validation of /etc/nginx"), "{}", run.all());
+    assert!(run.stdout.contains("this_is_not_an_nginx_directive"), "the validator's own words: {}", run.all());
+    assert!(run.stdout.contains("left as they were"), "{}", run.all());
+
+    assert_eq!(inside("web1", live), before_hash, "live file changed");
+    assert_eq!(inside("web1", "ls -a /etc/nginx/sites-enabled /etc/nginx | grep -c 'fp-' || true").trim(), "0", "temporary files left behind");
+    assert_eq!(snapshot(&all_hosts()), before, "a service was touched");
+    let (code, out, err) = sh(Command::new("curl").args(["-fsS", "--max-time", "5", "http://172.30.77.21/health"]));
+    assert_eq!(code, 0, "site must keep answering: {out}{err}");
+
+    let plan = tool(&["plan", "inventories/lab.yml"]);
+    assert_eq!(plan.code, 0, "the repository's state is still converged:\n{}", plan.all());
+}
+
+/// Host keys: an unknown key and a changed key fail the host before anything runs on
+/// it, with the fingerprint and what to do; `trust` records a key explicitly.
+#[test]
+fn unknown_or_changed_host_key_fails_the_host_and_trust_records_it() {
+    let _lab = lab_lock();
+    lab_up(None);
+    let known = std::fs::read_to_string(state().join("known_hosts")).expect("known_hosts");
+    let web1_line = known.lines().find(|l| l.starts_with("172.30.77.21 ")).expect("web1 key").to_string();
+    let lb1_key = known.lines().find(|l| l.starts_with("172.30.77.11 ")).expect("lb1 key")
+        .split_once(' ').map(|(_, k)| k.to_string()).expect("key");
+
+    // Unknown.
+    let dir = TempDir::new("keys");
+    let kh = dir.0.join("known_hosts");
+    std::fs::write(&kh, known.lines().filter(|l| !l.starts_with("172.30.77.21 ")).map(|l| format!("{l}\n")).collect::<String>()).expect("write");
+    let (inv, _d) = lab_inventory("keys-inv", |t| t.replace(&format!("{}/known_hosts", state().to_string_lossy()), &kh.to_string_lossy()));
+    let inv = inv.to_string_lossy().to_string();
+    let root = root().to_string_lossy().to_string();
+    let run = tool(&["apply", &inv, "--root", &root, "--limit", "web1"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stdout.contains("UNREACHABLE"), "{}", run.all());
+    assert!(run.all().contains("SHA256:"), "fingerprint shown: {}", run.all());
+    assert!(run.all().contains("foobar-provision trust"), "says how to trust: {}", run.all());
+
+    // Changed: web1's address with another host's key.
+    let mut changed = std::fs::read_to_string(&kh).expect("read");
+    changed.push_str(&format!("172.30.77.21 {lb1_key}\n"));
+    std::fs::write(&kh, &changed).expect("write");
+    let run = tool(&["plan", &inv, "--root", &root, "--limit", "web1"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().to_lowercase().contains("changed"), "{}", run.all());
+    let run = tool(&["trust", &inv, "--root", &root, "--limit", "web1"]);
+    assert_eq!(run.code, 1, "trust must refuse a changed key:\n{}", run.all());
+
+    // Trust records an unknown key after showing it.
+    std::fs::write(&kh, known.lines().filter(|l| !l.starts_with("172.30.77.21 ")).map(|l| format!("{l}\n")).collect::<String>()).expect("write");
+    let run = tool(&["trust", &inv, "--root", &root, "--limit", "web1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stdout.contains("SHA256:"), "{}", run.stdout);
+    let recorded = std::fs::read_to_string(&kh).expect("read");
+    assert!(recorded.lines().any(|l| l == web1_line), "trust must record web1's real key:\n{recorded}");
+    let run = tool(&["plan", &inv, "--root", &root, "--limit", "web1"]);
+    assert_ne!(run.code, 1, "{}", run.all());
+}
+
+/// Rebuilding one failed tier: web1 is destroyed and comes back bare with a new host
+/// key; `apply --tier web` brings the site back and touches no other host.
+#[test]
+fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let old_key = inside("web1", "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    let others: Vec<&str> = all_hosts().into_iter().filter(|h| *h != "web1").collect();
+    let before = snapshot(&others);
+
+    let (code, _, err) = sh(Command::new("docker").args(["rm", "-f", "web1"]));
+    assert_eq!(code, 0, "{err}");
+    lab_up(None);
+    assert_ne!(inside("web1", "cat /etc/ssh/ssh_host_ed25519_key.pub"), old_key, "a rebuilt host has a new key");
+    assert_ne!(docker_exec("web1", "dpkg -s nginx >/dev/null 2>&1").0, 0, "the new web1 is bare");
+
+    let run = tool(&["apply", "inventories/lab.yml", "--tier", "web", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let r = recap(&run);
+    assert_eq!(r.keys().collect::<Vec<_>>(), vec!["web1"], "only the web tier is worked");
+    assert_eq!(r["web1"].0, "changed");
+    assert_eq!(snapshot(&others), before, "other hosts were touched");
+    let (code, body) = https_eventually("/api/visits", 20);
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("\"host\":\"app1\""), "{body}");
+
+    let again = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    for (host, (status, _)) in recap(&again) {
+        assert_eq!(status, "ok", "{host}");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
