@@ -61,26 +61,172 @@ impl fmt::Display for Diagnostic {
 
 impl std::error::Error for Diagnostic {}
 
-/// Turns a serde-saphyr error into a diagnostic: position from the error, message
-/// without the snippet, and a "did you mean" for unknown keys.
+/// Turns a serde-saphyr error into a diagnostic: position from the error, a message in
+/// the user's words (not serde's or the parser's internals), and a hint where one helps,
+/// e.g. "did you mean" for unknown keys.
 pub fn from_yaml_error(file: &Path, err: &serde_saphyr::Error) -> Diagnostic {
     let (line, column) = err
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
-    let full = err.without_snippet().to_string();
-    let message = strip_location_suffix(full.lines().next().unwrap_or("invalid YAML").trim());
+    let (message, hint) = describe_yaml_error(root_yaml_error(err));
     let mut d = Diagnostic::new(file, line, column, message.clone());
+    d.hint = hint;
     if let Some((unknown, expected)) = parse_unknown_field(&message) {
         let candidates: Vec<&str> = expected.iter().map(String::as_str).collect();
         d.hint = Some(match crate::suggest::nearest(&unknown, &candidates) {
             Some(near) => format!("did you mean `{near}`?"),
             None => format!("valid keys here: {}", expected.join(", ")),
         });
-    } else if message.contains("duplicate") {
-        d.hint = Some("each key may appear once in a mapping; remove or rename one".into());
     }
     d
+}
+
+/// The error itself, without the snippet or alias wrappers around it.
+fn root_yaml_error(err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    use serde_saphyr::Error as E;
+    match err {
+        E::WithSnippet { error, .. } | E::AliasError { error, .. } => root_yaml_error(error),
+        other => other,
+    }
+}
+
+const ALIAS_HINT: &str =
+    "write the values out instead of multiplying them with &anchors and *aliases";
+
+/// Message and hint for one serde-saphyr error, without position.
+fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
+    use serde_saphyr::Error as E;
+    use serde_saphyr::budget::BudgetBreach as B;
+    let s = |m: &str| m.to_string();
+    match err {
+        E::Eof { .. } => (
+            s("unexpected end of file: the file is empty or cut short"),
+            Some(s(
+                "the file must hold one YAML mapping (`key: value` lines)",
+            )),
+        ),
+        E::MultipleDocuments { .. }
+        | E::Budget {
+            breach: B::Documents { .. },
+            ..
+        } => (
+            s("a second YAML document starts here; only one is allowed"),
+            Some(s(
+                "a line `---` starts a new document: remove it, or split the file",
+            )),
+        ),
+        E::Budget {
+            breach: B::Depth { .. },
+            ..
+        } => (
+            s("the structure is nested too deeply"),
+            Some(s("lists and mappings may nest 64 levels deep at most")),
+        ),
+        E::Budget {
+            breach: B::Aliases { .. } | B::Anchors { .. } | B::AliasAnchorRatio { .. },
+            ..
+        } => (s("too many &anchors or *aliases"), Some(s(ALIAS_HINT))),
+        E::Budget {
+            breach: B::Nodes { .. } | B::Events { .. } | B::ScalarBytes { .. },
+            ..
+        } => (
+            s("the document is too large once its *aliases are expanded"),
+            Some(s(ALIAS_HINT)),
+        ),
+        E::Budget { breach, .. } => (
+            format!("the document exceeds a parser limit ({breach:?})"),
+            None,
+        ),
+        E::AliasReplayCounterOverflow { .. }
+        | E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. } => {
+            (s("*aliases expand to too much data"), Some(s(ALIAS_HINT)))
+        }
+        E::UnknownAnchor { .. } => (
+            s("this *alias names no &anchor defined before it"),
+            Some(s(
+                "define the anchor (`&name`) earlier in the file, or write the value out",
+            )),
+        ),
+        E::Unexpected { expected, .. } => (
+            match *expected {
+                "mapping start" => s("expected a mapping (`key: value` lines) here"),
+                "sequence start" => s("expected a list (`- item` lines or `[a, b]`) here"),
+                "string scalar" | "scalar" => {
+                    s("expected a single value here, not a list or mapping")
+                }
+                other => format!("expected {other} here"),
+            },
+            None,
+        ),
+        E::InvalidScalar { ty, .. } => (
+            match *ty {
+                "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128"
+                | "isize" | "usize" => s("expected a whole number"),
+                "f32" | "f64" | "floating point" => s("expected a number"),
+                "bool" | "boolean" => s("expected true or false"),
+                other => format!("expected a value of type {other}"),
+            },
+            None,
+        ),
+        E::InvalidBooleanStrict { .. } => (s("expected true or false"), None),
+        E::NullIntoString { .. } => (
+            s("a value is required here, but it is empty (null)"),
+            Some(s("write the value after the `:`, or remove the key")),
+        ),
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        } => (format!("expected {expected}, found {unexpected}"), None),
+        E::SerdeMissingField { field, .. } => (
+            format!("missing field `{field}`"),
+            // serde-saphyr points at the last key it read of the mapping that lacks it.
+            Some(format!(
+                "add `{field}:` to the mapping this line belongs to (see docs/formats.md)"
+            )),
+        ),
+        E::DuplicateMappingKey { key, .. } => (
+            match key {
+                Some(k) => format!("duplicate key `{k}`"),
+                None => s("duplicate key"),
+            },
+            Some(s(
+                "each key may appear once in a mapping; remove or rename one",
+            )),
+        ),
+        E::InvalidUtf8Input => (s("not valid UTF-8"), None),
+        E::TaggedScalarCannotDeserializeIntoString { .. } => (
+            s("a value with a YAML tag (`!name`) cannot be used as a string here"),
+            Some(s("remove the tag, or put the whole value in quotes")),
+        ),
+        E::ExternalMessage { msg, .. } => {
+            let hint = if msg.contains("tab") {
+                Some("indent with spaces: YAML does not allow tabs in indentation")
+            } else if msg.contains("recursion limit") {
+                Some("lists and mappings may nest 64 levels deep at most")
+            } else if msg.contains("unclosed") {
+                Some("a quote or bracket opened here is not closed")
+            } else if msg.contains("mismatched bracket") {
+                Some("close each `[` with `]` and each `{` with `}`")
+            } else if ["':'", "mapping values", "expected key", "block"]
+                .iter()
+                .any(|w| msg.contains(w))
+            {
+                Some("check the indentation, and the brackets and quotes just before this point")
+            } else {
+                None
+            };
+            (format!("YAML syntax error: {msg}"), hint.map(s))
+        }
+        other => {
+            let full = other.to_string();
+            let first = full.lines().next().unwrap_or("invalid YAML").trim();
+            (strip_location_suffix(first), None)
+        }
+    }
 }
 
 /// serde-saphyr appends " at line X column Y"; we print the position in front instead.

@@ -65,12 +65,11 @@ pub fn script(q: &FactQuery) -> String {
         ));
     }
     if !q.services.is_empty() {
-        let svcs: Vec<String> = q.services.iter().map(|p| quote(p)).collect();
+        // One systemctl call for every unit: blocks of Id=, ActiveState=, UnitFileState=.
+        let units: Vec<String> = q.services.iter().map(|u| quote(&unit_name(u))).collect();
         s.push_str(&format!(
-            "for u in {}; do a=$(systemctl is-active \"$u\" 2>/dev/null); \
-             e=$(systemctl is-enabled \"$u\" 2>/dev/null); \
-             echo \"S $u ${{a:-unknown}} ${{e:-unknown}}\"; done\n",
-            svcs.join(" ")
+            "if command -v systemctl >/dev/null; then systemctl show -p Id -p ActiveState -p UnitFileState -- {} 2>/dev/null | sed 's/^/U /'; fi\n",
+            units.join(" ")
         ));
     }
     if let Some(vip) = &q.vip {
@@ -83,6 +82,15 @@ pub fn script(q: &FactQuery) -> String {
     s
 }
 
+/// `nginx` -> `nginx.service`; names with a unit suffix stay as they are.
+pub fn unit_name(service: &str) -> String {
+    if service.contains('.') {
+        service.to_string()
+    } else {
+        format!("{service}.service")
+    }
+}
+
 /// Parses the facts script's output. Packages and services asked about but not
 /// mentioned are missing / unknown.
 pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
@@ -93,6 +101,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
     let mut services = BTreeMap::new();
     let mut holds_vip = None;
     let mut ended = false;
+    let mut unit: Option<String> = None;
     for (n, line) in output.lines().enumerate() {
         let bad = || format!("facts output line {}: cannot read `{line}`", n + 1);
         let mut parts = line.splitn(2, ' ');
@@ -136,18 +145,36 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
                 let name = f[0].split(':').next().unwrap_or(f[0]);
                 packages.insert(name.to_string(), f[1] == "installed");
             }
-            "S" => {
-                let f: Vec<&str> = rest.split(' ').collect();
-                if f.len() != 3 {
-                    return Err(bad());
+            "U" => {
+                let Some((key, value)) = rest.split_once('=') else {
+                    continue; // the blank line between two units' blocks
+                };
+                match key {
+                    "Id" => {
+                        let name = value.strip_suffix(".service").unwrap_or(value).to_string();
+                        services.insert(
+                            name.clone(),
+                            ServiceFact {
+                                active: "unknown".into(),
+                                enabled: "not-found".into(),
+                            },
+                        );
+                        unit = Some(name);
+                    }
+                    "ActiveState" | "UnitFileState" => {
+                        let fact = unit
+                            .as_ref()
+                            .and_then(|u| services.get_mut(u))
+                            .ok_or_else(bad)?;
+                        let v = if value.is_empty() { "not-found" } else { value };
+                        if key == "ActiveState" {
+                            fact.active = v.to_string();
+                        } else {
+                            fact.enabled = v.to_string();
+                        }
+                    }
+                    _ => {}
                 }
-                services.insert(
-                    f[0].to_string(),
-                    ServiceFact {
-                        active: f[1].to_string(),
-                        enabled: f[2].to_string(),
-                    },
-                );
             }
             "VIP" => holds_vip = Some(rest == "yes"),
             "END" => ended = true,
@@ -231,7 +258,13 @@ mod tests {
 F 1 5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3 644 root root /etc/nginx/nginx.conf
 F 0 - - - - /etc/foo bar
 P nginx installed
-S nginx active enabled
+U Id=nginx.service
+U ActiveState=active
+U UnitFileState=enabled
+U 
+U Id=haproxy.service
+U ActiveState=inactive
+U UnitFileState=
 VIP no
 END
 ";
@@ -250,6 +283,8 @@ END
             "not mentioned by dpkg-query = missing"
         );
         assert_eq!(f.services["nginx"].active, "active");
+        assert_eq!(f.services["nginx"].enabled, "enabled");
+        assert_eq!(f.services["haproxy"].enabled, "not-found");
         assert_eq!(f.holds_vip, Some(false));
     }
 
@@ -273,6 +308,7 @@ END
             "{s}"
         );
         assert!(s.contains("grep -qF ' 172.30.77.10/'"), "{s}");
+        assert!(s.contains("systemctl show -p Id -p ActiveState -p UnitFileState -- nginx.service 2>/dev/null | sed"), "{s}");
         assert!(s.ends_with("echo END\n"));
     }
 

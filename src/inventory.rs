@@ -256,7 +256,7 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
                 t.referenced,
                 format!("connect_timeout {} is out of range", t.value),
             )
-            .with_hint("give seconds between 0 and 600, for example 10"));
+            .with_hint("give seconds above 0 and at most 600, for example 10"));
         }
         None => Duration::from_secs(10),
     };

@@ -25,23 +25,50 @@ fn bare_lab_converges_and_second_apply_changes_nothing() {
     let second = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(second.code, 0, "second apply:\n{}", second.all());
     for (host, (status, changes)) in recap(&second) {
-        assert_eq!((status.as_str(), changes), ("ok", 0), "{host} changed on the second apply");
+        assert_eq!(
+            (status.as_str(), changes),
+            ("ok", 0),
+            "{host} changed on the second apply"
+        );
     }
-    assert_eq!(snapshot(&all_hosts()), before, "the second apply restarted or reloaded something");
+    assert_eq!(
+        snapshot(&all_hosts()),
+        before,
+        "the second apply restarted or reloaded something"
+    );
 
     let plan = tool(&["plan", "inventories/lab.yml"]);
-    assert_eq!(plan.code, 0, "plan after apply must be empty:\n{}", plan.all());
+    assert_eq!(
+        plan.code,
+        0,
+        "plan after apply must be empty:\n{}",
+        plan.all()
+    );
     assert!(plan.stdout.contains("no changes"), "{}", plan.stdout);
 
     // The user journey: browser -> VIP -> HAProxy (TLS) -> Nginx -> app -> MySQL.
     let (code, body) = https("/api/visits");
     assert_eq!(code, 0, "{body}");
-    let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     assert_eq!(doc["host"], "app1", "{body}");
     assert!(doc["visits"].as_u64().unwrap_or(0) >= 1, "{body}");
     assert_eq!(doc["x_forwarded_proto"], "https", "{body}");
-    let (code, out, err) = sh(Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: www.foobar.com", &format!("http://{VIP}/")]));
-    assert_eq!((code, out.as_str()), (0, "301 https://www.foobar.com/"), "{err}");
+    let (code, out, err) = sh(Command::new("curl").args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: www.foobar.com",
+        &format!("http://{VIP}/"),
+    ]));
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "301 https://www.foobar.com/"),
+        "{err}"
+    );
 }
 
 /// A var change: plan exits 2 with the diff; apply changes exactly that file on the
@@ -52,32 +79,54 @@ fn var_change_is_planned_as_a_diff_and_reloads_only_that_service() {
     let _lab = lab_lock();
     lab_up(None);
     converge();
-    let (inv, _dir) = lab_inventory("var", |t| t.replace("haproxy_balance: roundrobin", "haproxy_balance: leastconn"));
+    let (inv, _dir) = lab_inventory("var", |t| {
+        t.replace("haproxy_balance: roundrobin", "haproxy_balance: leastconn")
+    });
     let inv = inv.to_string_lossy().to_string();
     let root = root().to_string_lossy().to_string();
 
     let plan = tool(&["plan", &inv, "--root", &root]);
     assert_eq!(plan.code, 2, "plan must exit 2 on changes:\n{}", plan.all());
-    assert!(plan.stdout.contains("-    balance roundrobin") && plan.stdout.contains("+    balance leastconn"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("-    balance roundrobin")
+            && plan.stdout.contains("+    balance leastconn"),
+        "{}",
+        plan.stdout
+    );
 
     let plan = tool(&["plan", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(plan.code, 2);
     let doc = plan.json();
     for h in doc["plan"].as_array().expect("plan array") {
         let name = h["host"].as_str().unwrap_or("?");
-        let files: Vec<&str> = h["roles"].as_array().into_iter().flatten()
+        let files: Vec<&str> = h["roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .flat_map(|r| r["files"].as_array().into_iter().flatten())
             .filter_map(|f| f["path"].as_str())
             .collect();
-        let actions: Vec<String> = h["roles"].as_array().into_iter().flatten()
+        let actions: Vec<String> = h["roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .flat_map(|r| r["actions"].as_array().into_iter().flatten())
-            .map(|a| format!("{} {}", a["action"].as_str().unwrap_or("?"), a["service"].as_str().unwrap_or("")))
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a["action"].as_str().unwrap_or("?"),
+                    a["service"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         if name.starts_with("lb") {
             assert_eq!(files, vec!["/etc/haproxy/haproxy.cfg"], "{name}");
             assert_eq!(actions, vec!["reload haproxy"], "{name}");
         } else {
-            assert!(files.is_empty() && actions.is_empty(), "{name} must not change: {files:?} {actions:?}");
+            assert!(
+                files.is_empty() && actions.is_empty(),
+                "{name} must not change: {files:?} {actions:?}"
+            );
         }
     }
 
@@ -124,20 +173,49 @@ fn invalid_config_is_refused_and_the_live_file_is_untouched() {
     let before_hash = inside("web1", live);
     let before = snapshot(&all_hosts());
 
-    let run = tool(&["apply", "inventories/lab.yml", "--root", &project.0.to_string_lossy(), "--tier", "web"]);
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--root",
+        &project.0.to_string_lossy(),
+        "--tier",
+        "web",
+    ]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stdout.contains("validation of /etc/nginx"), "{}", run.all());
-    assert!(run.stdout.contains("this_is_not_an_nginx_directive"), "the validator's own words: {}", run.all());
+    assert!(
+        run.stdout.contains("validation of /etc/nginx"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stdout.contains("this_is_not_an_nginx_directive"),
+        "the validator's own words: {}",
+        run.all()
+    );
     assert!(run.stdout.contains("left as they were"), "{}", run.all());
 
     assert_eq!(inside("web1", live), before_hash, "live file changed");
-    assert_eq!(inside("web1", "ls -a /etc/nginx/sites-enabled /etc/nginx | grep -c 'fp-' || true").trim(), "0", "temporary files left behind");
+    assert_eq!(
+        inside(
+            "web1",
+            "ls -a /etc/nginx/sites-enabled /etc/nginx | grep -c 'fp-' || true"
+        )
+        .trim(),
+        "0",
+        "temporary files left behind"
+    );
     assert_eq!(snapshot(&all_hosts()), before, "a service was touched");
-    let (code, out, err) = sh(Command::new("curl").args(["-fsS", "--max-time", "5", "http://172.30.77.21/health"]));
+    let (code, out, err) =
+        sh(Command::new("curl").args(["-fsS", "--max-time", "5", "http://172.30.77.21/health"]));
     assert_eq!(code, 0, "site must keep answering: {out}{err}");
 
     let plan = tool(&["plan", "inventories/lab.yml"]);
-    assert_eq!(plan.code, 0, "the repository's state is still converged:\n{}", plan.all());
+    assert_eq!(
+        plan.code,
+        0,
+        "the repository's state is still converged:\n{}",
+        plan.all()
+    );
 }
 
 /// Host keys: an unknown key and a changed key fail the host before anything runs on
@@ -147,22 +225,52 @@ fn unknown_or_changed_host_key_fails_the_host_and_trust_records_it() {
     let _lab = lab_lock();
     lab_up(None);
     let known = std::fs::read_to_string(state().join("known_hosts")).expect("known_hosts");
-    let web1_line = known.lines().find(|l| l.starts_with("172.30.77.21 ")).expect("web1 key").to_string();
-    let lb1_key = known.lines().find(|l| l.starts_with("172.30.77.11 ")).expect("lb1 key")
-        .split_once(' ').map(|(_, k)| k.to_string()).expect("key");
+    let web1_line = known
+        .lines()
+        .find(|l| l.starts_with("172.30.77.21 "))
+        .expect("web1 key")
+        .to_string();
+    let lb1_key = known
+        .lines()
+        .find(|l| l.starts_with("172.30.77.11 "))
+        .expect("lb1 key")
+        .split_once(' ')
+        .map(|(_, k)| k.to_string())
+        .expect("key");
 
     // Unknown.
     let dir = TempDir::new("keys");
     let kh = dir.0.join("known_hosts");
-    std::fs::write(&kh, known.lines().filter(|l| !l.starts_with("172.30.77.21 ")).map(|l| format!("{l}\n")).collect::<String>()).expect("write");
-    let (inv, _d) = lab_inventory("keys-inv", |t| t.replace(&format!("{}/known_hosts", state().to_string_lossy()), &kh.to_string_lossy()));
+    std::fs::write(
+        &kh,
+        known
+            .lines()
+            .filter(|l| !l.starts_with("172.30.77.21 "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let (inv, _d) = lab_inventory("keys-inv", |t| {
+        t.replace(
+            &format!("{}/known_hosts", state().to_string_lossy()),
+            &kh.to_string_lossy(),
+        )
+    });
     let inv = inv.to_string_lossy().to_string();
     let root = root().to_string_lossy().to_string();
     let run = tool(&["apply", &inv, "--root", &root, "--limit", "web1"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stdout.contains("UNREACHABLE"), "{}", run.all());
-    assert!(run.all().contains("SHA256:"), "fingerprint shown: {}", run.all());
-    assert!(run.all().contains("foobar-provision trust"), "says how to trust: {}", run.all());
+    assert!(
+        run.all().contains("SHA256:"),
+        "fingerprint shown: {}",
+        run.all()
+    );
+    assert!(
+        run.all().contains("foobar-provision trust"),
+        "says how to trust: {}",
+        run.all()
+    );
 
     // Changed: web1's address with another host's key.
     let mut changed = std::fs::read_to_string(&kh).expect("read");
@@ -170,17 +278,37 @@ fn unknown_or_changed_host_key_fails_the_host_and_trust_records_it() {
     std::fs::write(&kh, &changed).expect("write");
     let run = tool(&["plan", &inv, "--root", &root, "--limit", "web1"]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.all().to_lowercase().contains("changed"), "{}", run.all());
+    assert!(
+        run.all().to_lowercase().contains("changed"),
+        "{}",
+        run.all()
+    );
     let run = tool(&["trust", &inv, "--root", &root, "--limit", "web1"]);
-    assert_eq!(run.code, 1, "trust must refuse a changed key:\n{}", run.all());
+    assert_eq!(
+        run.code,
+        1,
+        "trust must refuse a changed key:\n{}",
+        run.all()
+    );
 
     // Trust records an unknown key after showing it.
-    std::fs::write(&kh, known.lines().filter(|l| !l.starts_with("172.30.77.21 ")).map(|l| format!("{l}\n")).collect::<String>()).expect("write");
+    std::fs::write(
+        &kh,
+        known
+            .lines()
+            .filter(|l| !l.starts_with("172.30.77.21 "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .expect("write");
     let run = tool(&["trust", &inv, "--root", &root, "--limit", "web1"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("SHA256:"), "{}", run.stdout);
     let recorded = std::fs::read_to_string(&kh).expect("read");
-    assert!(recorded.lines().any(|l| l == web1_line), "trust must record web1's real key:\n{recorded}");
+    assert!(
+        recorded.lines().any(|l| l == web1_line),
+        "trust must record web1's real key:\n{recorded}"
+    );
     let run = tool(&["plan", &inv, "--root", &root, "--limit", "web1"]);
     assert_ne!(run.code, 1, "{}", run.all());
 }
@@ -199,13 +327,32 @@ fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
     let (code, _, err) = sh(Command::new("docker").args(["rm", "-f", "web1"]));
     assert_eq!(code, 0, "{err}");
     lab_up(None);
-    assert_ne!(inside("web1", "cat /etc/ssh/ssh_host_ed25519_key.pub"), old_key, "a rebuilt host has a new key");
-    assert_ne!(docker_exec("web1", "dpkg -s nginx >/dev/null 2>&1").0, 0, "the new web1 is bare");
+    assert_ne!(
+        inside("web1", "cat /etc/ssh/ssh_host_ed25519_key.pub"),
+        old_key,
+        "a rebuilt host has a new key"
+    );
+    assert_ne!(
+        docker_exec("web1", "dpkg -s nginx >/dev/null 2>&1").0,
+        0,
+        "the new web1 is bare"
+    );
 
-    let run = tool(&["apply", "inventories/lab.yml", "--tier", "web", "--format", "json"]);
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--tier",
+        "web",
+        "--format",
+        "json",
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
     let r = recap(&run);
-    assert_eq!(r.keys().collect::<Vec<_>>(), vec!["web1"], "only the web tier is worked");
+    assert_eq!(
+        r.keys().collect::<Vec<_>>(),
+        vec!["web1"],
+        "only the web tier is worked"
+    );
     assert_eq!(r["web1"].0, "changed");
     assert_eq!(snapshot(&others), before, "other hosts were touched");
     let (code, body) = https_eventually("/api/visits", 20);

@@ -21,9 +21,29 @@ pub const SERVICES: &[(&str, &[&str])] = &[
 
 static LAB: Mutex<()> = Mutex::new(());
 
+/// Held while a test uses the lab: a thread lock (tests of one binary) and a file
+/// lock (test binaries or people running at the same time on this machine).
+pub struct LabLock {
+    _thread: MutexGuard<'static, ()>,
+    _file: std::fs::File,
+}
+
 /// The lab is shared: end-to-end tests take turns.
-pub fn lab_lock() -> MutexGuard<'static, ()> {
-    LAB.lock().unwrap_or_else(|p| p.into_inner())
+pub fn lab_lock() -> LabLock {
+    let thread = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let path = root().join("tests/lab/.e2e.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    LabLock {
+        _thread: thread,
+        _file: file,
+    }
 }
 
 pub fn root() -> PathBuf {
@@ -97,7 +117,11 @@ pub fn tool(args: &[&str]) -> Run {
     let (code, stdout, stderr) = sh(Command::new(env!("CARGO_BIN_EXE_foobar-provision"))
         .args(args)
         .current_dir(root()));
-    Run { code, stdout, stderr }
+    Run {
+        code,
+        stdout,
+        stderr,
+    }
 }
 
 /// A copy of inventories/lab.yml in a temp folder, paths made absolute, `edit` applied.
