@@ -198,6 +198,10 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
             )),
         ),
         E::InvalidUtf8Input => (s("not valid UTF-8"), None),
+        E::NonFiniteFloat { value, .. } => (
+            format!("`{value}` is not a finite number"),
+            Some(s("quote it if it is meant as text, e.g. \".inf\"")),
+        ),
         E::TaggedScalarCannotDeserializeIntoString { .. } => (
             s("a value with a YAML tag (`!name`) cannot be used as a string here"),
             Some(s("remove the tag, or put the whole value in quotes")),

@@ -65,6 +65,16 @@ fn judge(d: &Diagnostic, path: &str, text: &str) -> Result<(), String> {
             d.line
         ));
     }
+    if d.line > 0 && d.line <= lines {
+        let width = line_text(text, d.line).chars().count() as u64;
+        // Column one past the end is where an unexpected line end is reported.
+        if d.column > width + 1 {
+            return Err(format!(
+                "column {} but line {} has {width} chars: {shown}",
+                d.column, d.line
+            ));
+        }
+    }
     if d.message.trim().is_empty() {
         return Err(format!("empty message: {shown}"));
     }
@@ -93,6 +103,12 @@ fn timed<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         return Err(format!("parse took {took:?}"));
     }
     Ok(out)
+}
+
+/// Line `n` (1-based) as YAML counts lines.
+fn line_text(text: &str, n: u64) -> String {
+    let t = text.replace("\r\n", "\n").replace('\r', "\n");
+    t.split('\n').nth(n as usize - 1).unwrap_or("").to_string()
 }
 
 /// Lines as YAML counts them: `\n`, `\r\n` and a lone `\r` each end one.
@@ -395,6 +411,8 @@ fn yamlish() -> impl Strategy<Value = String> {
             (0..TOKENS.len()).prop_map(|i| TOKENS[i].to_string()),
             (0..KEYS.len()).prop_map(|i| KEYS[i].to_string()),
             (0..SCALARS.len()).prop_map(|i| SCALARS[i].to_string()),
+            // Long runs: deep nesting, long lines, many aliases or documents.
+            (0..TOKENS.len(), 0..3000usize).prop_map(|(i, n)| TOKENS[i].repeat(n)),
         ],
         0..60,
     )
@@ -430,7 +448,7 @@ fn run_property<S: Strategy>(
             .map_err(|e| TestCaseError::fail(format!("{e}\n--- input ---\n{text:?}")))
     });
     let mut kinds: Vec<(String, usize)> = kinds.into_inner().expect("lock").into_iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     let mut report = format!(
         "{name}: {} cases in {:.2?}, slowest parse {} us; {} kinds of outcome:",
         runner.config().cases,

@@ -232,3 +232,122 @@ pub fn converge() {
     let r = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(r.code, 0, "apply failed:\n{}", r.all());
 }
+
+/// A client requesting https://www.foobar.com/health through the VIP every `interval`,
+/// as a browser would, until stopped. Bounded: it stops by itself after `max`.
+pub struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<Probe>>>,
+    pub started: std::time::Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Since the prober started.
+    pub at: std::time::Duration,
+    pub ok: bool,
+}
+
+impl Prober {
+    pub fn start(interval: std::time::Duration, max: std::time::Duration) -> Prober {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let started = std::time::Instant::now();
+        let ca = state().join("tls/ca.pem").to_string_lossy().to_string();
+        let handle = std::thread::spawn(move || {
+            let mut probes = Vec::new();
+            while !flag.load(Ordering::SeqCst) && started.elapsed() < max {
+                let t0 = std::time::Instant::now();
+                let out = Command::new("curl")
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--max-time",
+                        "1",
+                        "--resolve",
+                    ])
+                    .arg(format!("{DOMAIN}:443:{VIP}"))
+                    .args(["--cacert", &ca])
+                    .arg(format!("https://{DOMAIN}/health"))
+                    .output();
+                let ok = out.map(|o| o.stdout == b"200").unwrap_or(false);
+                probes.push(Probe {
+                    at: t0 - started,
+                    ok,
+                });
+                if let Some(rest) = interval.checked_sub(t0.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            probes
+        });
+        Prober {
+            stop,
+            handle: Some(handle),
+            started,
+        }
+    }
+
+    pub fn stop(mut self) -> Vec<Probe> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Appends a measured figure to target/e2e-figures.txt (printed by tests/run) and stderr.
+pub fn figure(line: &str) {
+    use std::io::Write;
+    eprintln!("FIGURE {line}");
+    let path = root().join("target/e2e-figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Which lb host holds the VIP now (None when neither does).
+pub fn vip_holder() -> Option<&'static str> {
+    ["lb1", "lb2"]
+        .into_iter()
+        .find(|h| docker_exec(h, &format!("ip -o -4 addr show | grep -qF ' {VIP}/'")).0 == 0)
+}
+
+/// Waits until the VIP is held by `want` (or by anyone when `want` is None).
+pub fn wait_vip(want: Option<&str>, secs: u64) -> Option<&'static str> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let h = vip_holder();
+        if h.is_some() && (want.is_none() || h == want) {
+            return h;
+        }
+        if std::time::Instant::now() > until {
+            return h;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Applies and insists the run changed nothing on any host.
+pub fn assert_no_changes(inventory: &str, extra: &[&str]) {
+    let mut args = vec!["apply", inventory, "--format", "json"];
+    args.extend_from_slice(extra);
+    let r = tool(&args);
+    assert_eq!(r.code, 0, "apply failed:\n{}", r.all());
+    for (host, (status, changes)) in recap(&r) {
+        assert_eq!(
+            (status.as_str(), changes),
+            ("ok", 0),
+            "{host} changed on a repeated apply"
+        );
+    }
+}

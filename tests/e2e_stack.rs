@@ -1,0 +1,210 @@
+//! The foobar stack end to end on the lab: VRRP failover, a rolling HAProxy change,
+//! scale-out to two web and two app hosts. Each scenario reports its figures
+//! (target/e2e-figures.txt) and ends with an apply that changes nothing.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+fn failures(probes: &[Probe]) -> usize {
+    probes.iter().filter(|p| !p.ok).count()
+}
+
+/// `docker kill` of the VIP holder while a client requests every 100 ms: the peer
+/// takes the VIP and serves; report the seconds without service and failed requests.
+#[test]
+fn vip_fails_over_when_the_holder_is_killed() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let holder = wait_vip(None, 20).expect("one lb holds the VIP");
+    let peer = if holder == "lb1" { "lb2" } else { "lb1" };
+
+    let prober = Prober::start(Duration::from_millis(100), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    let killed_at = prober.started.elapsed();
+    let (code, _, err) = sh(Command::new("docker").args(["kill", holder]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        wait_vip(Some(peer), 20),
+        Some(peer),
+        "{peer} must take the VIP"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let probes = prober.stop();
+
+    let after: Vec<&Probe> = probes.iter().filter(|p| p.at >= killed_at).collect();
+    let first_fail = after.iter().find(|p| !p.ok).map(|p| p.at);
+    let back = match first_fail {
+        Some(f) => after.iter().find(|p| p.ok && p.at > f).map(|p| p.at),
+        None => Some(killed_at),
+    };
+    let back = back.expect("service must come back through the peer");
+    let outage = back.saturating_sub(killed_at).as_secs_f64();
+    let failed = failures(&probes);
+    figure(&format!(
+        "failover: docker kill {holder}; VIP answered from {peer} after {outage:.1} s; {failed} of {} requests failed (one every 100 ms)",
+        probes.len()
+    ));
+    assert!(
+        after.last().is_some_and(|p| p.ok),
+        "the last requests must succeed"
+    );
+    assert!(outage < 15.0, "failover took {outage:.1} s");
+
+    // The killed host boots again (as after a crash) with its enabled units; it takes
+    // the VIP back if it has the higher priority, and nothing needs changing.
+    lab_up(None);
+    wait_vip(Some(holder), 30);
+    let (code, body) = https_eventually("/api/visits", 20);
+    assert_eq!(code, 0, "{body}");
+    assert_no_changes("inventories/lab.yml", &[]);
+}
+
+/// A change to HAProxy's config applied to both load balancers, standby first, while
+/// a client requests through the VIP: reloads keep serving (target: 0 failures).
+#[test]
+fn rolling_haproxy_change_keeps_the_vip_serving() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    wait_vip(None, 20).expect("one lb holds the VIP");
+    let (inv, _dir) = lab_inventory("rolling", |t| {
+        t.replace(
+            "vars:\n  app_port",
+            "vars:\n  haproxy_maxconn: 4000\n  app_port",
+        )
+    });
+    let inv = inv.to_string_lossy().to_string();
+    let root = root().to_string_lossy().to_string();
+
+    let prober = Prober::start(Duration::from_millis(100), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(1));
+    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let probes = prober.stop();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let r = recap(&run);
+    assert_eq!(r["lb1"].0, "changed");
+    assert_eq!(r["lb2"].0, "changed");
+    // the standby is worked first: it is listed first in the plan
+    let order: Vec<String> = run.json()["recap"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["host"].as_str().map(str::to_string))
+        .filter(|h| h.starts_with("lb"))
+        .collect();
+    let holder = vip_holder().unwrap_or("?");
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some(holder),
+        "the VIP holder goes last: {order:?}"
+    );
+    let failed = failures(&probes);
+    figure(&format!(
+        "rolling change (haproxy maxconn on lb1+lb2, standby first): {failed} of {} requests failed",
+        probes.len()
+    ));
+    assert_eq!(failed, 0, "requests failed during a rolling reload");
+    assert!(inside("lb1", "cat /etc/haproxy/haproxy.cfg").contains("4000"));
+    assert_no_changes(&inv, &["--root", &root]);
+
+    converge();
+    assert_no_changes("inventories/lab.yml", &[]);
+}
+
+/// Two web and two app hosts: the lab starts them, apply converges them, and requests
+/// through the VIP reach both web hosts and both app hosts. Then back to one of each.
+#[test]
+fn scale_out_to_two_web_and_two_app_hosts() {
+    let _lab = lab_lock();
+    lab_up(None);
+    let (inv, _dir) = lab_inventory("scale", |t| {
+        t.replace(
+            "  app1:\n",
+            "  web2:\n    address: 172.30.77.22\n    tier: web\n  app1:\n",
+        )
+        .replace(
+            "  db1:\n",
+            "  app2:\n    address: 172.30.77.32\n    tier: app\n  db1:\n",
+        )
+    });
+    lab_up(Some(&inv));
+    let inv_s = inv.to_string_lossy().to_string();
+    let root = root().to_string_lossy().to_string();
+    let run = tool(&["apply", &inv_s, "--root", &root, "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let r = recap(&run);
+    assert_eq!(r["web2"].0, "changed");
+    assert_eq!(r["app2"].0, "changed");
+    assert_no_changes(&inv_s, &["--root", &root]);
+
+    let hcfg = inside("lb1", "cat /etc/haproxy/haproxy.cfg");
+    assert!(
+        hcfg.contains("172.30.77.21") && hcfg.contains("172.30.77.22"),
+        "HAProxy backend lists both web hosts:\n{hcfg}"
+    );
+    let ncfg = inside("web1", "cat /etc/nginx/sites-enabled/foobar.conf");
+    assert!(
+        ncfg.contains("172.30.77.31:") && ncfg.contains("172.30.77.32:"),
+        "Nginx upstream lists both app hosts:\n{ncfg}"
+    );
+
+    let mut web_seen = std::collections::BTreeSet::new();
+    let mut app_seen = std::collections::BTreeSet::new();
+    let ca = state().join("tls/ca.pem").to_string_lossy().to_string();
+    for _ in 0..40 {
+        let (code, out, _) = sh(Command::new("curl").args([
+            "-sS",
+            "-D",
+            "-",
+            "--max-time",
+            "5",
+            "--resolve",
+            "www.foobar.com:443:172.30.77.10",
+            "--cacert",
+            &ca,
+            "https://www.foobar.com/api/visits",
+        ]));
+        if code != 0 {
+            continue;
+        }
+        for line in out.lines() {
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("x-served-by:") {
+                web_seen.insert(v.trim().to_string());
+            }
+        }
+        if let Some(body) = out.split("\r\n\r\n").nth(1)
+            && let Ok(doc) = serde_json::from_str::<serde_json::Value>(body)
+            && let Some(h) = doc["host"].as_str()
+        {
+            app_seen.insert(h.to_string());
+        }
+        if web_seen.len() >= 2 && app_seen.len() >= 2 {
+            break;
+        }
+    }
+    figure(&format!(
+        "scale-out: requests through the VIP reached web {web_seen:?} and app {app_seen:?}"
+    ));
+    assert_eq!(
+        web_seen.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["web1", "web2"]
+    );
+    assert_eq!(
+        app_seen.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["app1", "app2"]
+    );
+
+    // Back to the repository's lab: remove the extra hosts, converge, nothing left to do.
+    let (code, _, err) = sh(Command::new("docker").args(["rm", "-f", "web2", "app2"]));
+    assert_eq!(code, 0, "{err}");
+    lab_up(None);
+    converge();
+    assert_no_changes("inventories/lab.yml", &[]);
+    let hcfg = inside("lb1", "cat /etc/haproxy/haproxy.cfg");
+    assert!(!hcfg.contains("172.30.77.22"), "web2 left the backend");
+}
