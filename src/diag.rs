@@ -131,8 +131,11 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
             breach: B::Nodes { .. } | B::Events { .. } | B::ScalarBytes { .. },
             ..
         } => (
-            s("the document is too large once its *aliases are expanded"),
-            Some(s(ALIAS_HINT)),
+            s("the document is too large (counting what its *aliases expand to)"),
+            Some(s(
+                "an inventory or role is a small file; if this one multiplies values \
+                 with &anchors and *aliases, write them out instead",
+            )),
         ),
         E::Budget { breach, .. } => (
             format!("the document exceeds a parser limit ({breach:?})"),
