@@ -123,7 +123,13 @@ impl Reporter {
         }
     }
 
+    /// Stops and removes every spinner (before printing a plan or the recap).
     pub fn clear(&self) {
+        if let Ok(mut bars) = self.bars.lock() {
+            for (_, b) in bars.drain() {
+                b.finish_and_clear();
+            }
+        }
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }

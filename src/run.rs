@@ -385,6 +385,7 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
     });
 
     // 4. Show the plan.
+    reporter.clear();
     let mut json_hosts = Vec::new();
     for s in &slots {
         if let Some(p) = &s.plan {
