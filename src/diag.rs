@@ -203,7 +203,7 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
         E::InvalidUtf8Input => (s("not valid UTF-8"), None),
         E::NonFiniteFloat { value, .. } => (
             format!("`{value}` is not a finite number"),
-            Some(s("quote it if it is meant as text, e.g. \".inf\"")),
+            Some(format!("quote it if it is meant as text: \"{value}\"")),
         ),
         E::TaggedScalarCannotDeserializeIntoString { .. } => (
             s("a value with a YAML tag (`!name`) cannot be used as a string here"),

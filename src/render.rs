@@ -204,6 +204,7 @@ fn host_json(h: &Host) -> Value {
         "name": h.name,
         "address": h.address.to_string(),
         "tier": h.tier,
+        "ssh_port": h.port,
         "vars": h.vars,
     })
 }
@@ -280,7 +281,7 @@ pub fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> D
                 span.start_col as u64 + 1,
                 format!("{}{for_host}", r.message()),
             );
-            if r.message().contains("not found in context") || r.message().contains("undefined") {
+            if r.message().contains("is not defined") || r.message().contains("undefined") {
                 d.hint = Some("define the variable in the inventory (vars, tier vars or host vars) or in the role's defaults".into());
             }
             d
@@ -308,7 +309,28 @@ pub fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> D
             format!("extends `{parent}`, which does not exist under templates/"),
         ),
         _ => {
-            let mut msg = e.to_string();
+            // Tera renders some errors (unknown filter, missing include) as a report:
+            // "error: MESSAGE\n --> NAME:LINE:COL\n ...": take the position from it.
+            let text = e.to_string();
+            if let Some(pos) = text
+                .lines()
+                .find_map(|l| l.trim_start().strip_prefix("--> "))
+            {
+                let mut parts = pos.rsplitn(3, ':');
+                let col = parts.next().and_then(|c| c.trim().parse::<u64>().ok());
+                let line = parts.next().and_then(|l| l.trim().parse::<u64>().ok());
+                if let (Some(col), Some(line), Some(name)) = (col, line, parts.next()) {
+                    let first = text.lines().next().unwrap_or("template error");
+                    let first = first.strip_prefix("error: ").unwrap_or(first);
+                    return Diagnostic::new(
+                        &templates_dir.join(name.trim()),
+                        line,
+                        col,
+                        format!("{first}{for_host}"),
+                    );
+                }
+            }
+            let mut msg = text;
             let mut src = std::error::Error::source(e);
             while let Some(s) = src {
                 msg.push_str(&format!(": {s}"));

@@ -248,6 +248,14 @@ pub fn parse(
         let f = f.value;
         let source = match (f.template, f.src) {
             (Some(t), None) => {
+                if !is_relative_inside(&t) {
+                    return Err(at(
+                        loc,
+                        format!(
+                            "template `{t}` must be a name under templates/ (no leading `/`, no `..`)"
+                        ),
+                    ));
+                }
                 if !templates_dir.join(&t).is_file() {
                     return Err(at(
                         loc,
@@ -258,8 +266,16 @@ pub fn parse(
                 Source::Template(t)
             }
             (None, Some(s)) => {
+                if !is_relative_inside(&s) {
+                    return Err(at(
+                        loc,
+                        format!(
+                            "src `{s}` must be a path under roles/{name}/files/ (no leading `/`, no `..`)"
+                        ),
+                    ));
+                }
                 let p = dir.join("files").join(&s);
-                if s.contains("..") || !p.is_file() {
+                if !p.is_file() {
                     return Err(at(
                         loc,
                         format!("file `{s}` not found under {}", dir.join("files").display()),
@@ -387,6 +403,17 @@ pub fn parse(
             })
             .collect(),
     })
+}
+
+/// A relative path that stays inside its base folder: no root, no `..`.
+fn is_relative_inside(p: &str) -> bool {
+    !p.is_empty()
+        && Path::new(p).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
 }
 
 fn is_unit_name(s: &str) -> bool {
