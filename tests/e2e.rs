@@ -205,9 +205,11 @@ fn invalid_config_is_refused_and_the_live_file_is_untouched() {
         "temporary files left behind"
     );
     assert_eq!(snapshot(&all_hosts()), before, "a service was touched");
-    let (code, out, err) =
-        sh(Command::new("curl").args(["-fsS", "--max-time", "5", "http://172.30.77.21/health"]));
-    assert_eq!(code, 0, "site must keep answering: {out}{err}");
+    // From a load balancer: the firewall lets only the lb tier reach web hosts.
+    let (code, out, err) = docker_exec("lb1", "curl -fsS --max-time 5 http://172.30.77.21/health");
+    assert_eq!(code, 0, "web1 must keep answering: {out}{err}");
+    let (code, body) = https("/health");
+    assert_eq!(code, 0, "the site must keep answering: {body}");
 
     let plan = tool(&["plan", "inventories/lab.yml"]);
     assert_eq!(
