@@ -142,6 +142,7 @@ pub fn outcome_word(o: &Outcome) -> String {
         Outcome::Changed(n) => format!("changed ({n})"),
         Outcome::Failed(_) => "FAILED".into(),
         Outcome::Unreachable(_) => "UNREACHABLE".into(),
+        Outcome::Interrupted(_) => "INTERRUPTED".into(),
     }
 }
 

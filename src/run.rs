@@ -3,7 +3,7 @@
 //! `plan` and `apply` share every stage up to Apply: load -> render -> connect + facts
 //! -> plan. `apply` then executes exactly the plan it printed.
 
-use crate::apply::{self, Outcome, Remote};
+use crate::apply::{self, Interruption, Outcome, Remote};
 use crate::cli::{Cli, Command, Common, Live};
 use crate::desired::DesiredHost;
 use crate::diag::Diagnostic;
@@ -26,8 +26,41 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAIL: i32 = 1;
 pub const EXIT_CHANGES: i32 = 2;
 
-/// Set by Ctrl-C: no new host or role is started; the step in flight finishes.
+/// Set by Ctrl-C: no new host or role is started; the step in flight finishes (a role not
+/// yet swapped in is abandoned, one already in place is finished). A second Ctrl-C exits
+/// at once.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How long closing a session may take at the end of a run.
+const SESSION_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Exit code after a second Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_ABORTED: i32 = 130;
+
+/// First Ctrl-C: set [`INTERRUPTED`] and say what happens; second: exit at once.
+fn watch_ctrl_c() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut sigint) = signal(SignalKind::interrupt()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        if sigint.recv().await.is_none() {
+            return;
+        }
+        INTERRUPTED.store(true, Ordering::SeqCst);
+        eprintln!(
+            "interrupted: finishing the step in flight, then stopping; nothing new is started \
+             (press Ctrl-C again to abort at once)"
+        );
+        if sigint.recv().await.is_some() {
+            eprintln!(
+                "aborted: steps in flight were cut off; temporary files (.NAME.fp-XXXXXX) may \
+                 remain beside their targets; run plan to see where each host stands"
+            );
+            std::process::exit(EXIT_ABORTED);
+        }
+    });
+}
 
 pub async fn main(cli: Cli) -> i32 {
     match cli.command {
@@ -101,6 +134,7 @@ fn render_all(
                 .render_host(&l.inv, h, &values, secrets)
                 .map_err(|mut d| {
                     d.message = secrets.mask(&d.message);
+                    d.hint = d.hint.map(|h| secrets.mask(&h));
                     d
                 })
         })
@@ -351,11 +385,7 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
         Err(e) => return fail(e),
     };
     let run_start = Instant::now();
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            INTERRUPTED.store(true, Ordering::SeqCst);
-        }
-    });
+    watch_ctrl_c();
 
     // 2. Connect and gather facts, hosts in parallel.
     let forks = Arc::new(Semaphore::new(usize::from(l_opts.forks)));
@@ -392,7 +422,7 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
             if reporter.is_json() {
                 json_hosts.push(serde_json::to_value(p).unwrap_or_default());
             } else {
-                reporter.line(&plan_text(p, reporter.colors()));
+                reporter.line(&secrets.mask(&plan_text(p, reporter.colors())));
             }
         }
     }
@@ -410,19 +440,28 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
             }
         }
     }
-    for s in &mut slots {
-        if let Some(sess) = s.session.take()
-            && let Ok(sess) = Arc::try_unwrap(sess)
-        {
-            sess.close().await;
-        }
-    }
+    // Goodbye to every host at once, bounded: saying goodbye on a connection that broke
+    // waits forever (the SSH layer's queue towards the dead peer is full), so a host
+    // found unreachable is just dropped.
+    let closing: Vec<_> = slots
+        .iter_mut()
+        .filter_map(|s| {
+            let sess = s.session.take()?;
+            let sess = Arc::try_unwrap(sess).ok()?;
+            let broken = matches!(s.outcome, Some(Outcome::Unreachable(_)));
+            (!broken).then_some(sess)
+        })
+        .map(|sess| tokio::time::timeout(SESSION_CLOSE_TIMEOUT, sess.close()))
+        .collect();
+    futures::future::join_all(closing).await;
     reporter.clear();
 
-    // 5. Recap and exit code.
-    let failed = slots
-        .iter()
-        .any(|s| s.outcome.as_ref().is_none_or(Outcome::is_failure));
+    // 5. Recap and exit code. An interrupted apply fails, whatever it got done.
+    let interrupted = apply_mode && INTERRUPTED.load(Ordering::SeqCst);
+    let failed = interrupted
+        || slots
+            .iter()
+            .any(|s| s.outcome.as_ref().is_none_or(Outcome::is_failure));
     let changes = slots
         .iter()
         .any(|s| matches!(s.outcome, Some(Outcome::Changed(_))));
@@ -439,6 +478,7 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
             .iter()
             .map(|s| {
                 let (status, changes, error) = match &s.outcome {
+                    Some(Outcome::Interrupted(i)) => ("interrupted", 0, Some(i.note.clone())),
                     Some(Outcome::Ok) => ("ok", 0, None),
                     Some(Outcome::Changed(n)) => ("changed", *n, None),
                     Some(Outcome::Failed(m)) => ("failed", 0, Some(m.clone())),
@@ -449,16 +489,21 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
                         Some("not started: an earlier tier failed".to_string()),
                     ),
                 };
-                json!({"host": s.desired.host.name, "tier": s.desired.host.tier, "status": status,
+                let mut h = json!({"host": s.desired.host.name, "tier": s.desired.host.tier, "status": status,
                        "changes": changes, "error": error, "seconds": s.elapsed.as_secs_f64(),
-                       "round_trips": s.round_trips})
+                       "round_trips": s.round_trips});
+                if let Some(Outcome::Interrupted(i)) = &s.outcome {
+                    h["applied_roles"] = json!(i.applied);
+                    h["not_applied_roles"] = json!(i.not_applied);
+                }
+                h
             })
             .collect();
         let doc = json!({"mode": if apply_mode {"apply"} else {"plan"}, "plan": json_hosts,
                          "recap": recap, "exit_code": code, "seconds": total.as_secs_f64()});
         println!("{}", secrets.mask(&doc.to_string()));
     } else {
-        reporter.line(&recap_text(&slots, apply_mode, total));
+        reporter.line(&secrets.mask(&recap_text(&slots, apply_mode, total)));
     }
     code
 }
@@ -504,10 +549,14 @@ async fn gather(
         vip,
     };
     let result = async {
-        let out = session
-            .exec(&shell::wrap(&facts::script(&q), sudo), b"")
-            .await
-            .map_err(|e| Outcome::Unreachable(secrets.mask(&e.to_string())))?;
+        let out = apply::exec_watched(
+            session.as_ref(),
+            &name,
+            &shell::wrap(&facts::script(&q), sudo),
+            b"",
+        )
+        .await
+        .map_err(|e| Outcome::Unreachable(secrets.mask(&e)))?;
         if out.status != 0 {
             let err = String::from_utf8_lossy(&out.stderr);
             let hint = if err.contains("sudo") {
@@ -528,10 +577,14 @@ async fn gather(
         let mut trips = 1;
         if !changed.is_empty() {
             trips += 1;
-            let out = session
-                .exec(&shell::wrap(&facts::contents_script(&changed), sudo), b"")
-                .await
-                .map_err(|e| Outcome::Unreachable(secrets.mask(&e.to_string())))?;
+            let out = apply::exec_watched(
+                session.as_ref(),
+                &name,
+                &shell::wrap(&facts::contents_script(&changed), sudo),
+                b"",
+            )
+            .await
+            .map_err(|e| Outcome::Unreachable(secrets.mask(&e)))?;
             old = facts::parse_contents(&String::from_utf8_lossy(&out.stdout))
                 .map_err(Outcome::Failed)?;
         }
@@ -595,9 +648,7 @@ async fn apply_all(
                         return;
                     };
                     if INTERRUPTED.load(Ordering::SeqCst) {
-                        s.outcome = Some(Outcome::Failed(
-                            "interrupted before this host was started; nothing applied here".into(),
-                        ));
+                        s.outcome = Some(not_started(plan));
                         return;
                     }
                     let t0 = Instant::now();
@@ -607,6 +658,7 @@ async fn apply_all(
                         secrets,
                         reporter,
                         host: &s.desired.host.name,
+                        interrupted: &INTERRUPTED,
                     };
                     let o = apply::apply_host(&remote, plan).await;
                     reporter.done(&s.desired.host.name, &o);
@@ -616,15 +668,46 @@ async fn apply_all(
             })
             .collect();
         futures::future::join_all(work).await;
+        // An interruption is not a tier failure: the loop stops on INTERRUPTED anyway.
         let tier_failed = slots
             .iter()
             .filter(|s| s.desired.host.tier == tier)
-            .any(|s| s.outcome.as_ref().is_some_and(Outcome::is_failure));
+            .any(|s| {
+                s.outcome
+                    .as_ref()
+                    .is_some_and(|o| o.is_failure() && !matches!(o, Outcome::Interrupted(_)))
+            });
         if tier_failed && !opts.keep_going {
             stop = true;
             reporter.warn(&format!("tier {tier} failed: later tiers not started (use --keep-going to continue past failures)"));
         }
     }
+    // After Ctrl-C, every host that was not started says what it did not get.
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        for s in slots.iter_mut().filter(|s| s.outcome.is_none()) {
+            if let Some(plan) = &s.plan {
+                s.outcome = Some(not_started(plan));
+            }
+        }
+    }
+}
+
+/// The outcome of a host that Ctrl-C kept from starting: interrupted when it had
+/// changes to make (all of them not applied), ok when it had none.
+fn not_started(plan: &HostPlan) -> Outcome {
+    if plan.is_empty() {
+        return Outcome::Ok;
+    }
+    Outcome::Interrupted(Interruption {
+        applied: Vec::new(),
+        not_applied: plan
+            .roles
+            .iter()
+            .filter(|r| !r.files.is_empty() || !r.actions.is_empty())
+            .map(|r| r.role.clone())
+            .collect(),
+        note: "not started: interrupted before this host's turn; nothing was changed on it".into(),
+    })
 }
 
 fn recap_text(slots: &[Slot], apply_mode: bool, total: Duration) -> String {
@@ -656,6 +739,18 @@ fn recap_text(slots: &[Slot], apply_mode: bool, total: Duration) -> String {
             for line in m.lines() {
                 out.push_str(&format!("      {line}\n"));
             }
+        }
+        if let Some(Outcome::Interrupted(i)) = &s.outcome {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            out.push_str(&format!("      applied: {}\n", list(&i.applied)));
+            out.push_str(&format!("      not applied: {}\n", list(&i.not_applied)));
+            out.push_str(&format!("      {}\n", i.note));
         }
     }
     out.push_str(&format!("  total {:.2}s", total.as_secs_f64()));

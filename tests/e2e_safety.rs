@@ -1,0 +1,1270 @@
+//! Safety, end to end against the five-host lab: secrets never leave the hosts, a change
+//! that breaks a service is rolled back, and faults (a cut connection, a host down, a
+//! service that will not restart, Ctrl-C) leave every host whole and say what happened.
+//!
+//! Each test holds the lab lock and leaves the lab converged with the repository's
+//! inventory (guards restore it when an assertion fails half-way).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+use support::*;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// `n` random alphanumeric characters (from /dev/urandom).
+fn random_alnum(n: usize) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+    let mut out = String::new();
+    let mut b = [0u8; 1];
+    while out.len() < n {
+        f.read_exact(&mut b).expect("read urandom");
+        // 248 = 4 * 62: no bias.
+        if b[0] < 248 {
+            out.push(ABC[usize::from(b[0]) % 62] as char);
+        }
+    }
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// A copy of the project's roles/ and templates/ (for `--root`).
+fn project(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    for d in ["roles", "templates"] {
+        copy_dir(&root().join(d), &dir.0.join(d));
+    }
+    dir
+}
+
+/// Replaces `from` by `to` in `path`; `from` must be there (the test is void otherwise).
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    assert!(
+        text.contains(from),
+        "{} no longer contains `{from}`: update this test",
+        path.display()
+    );
+    std::fs::write(path, text.replacen(from, to, 1)).expect("write");
+}
+
+/// Adds file entries to a role.yml, just before its top-level key `before` (e.g.
+/// "validate:"), or at the end when `before` is None.
+fn add_role_files(role_yml: &Path, entries: &str, before: Option<&str>) {
+    let text = std::fs::read_to_string(role_yml).expect("read role.yml");
+    let text = match before {
+        Some(key) => {
+            let at = text
+                .find(&format!("\n{key}"))
+                .unwrap_or_else(|| panic!("{} has no `{key}`", role_yml.display()));
+            format!("{}\n{}{}", &text[..at], entries.trim_end(), &text[at..])
+        }
+        None => format!("{}\n{}\n", text.trim_end(), entries.trim_end()),
+    };
+    std::fs::write(role_yml, text).expect("write role.yml");
+}
+
+fn root_str() -> String {
+    root().to_string_lossy().into_owned()
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// The recap line of `host` in a text run ("  web1       web  FAILED   1.00s").
+fn recap_line(run: &Run, host: &str) -> String {
+    let recap = run
+        .stdout
+        .split("RECAP (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no recap in:\n{}", run.all()));
+    recap
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(host))
+        .unwrap_or_else(|| panic!("no recap line for {host}:\n{}", run.all()))
+        .to_string()
+}
+
+/// The recap block of `host` in a text run: its line and the indented lines below it.
+fn recap_block(run: &Run, host: &str) -> String {
+    let recap = run.stdout.split("RECAP (").nth(1).unwrap_or("");
+    let mut out = String::new();
+    let mut inside = false;
+    for l in recap.lines() {
+        if l.starts_with("      ") {
+            if inside {
+                out.push_str(l.trim());
+                out.push('\n');
+            }
+        } else {
+            inside = l.split_whitespace().next() == Some(host);
+            if inside {
+                out.push_str(l.trim());
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn has_line(block: &str, line: &str) -> bool {
+    block.lines().any(|l| l == line)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// `sha256 mode owner:group` of a file on a host, or "missing".
+fn file_state(host: &str, path: &str) -> String {
+    inside(
+        host,
+        &format!(
+            "if [ -e {path} ]; then echo \"$(sha256sum < {path} | cut -d' ' -f1) $(stat -c '%a %U:%G' {path})\"; else echo missing; fi"
+        ),
+    )
+    .trim()
+    .to_string()
+}
+
+/// Names of the tool's temporary and backup files (`.NAME.fp-*`) in the folders.
+fn fp_leftovers(host: &str, dirs: &[&str]) -> String {
+    let (_, out, _) = docker_exec(
+        host,
+        &format!(
+            "for d in {}; do ls -A \"$d\" 2>/dev/null | grep -F '.fp-' | sed \"s#^#$d/#\"; done; true",
+            dirs.join(" ")
+        ),
+    );
+    out.trim().to_string()
+}
+
+fn docker(args: &[&str]) -> (i32, String, String) {
+    sh(Command::new("docker").args(args))
+}
+
+/// Appends a measured figure to target/e2e-figures.txt (printed by tests/run).
+fn figure(line: &str) {
+    use std::io::Write;
+    eprintln!("figure: {line}");
+    let path = root().join("target/e2e-figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "e2e_safety: {line}");
+    }
+}
+
+/// Site answers /health through the VIP (HAProxy -> Nginx), within `secs`.
+fn site_serves(secs: u64) {
+    let (code, body) = https_eventually("/health", secs);
+    assert!(
+        code == 0 && body.trim() == "ok",
+        "the site must answer through the VIP: {code} {body}"
+    );
+}
+
+/// Nginx on web1 answers its own address (checked from inside web1: a firewall may keep
+/// this machine from reaching port 80 of a web host directly).
+fn web1_health() -> (i32, String) {
+    let (code, out, err) = docker_exec("web1", "curl -fsS --max-time 5 http://172.30.77.21/health");
+    (code, format!("{out}{err}"))
+}
+
+/// The tool started in the background: stderr lines arrive on a channel (progress lines
+/// `[host] step` in plain mode) and are kept; stdout is collected.
+struct Spawned {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stdout: std::thread::JoinHandle<String>,
+    stderr_thread: std::thread::JoinHandle<()>,
+}
+
+fn spawn_tool(args: &[&str]) -> Spawned {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_foobar-provision"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the tool");
+    let mut out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let (tx, lines) = mpsc::channel();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let keep = stderr.clone();
+    let stderr_thread = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut k) = keep.lock() {
+                k.push_str(&line);
+                k.push('\n');
+            }
+            let _ = tx.send(line);
+        }
+    });
+    Spawned {
+        child,
+        lines,
+        stderr,
+        stdout,
+        stderr_thread,
+    }
+}
+
+impl Spawned {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next stderr line for which `want` holds, within `secs`.
+    fn wait_line(&self, secs: u64, want: impl Fn(&str) -> bool) -> Option<String> {
+        let until = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = until.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(l) if want(&l) => return Some(l),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn sigint(&self) {
+        let (code, _, err) = sh(Command::new("kill").args(["-INT", &self.pid().to_string()]));
+        assert_eq!(code, 0, "kill -INT: {err}");
+    }
+
+    /// Waits for the tool to end, at most `secs` (then kills it and fails: it hung).
+    fn finish(mut self, secs: u64) -> Run {
+        let until = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let err = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                panic!("the tool did not end within {secs}s (it hangs):\n{err}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let stdout = self.stdout.join().unwrap_or_default();
+        let _ = self.stderr_thread.join();
+        let stderr = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// On drop (test passed or failed): runs `undo`, then converges the lab with the
+/// repository's inventory, so the next test finds it as it should be.
+struct Restore<F: FnMut()>(F);
+impl<F: FnMut()> Drop for Restore<F> {
+    fn drop(&mut self) {
+        (self.0)();
+        let r = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+        if r.code != 0 {
+            eprintln!("restoring the lab: apply exited {}:\n{}", r.code, r.all());
+        }
+    }
+}
+
+/// Files under `dir` (recursively) modified since `since` that contain `needle`.
+fn files_containing(dir: &Path, needle: &str, since: SystemTime, skip: &[&Path]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if skip.iter().any(|s| d.starts_with(s)) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if skip.iter().any(|s| p.starts_with(s)) {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file()
+                && meta.len() < 64 << 20
+                && meta.modified().is_ok_and(|m| m >= since)
+                && std::fs::read(&p)
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Secrets
+
+/// A canary secret (the app's database password) goes through check, render (with and
+/// without --reveal-secrets), plan (text and JSON), apply, and a failing apply whose
+/// validator prints the file that holds it: it appears in no output and in no file
+/// written on this machine (except the revealed render, as asked). On the hosts, the
+/// files holding secrets are readable only by root (who runs their services' readers).
+/// Afterwards the real secret is applied again and the app still reaches MySQL.
+#[test]
+fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let _restore = Restore(|| {});
+    let started = SystemTime::now();
+
+    let canary = format!("CaNaRy{}", random_alnum(20));
+    let secret_dir = TempDir::new("canary-secret");
+    let secret_file = secret_dir.0.join("db_app_password");
+    std::fs::write(&secret_file, format!("{canary}\n")).expect("write secret");
+    let real_secret = format!("{}/secrets/db_app_password", state().to_string_lossy());
+    let (inv, _inv_dir) = lab_inventory("canary", |t| {
+        t.replace(&real_secret, &path_str(&secret_file))
+    });
+    assert!(
+        std::fs::read_to_string(&inv)
+            .expect("inventory")
+            .contains(&path_str(&secret_file)),
+        "the temp inventory must read the canary"
+    );
+    let inv = path_str(&inv);
+    let root = root_str();
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    let mut record = |label: &str, run: &Run| outputs.push((label.to_string(), run.all()));
+
+    // Offline.
+    let run = tool(&["check", &inv, "--root", &root]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    record("check", &run);
+    let masked_out = TempDir::new("canary-render");
+    let run = tool(&[
+        "render",
+        &inv,
+        "--root",
+        &root,
+        "--out",
+        &path_str(&masked_out.0),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    record("render", &run);
+    let env_masked = std::fs::read_to_string(masked_out.0.join("app1/etc/foobar-app/env"))
+        .expect("rendered env");
+    assert!(
+        env_masked.contains("<secret:db_app_password>"),
+        "{env_masked}"
+    );
+    let revealed = TempDir::new("canary-reveal");
+    let run = tool(&[
+        "render",
+        &inv,
+        "--root",
+        &root,
+        "--out",
+        &path_str(&revealed.0),
+        "--reveal-secrets",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    record("render --reveal-secrets", &run);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in [
+            "app1/etc/foobar-app/env",
+            "db1/etc/mysql/foobar/bootstrap.sql",
+        ] {
+            let p = revealed.0.join(f);
+            let text = std::fs::read_to_string(&p).expect("revealed file");
+            assert!(
+                text.contains(&canary),
+                "--reveal-secrets writes the value: {f}"
+            );
+            let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "a revealed file is private: {f}");
+        }
+    }
+
+    // Plan: the files holding it change, their content is not shown.
+    let run = tool(&["plan", &inv, "--root", &root]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    record("plan", &run);
+    for f in ["/etc/foobar-app/env", "/etc/mysql/foobar/bootstrap.sql"] {
+        assert!(
+            run.stdout.contains(&format!("update {f}")),
+            "{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout
+            .contains("(content not shown: the file holds a secret)"),
+        "{}",
+        run.stdout
+    );
+    let run = tool(&["plan", &inv, "--root", &root, "--format", "json"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    record("plan --format json", &run);
+    let _ = run.json();
+
+    // Apply it, then again (nothing to change).
+    let run = tool(&["apply", &inv, "--root", &root]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    record("apply", &run);
+    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    record("apply again", &run);
+    for (host, (status, _)) in recap(&run) {
+        assert_eq!(status, "ok", "{host}");
+    }
+    assert_eq!(
+        inside("app1", &format!("grep -c {canary} /etc/foobar-app/env")).trim(),
+        "1",
+        "the canary is the app's password now"
+    );
+    let (code, body) = https_eventually("/api/visits", 30);
+    assert!(
+        code == 0 && body.contains("\"visits\""),
+        "the app reaches MySQL with the canary password: {code} {body}"
+    );
+
+    // A failing apply whose validator prints the file holding the secret: the MySQL
+    // options get an unknown option, and the check first shows bootstrap.sql.
+    let bad = project("canary-bad");
+    edit(
+        &bad.0.join("templates/mysql/60-foobar.cnf.tera"),
+        "max_connections",
+        "foobar_no_such_option = 1\nmax_connections",
+    );
+    edit(
+        &bad.0.join("roles/mysql/role.yml"),
+        "cd {tree} || exit 1;",
+        "cd {tree} || exit 1; cat foobar/bootstrap.sql;",
+    );
+    let before = file_state("db1", "/etc/mysql/mariadb.conf.d/60-foobar.cnf");
+    for format in ["text", "json"] {
+        let run = tool(&[
+            "apply",
+            &inv,
+            "--root",
+            &path_str(&bad.0),
+            "--tier",
+            "db",
+            "--format",
+            format,
+        ]);
+        assert_eq!(run.code, 1, "{}", run.all());
+        record(&format!("failing apply ({format})"), &run);
+        let all = run.all();
+        assert!(all.contains("foobar_no_such_option"), "{all}");
+        assert!(
+            all.contains("IDENTIFIED BY '********'"),
+            "the validator printed bootstrap.sql, masked: {all}"
+        );
+    }
+    assert_eq!(
+        file_state("db1", "/etc/mysql/mariadb.conf.d/60-foobar.cnf"),
+        before
+    );
+
+    // Nothing printed it.
+    for (label, text) in &outputs {
+        assert!(
+            !text.contains(&canary),
+            "{label} printed the secret:\n{text}"
+        );
+        assert!(
+            !text.contains(&canary[6..]),
+            "{label} printed part of the secret:\n{text}"
+        );
+    }
+    // No file written on this machine holds it, but the secret file itself and the
+    // render that was asked to reveal it.
+    let leaks = files_containing(
+        &std::env::temp_dir(),
+        &canary,
+        started,
+        &[&secret_dir.0, &revealed.0],
+    );
+    assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
+    let leaks = files_containing(&state(), &canary, started, &[]);
+    assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
+    let leaks = files_containing(&masked_out.0, &canary, started, &[]);
+    assert!(
+        leaks.is_empty(),
+        "the masked render holds the secret: {leaks:?}"
+    );
+
+    // On the hosts: owner root, 0600/0640, and no other user can read them.
+    let private: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "lb1",
+            "/etc/haproxy/certs/foobar.pem",
+            "600 root:root",
+            &["haproxy", "deploy"],
+        ),
+        (
+            "lb2",
+            "/etc/haproxy/certs/foobar.pem",
+            "600 root:root",
+            &["haproxy", "deploy"],
+        ),
+        (
+            "lb1",
+            "/etc/keepalived/keepalived.conf",
+            "640 root:root",
+            &["haproxy", "deploy"],
+        ),
+        (
+            "lb2",
+            "/etc/keepalived/keepalived.conf",
+            "640 root:root",
+            &["haproxy", "deploy"],
+        ),
+        (
+            "app1",
+            "/etc/foobar-app/env",
+            "600 root:root",
+            &["www-data", "deploy"],
+        ),
+        (
+            "db1",
+            "/etc/mysql/foobar/bootstrap.sql",
+            "600 root:root",
+            &["mysql", "deploy"],
+        ),
+    ];
+    for (host, path, want, others) in private {
+        let got = inside(host, &format!("stat -c '%a %U:%G' {path}"));
+        assert_eq!(got.trim(), *want, "{host}:{path}");
+        for user in *others {
+            let (code, out, _) = docker(&["exec", "-u", user, host, "cat", path]);
+            assert_ne!(code, 0, "{user} can read {host}:{path}");
+            assert!(!out.contains(&canary));
+        }
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
+        assert_eq!(fp_leftovers(host, &[dir]), "", "{host}: leftovers in {dir}");
+    }
+
+    // Back to the real secret: the app reaches MySQL with it.
+    converge();
+    let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for (host, (status, _)) in recap(&run) {
+        assert_eq!(status, "ok", "{host}");
+    }
+    let (code, out, _) = docker_exec(
+        "app1",
+        &format!("grep -rl {canary} /etc/foobar-app /opt/foobar-app"),
+    );
+    assert_ne!(code, 0, "the canary is still on app1: {out}");
+    let (code, out, _) = docker_exec("db1", &format!("grep -rl {canary} /etc/mysql"));
+    assert_ne!(code, 0, "the canary is still on db1: {out}");
+    let (code, body) = https_eventually("/api/visits", 30);
+    assert!(
+        code == 0 && body.contains("\"visits\""),
+        "the app reaches MySQL with the real password again: {code} {body}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Rollback
+
+/// A site change that validates (`nginx -t`) but breaks /health: the health check fails,
+/// the previous file is put back byte for byte, Nginx is reloaded again and healthy; the
+/// host is reported failed with both results; the site keeps serving; and plan shows the
+/// same change still pending.
+#[test]
+fn failed_health_check_rolls_back_to_the_previous_file() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let _restore = Restore(|| {});
+    let proj = project("rollback");
+    edit(
+        &proj.0.join("templates/nginx/foobar.conf.tera"),
+        "return 200 \"ok\\n\";",
+        "return 500 \"broken by e2e_safety\\n\";",
+    );
+    let proj_root = path_str(&proj.0);
+    let live = "/etc/nginx/sites-enabled/foobar.conf";
+    let before = file_state("web1", live);
+    let nginx_pid = inside("web1", "systemctl show -p MainPID --value nginx");
+
+    let t0 = Instant::now();
+    let run = tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
+    let took = t0.elapsed();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        recap_line(&run, "web1").contains("FAILED"),
+        "{}",
+        run.stdout
+    );
+    let block = recap_block(&run, "web1");
+    // First result: the failing check, with curl's own words.
+    assert!(
+        block.contains("health check `nginx answers /health`"),
+        "{block}"
+    );
+    assert!(block.contains("500"), "{block}");
+    // Second result: after the rollback.
+    assert!(
+        block.contains(&format!("rolled back: previous files restored ({live})")),
+        "{block}"
+    );
+    assert!(block.contains("re-ran reload nginx"), "{block}");
+    assert!(
+        block.contains("healthy again: nginx answers /health, nginx serves the site's index page"),
+        "{block}"
+    );
+    assert!(
+        recap_line(&run, "lb1").contains("skipped"),
+        "the lb tier is not started after a failed web tier:\n{}",
+        run.stdout
+    );
+
+    assert_eq!(file_state("web1", live), before, "live file not restored");
+    assert_eq!(fp_leftovers("web1", &["/etc/nginx/sites-enabled"]), "");
+    assert_eq!(
+        inside("web1", "systemctl show -p MainPID --value nginx"),
+        nginx_pid,
+        "nginx was reloaded, never stopped"
+    );
+    let (code, body) = web1_health();
+    assert!(code == 0 && body.trim() == "ok", "{body}");
+    site_serves(30);
+    let (code, body) = https_eventually("/", 30);
+    assert!(code == 0 && body.contains("foobar-site"), "{body}");
+
+    let plan = tool(&["plan", "inventories/lab.yml", "--root", &proj_root]);
+    assert_eq!(plan.code, 2, "the change is still pending:\n{}", plan.all());
+    assert!(
+        plan.stdout
+            .contains("+        return 500 \"broken by e2e_safety\\n\";"),
+        "{}",
+        plan.stdout
+    );
+    let plan = tool(&["plan", "inventories/lab.yml"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    figure(&format!(
+        "failed health check + rollback (web1, 20 x 0.5 s retries): apply took {:.1} s",
+        took.as_secs_f64()
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Faults
+
+/// The SSH connection to web1 is cut while a 40 MB file is being uploaded: the live
+/// path never holds a partial file, the tool gives up within a bounded time and says
+/// web1 is unreachable (the lb tier is not started); once web1 is back, apply converges
+/// and a further apply changes nothing.
+#[test]
+fn connection_cut_mid_upload_never_leaves_a_partial_file() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let big = "/var/www/foobar/big.bin";
+    let _restore = Restore(|| {
+        let _ = docker(&[
+            "network",
+            "connect",
+            "--ip",
+            "172.30.77.21",
+            "foobar-lab",
+            "web1",
+        ]);
+        let _ = docker(&["unpause", "web1"]);
+        lab_up(None);
+        let _ = docker_exec(
+            "web1",
+            "rm -f /var/www/foobar/big.bin /var/www/foobar/.big.bin.fp-*",
+        );
+    });
+    assert_ne!(
+        docker_exec("web1", "systemctl is-active -q keepalived").0,
+        0,
+        "keepalived must not run on web1 (its interface name changes on reconnect)"
+    );
+
+    let proj = project("cut");
+    let content: Vec<u8> = {
+        let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+        let mut v = vec![0u8; 40_000_000];
+        f.read_exact(&mut v).expect("read");
+        v
+    };
+    let want = sha256_hex(&content);
+    std::fs::write(proj.0.join("roles/nginx/files/big.bin"), &content).expect("write");
+    drop(content);
+    add_role_files(
+        &proj.0.join("roles/nginx/role.yml"),
+        "  - src: big.bin\n    dest: /var/www/foobar/big.bin\n    owner: root\n    group: root\n    mode: \"0644\"\n    notify: none",
+        Some("validate:"),
+    );
+    let proj_root = path_str(&proj.0);
+
+    // Watch the live path on web1 the whole time: missing or complete, never partial.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let watcher = {
+        let (stop, seen, want) = (stop.clone(), seen.clone(), want.clone());
+        std::thread::spawn(move || {
+            let mut partial_temps = 0u32;
+            while !stop.load(Ordering::SeqCst) {
+                let (code, out, _) = docker_exec(
+                    "web1",
+                    &format!(
+                        "if [ -e {big} ]; then sha256sum < {big} | cut -d' ' -f1; else echo missing; fi; \
+                         for t in /var/www/foobar/.big.bin.fp-*; do [ -e \"$t\" ] && echo \"temp $(stat -c %s \"$t\")\"; done; true"
+                    ),
+                );
+                if code == 0 {
+                    let mut lines = out.lines();
+                    let live = lines.next().unwrap_or("").to_string();
+                    if live != "missing" && live != want {
+                        seen.lock()
+                            .expect("lock")
+                            .push(format!("PARTIAL LIVE FILE {live}"));
+                    }
+                    for l in lines {
+                        if let Some(n) = l.strip_prefix("temp ")
+                            && n.parse::<u64>().is_ok_and(|n| n < 40_000_000)
+                        {
+                            partial_temps += 1;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            partial_temps
+        })
+    };
+
+    let tool_run = spawn_tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
+    let line = tool_run.wait_line(120, |l| l == format!("[web1] uploading {big}"));
+    assert!(line.is_some(), "the upload never started");
+    // Freeze web1 first so the cut lands in the middle of the upload (40 MB take about
+    // half a second here), then cut its network and let it run again, cut off.
+    assert_eq!(docker(&["pause", "web1"]).0, 0);
+    let cut_at = Instant::now();
+    let (code, _, err) = docker(&["network", "disconnect", "foobar-lab", "web1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(docker(&["unpause", "web1"]).0, 0);
+    let run = tool_run.finish(180);
+    let detected = cut_at.elapsed();
+    figure(&format!(
+        "SSH connection cut mid-upload: the tool gave up after {:.1} s (exit {})",
+        detected.as_secs_f64(),
+        run.code
+    ));
+    assert_eq!(run.code, 1, "{}", run.all());
+    let line = recap_line(&run, "web1");
+    assert!(
+        line.contains("UNREACHABLE") || line.contains("FAILED"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        recap_line(&run, "lb1").contains("skipped") && recap_line(&run, "lb2").contains("skipped"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        detected < Duration::from_secs(40),
+        "a cut connection must be noticed within about 20 s, took {detected:?}"
+    );
+
+    // Back on the network (as eth1): converge, then nothing to do.
+    let (code, _, err) = docker(&[
+        "network",
+        "connect",
+        "--ip",
+        "172.30.77.21",
+        "foobar-lab",
+        "web1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    lab_up(None);
+    // The half-written temporary file is removed on the host once its upload ends.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut left = fp_leftovers("web1", &["/var/www/foobar"]);
+    while !left.is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+        left = fp_leftovers("web1", &["/var/www/foobar"]);
+    }
+    let stale_temp = left.clone();
+
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--root",
+        &proj_root,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "after reconnecting:\n{}", run.all());
+    assert_eq!(recap(&run)["web1"].0, "changed");
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--root",
+        &proj_root,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for (host, (status, changes)) in recap(&run) {
+        assert_eq!((status.as_str(), changes), ("ok", 0), "{host}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let partial_temps = watcher.join().expect("watcher");
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen.is_empty(), "{seen:?}");
+    assert!(
+        partial_temps > 0,
+        "no partial temporary file was ever seen: the cut did not land mid-upload"
+    );
+    assert_eq!(
+        file_state("web1", big),
+        format!("{want} 644 root:root"),
+        "the live file is complete"
+    );
+    assert_eq!(
+        stale_temp, "",
+        "the cut upload's temporary file stayed on web1"
+    );
+    let (code, body) = web1_health();
+    assert!(code == 0 && body.trim() == "ok", "{body}");
+    site_serves(30);
+}
+
+/// app1 is down: apply says it is UNREACHABLE, exits 1 and starts no later tier (web,
+/// lb); with --keep-going the later tiers are applied (and the run still exits 1).
+#[test]
+fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let _restore = Restore(|| {
+        let _ = docker(&["start", "app1"]);
+        lab_up(None);
+    });
+    // A change on the lb tier, to see whether it is started.
+    let (inv, _dir) = lab_inventory("down", |t| {
+        t.replace("haproxy_balance: roundrobin", "haproxy_balance: leastconn")
+    });
+    let inv = path_str(&inv);
+    let root = root_str();
+    let (code, _, err) = docker(&["stop", "app1"]);
+    assert_eq!(code, 0, "{err}");
+
+    let t0 = Instant::now();
+    let run = tool(&["apply", &inv, "--root", &root]);
+    let took = t0.elapsed();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        recap_line(&run, "app1").contains("UNREACHABLE"),
+        "{}",
+        run.stdout
+    );
+    for later in ["web1", "lb1", "lb2"] {
+        assert!(
+            recap_line(&run, later).contains("skipped (not started)"),
+            "{}",
+            run.stdout
+        );
+    }
+    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let r = recap(&run);
+    assert_eq!(r["app1"].0, "unreachable", "{}", run.stdout);
+    for later in ["web1", "lb1", "lb2"] {
+        assert_eq!(r[later].0, "skipped", "{later}: {}", run.stdout);
+    }
+    for lb in ["lb1", "lb2"] {
+        assert!(
+            inside(lb, "cat /etc/haproxy/haproxy.cfg").contains("balance roundrobin"),
+            "{lb} was changed although the app tier failed"
+        );
+    }
+    figure(&format!(
+        "host down (docker stop app1): apply reported it unreachable in {:.1} s",
+        took.as_secs_f64()
+    ));
+
+    let run = tool(&[
+        "apply",
+        &inv,
+        "--root",
+        &root,
+        "--format",
+        "json",
+        "--keep-going",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let r = recap(&run);
+    assert_eq!(r["app1"].0, "unreachable", "{}", run.stdout);
+    assert_eq!(r["web1"].0, "ok", "{}", run.stdout);
+    assert_eq!(r["lb1"].0, "changed", "{}", run.stdout);
+    assert_eq!(r["lb2"].0, "changed", "{}", run.stdout);
+    for lb in ["lb1", "lb2"] {
+        assert!(
+            inside(lb, "cat /etc/haproxy/haproxy.cfg").contains("balance leastconn"),
+            "{lb}"
+        );
+    }
+
+    // app1 comes back (a reboot); the repository's state is converged again.
+    let (code, _, err) = docker(&["start", "app1"]);
+    assert_eq!(code, 0, "{err}");
+    lab_up(None);
+    converge();
+    let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for (host, (status, _)) in recap(&run) {
+        assert_eq!(status, "ok", "{host}");
+    }
+    let (code, body) = https_eventually("/api/visits", 30);
+    assert!(code == 0 && body.contains("\"visits\""), "{body}");
+}
+
+/// MySQL options that pass the check but keep the server from starting (a data folder
+/// that does not exist): the restart fails and the report carries MariaDB's own words;
+/// the options are rolled back and the server runs again.
+#[test]
+fn service_that_fails_to_restart_is_reported_in_its_own_words() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let _restore = Restore(|| {});
+    let proj = project("restart");
+    edit(
+        &proj.0.join("templates/mysql/60-foobar.cnf.tera"),
+        "port                    = 3306",
+        "port                    = 3306\ndatadir                 = /var/lib/mysql-e2e-missing",
+    );
+    let live = "/etc/mysql/mariadb.conf.d/60-foobar.cnf";
+    let before = file_state("db1", live);
+
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--root",
+        &path_str(&proj.0),
+        "--tier",
+        "db",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let block = recap_block(&run, "db1");
+    assert!(block.contains("restart mariadb failed"), "{block}");
+    assert!(block.contains("service status:"), "{block}");
+    assert!(
+        block.contains("Can't change dir to '/var/lib/mysql-e2e-missing/'"),
+        "MariaDB's own words: {block}"
+    );
+    assert!(
+        block.contains(&format!("rolled back: previous files restored ({live})")),
+        "{block}"
+    );
+    assert!(block.contains("healthy again"), "{block}");
+
+    assert_eq!(file_state("db1", live), before);
+    assert_eq!(fp_leftovers("db1", &["/etc/mysql/mariadb.conf.d"]), "");
+    assert_eq!(
+        inside("db1", "systemctl is-active mariadb").trim(),
+        "active"
+    );
+    let (code, body) = https_eventually("/api/visits", 30);
+    assert!(code == 0 && body.contains("\"visits\""), "{body}");
+    let plan = tool(&["plan", "inventories/lab.yml"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+}
+
+/// Ctrl-C between roles: the lb standby is interrupted while its haproxy role is being
+/// finished. That role completes (files, reload, health checks); keepalived is not
+/// started; the VIP holder is not touched. The recap says per host what was and was not
+/// applied; no temporary file is left; exit 1.
+#[test]
+fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let _restore = Restore(|| {});
+    let proj = project("sigint-roles");
+    let haproxy_tpl = proj.0.join("templates/haproxy/haproxy.cfg.tera");
+    let text = std::fs::read_to_string(&haproxy_tpl).expect("read");
+    std::fs::write(
+        &haproxy_tpl,
+        format!("{text}\n# e2e_safety: interrupt test\n"),
+    )
+    .expect("w");
+    let ka_tpl = proj.0.join("templates/keepalived/keepalived.conf.tera");
+    let text = std::fs::read_to_string(&ka_tpl).expect("read");
+    std::fs::write(&ka_tpl, format!("{text}\n# e2e_safety: interrupt test\n")).expect("w");
+    let proj_root = path_str(&proj.0);
+    let files = [
+        "/etc/haproxy/haproxy.cfg",
+        "/etc/keepalived/keepalived.conf",
+    ];
+    let before: Vec<String> = ["lb1", "lb2"]
+        .iter()
+        .flat_map(|h| files.iter().map(move |f| file_state(h, f)))
+        .collect();
+
+    let t = spawn_tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--root",
+        &proj_root,
+        "--tier",
+        "lb",
+    ]);
+    let line = t
+        .wait_line(120, |l| l.ends_with("] reload haproxy"))
+        .expect("a haproxy reload");
+    t.sigint();
+    let first = line
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let second = if first == "lb1" { "lb2" } else { "lb1" };
+    let run = t.finish(120);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("interrupted: finishing the step in flight"),
+        "{}",
+        run.stderr
+    );
+    let b1 = recap_block(&run, &first);
+    assert!(b1.contains("INTERRUPTED"), "{}", run.stdout);
+    assert!(has_line(&b1, "applied: haproxy"), "{b1}");
+    assert!(has_line(&b1, "not applied: keepalived"), "{b1}");
+    let b2 = recap_block(&run, second);
+    assert!(b2.contains("INTERRUPTED"), "{}", run.stdout);
+    assert!(has_line(&b2, "applied: none"), "{b2}");
+    assert!(has_line(&b2, "not applied: haproxy, keepalived"), "{b2}");
+    assert!(b2.contains("not started"), "{b2}");
+
+    let after: Vec<String> = ["lb1", "lb2"]
+        .iter()
+        .flat_map(|h| files.iter().map(move |f| file_state(h, f)))
+        .collect();
+    let idx = |h: &str, f: usize| usize::from(h == "lb2") * 2 + f;
+    assert_ne!(
+        after[idx(&first, 0)],
+        before[idx(&first, 0)],
+        "haproxy.cfg of {first} applied"
+    );
+    assert!(inside(&first, "cat /etc/haproxy/haproxy.cfg").contains("e2e_safety: interrupt test"));
+    assert_eq!(
+        after[idx(&first, 1)],
+        before[idx(&first, 1)],
+        "keepalived.conf of {first} untouched"
+    );
+    assert_eq!(
+        after[idx(second, 0)],
+        before[idx(second, 0)],
+        "{second} untouched"
+    );
+    assert_eq!(
+        after[idx(second, 1)],
+        before[idx(second, 1)],
+        "{second} untouched"
+    );
+    for h in ["lb1", "lb2"] {
+        assert_eq!(
+            fp_leftovers(
+                h,
+                &["/etc/haproxy", "/etc/haproxy/certs", "/etc/keepalived"]
+            ),
+            "",
+            "{h}"
+        );
+        assert_eq!(
+            inside(h, "systemctl is-active haproxy keepalived").trim(),
+            "active\nactive"
+        );
+    }
+    site_serves(30);
+
+    // What is left to do is exactly what was not applied.
+    let plan = tool(&[
+        "plan",
+        "inventories/lab.yml",
+        "--root",
+        &proj_root,
+        "--tier",
+        "lb",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    let doc = plan.json();
+    for h in doc["plan"].as_array().expect("plan") {
+        let name = h["host"].as_str().unwrap_or("?");
+        let files: Vec<&str> = h["roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["files"].as_array().into_iter().flatten())
+            .filter_map(|f| f["path"].as_str())
+            .collect();
+        if name == first {
+            assert_eq!(files, vec!["/etc/keepalived/keepalived.conf"], "{name}");
+        } else {
+            assert_eq!(
+                files,
+                vec![
+                    "/etc/haproxy/haproxy.cfg",
+                    "/etc/keepalived/keepalived.conf"
+                ],
+                "{name}"
+            );
+        }
+    }
+}
+
+/// Ctrl-C while a role's files are being uploaded: the role is abandoned before its
+/// swap, the uploaded temporary files are removed, nothing of it is live. A second
+/// Ctrl-C ends the tool at once (exit 130).
+#[test]
+fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    let _restore = Restore(|| {
+        let _ = docker_exec("web1", "rm -rf /var/www/foobar/extra");
+    });
+    let proj = project("sigint-upload");
+    let mut entries = String::new();
+    let line = "foobar e2e_safety filler line\n".repeat(8_000); // 240 kB
+    for i in 0..30 {
+        let name = format!("extra-{i:02}.txt");
+        std::fs::write(
+            proj.0.join("roles/nginx/files").join(&name),
+            format!("{i}\n{line}"),
+        )
+        .expect("write");
+        entries.push_str(&format!(
+            "  - src: {name}\n    dest: /var/www/foobar/extra/{name}\n    owner: root\n    group: root\n    mode: \"0644\"\n    notify: none\n"
+        ));
+    }
+    add_role_files(
+        &proj.0.join("roles/nginx/role.yml"),
+        &entries,
+        Some("validate:"),
+    );
+    let proj_root = path_str(&proj.0);
+    let args = [
+        "apply",
+        "inventories/lab.yml",
+        "--root",
+        &proj_root,
+        "--tier",
+        "web",
+    ];
+
+    // One Ctrl-C: the role in flight is abandoned cleanly.
+    let t = spawn_tool(&args);
+    t.wait_line(120, |l| {
+        l.starts_with("[web1] uploading /var/www/foobar/extra/extra-05")
+    })
+    .expect("uploads started");
+    t.sigint();
+    let run = t.finish(120);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let b = recap_block(&run, "web1");
+    assert!(b.contains("INTERRUPTED"), "{}", run.all());
+    assert!(has_line(&b, "applied: none"), "{b}");
+    assert!(has_line(&b, "not applied: nginx"), "{b}");
+    assert!(
+        b.contains("stopped in role nginx before its files were swapped in"),
+        "{b}"
+    );
+    assert!(b.contains("uploaded temporary file(s) removed"), "{b}");
+    let uploads = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[web1] uploading"))
+        .count();
+    assert!(
+        uploads < 30,
+        "it went on uploading after Ctrl-C ({uploads})"
+    );
+    assert_eq!(
+        inside("web1", "ls -A /var/www/foobar/extra 2>/dev/null | wc -l").trim(),
+        "0",
+        "nothing of the abandoned role is on web1 (no file, no temporary file)"
+    );
+    assert_eq!(fp_leftovers("web1", &["/var/www/foobar"]), "");
+
+    // Two Ctrl-C: out at once.
+    let t = spawn_tool(&args);
+    t.wait_line(120, |l| {
+        l.starts_with("[web1] uploading /var/www/foobar/extra/extra-03")
+    })
+    .expect("uploads started");
+    t.sigint();
+    std::thread::sleep(Duration::from_millis(20));
+    let at = Instant::now();
+    t.sigint();
+    let run = t.finish(10);
+    let took = at.elapsed();
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(run.stderr.contains("aborted"), "{}", run.stderr);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    figure(&format!(
+        "second Ctrl-C: the tool ended {:.0} ms later",
+        took.as_secs_f64() * 1000.0
+    ));
+    // The upload cut off by the exit removes its own temporary file on the host.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut left = fp_leftovers("web1", &["/var/www/foobar/extra"]);
+    while !left.is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        left = fp_leftovers("web1", &["/var/www/foobar/extra"]);
+    }
+    eprintln!("after the abort, left on web1: {left:?}");
+}
