@@ -637,6 +637,11 @@ async fn apply_all(
         let serial = tier == "lb";
         let parallel = if serial { 1 } else { usize::from(opts.forks) };
         let sem = Arc::new(Semaphore::new(parallel));
+        // In the one-at-a-time lb tier, a failed host keeps the next one from starting:
+        // the peer that still serves the VIP must not get the same broken change.
+        let peer_failed = AtomicBool::new(false);
+        let peer_failed = &peer_failed;
+        let keep_going = opts.keep_going;
         let work: Vec<_> = slots
             .iter_mut()
             .filter(|s| s.desired.host.tier == tier && s.outcome.is_none())
@@ -651,6 +656,9 @@ async fn apply_all(
                         s.outcome = Some(not_started(plan));
                         return;
                     }
+                    if serial && !keep_going && peer_failed.load(Ordering::SeqCst) {
+                        return; // reported as skipped: not started
+                    }
                     let t0 = Instant::now();
                     let remote = Remote {
                         transport: sess.as_ref(),
@@ -661,6 +669,9 @@ async fn apply_all(
                         interrupted: &INTERRUPTED,
                     };
                     let o = apply::apply_host(&remote, plan).await;
+                    if o.is_failure() {
+                        peer_failed.store(true, Ordering::SeqCst);
+                    }
                     reporter.done(&s.desired.host.name, &o);
                     s.elapsed += t0.elapsed();
                     s.outcome = Some(o);

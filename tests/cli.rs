@@ -2,6 +2,8 @@
 //! No test here reaches any host; the ones that run `plan`/`apply` on bad input prove
 //! that no connection was made with a listener of their own on loopback.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -160,7 +162,7 @@ fn malformed_inventory_fails_before_any_connection() {
 fn template_errors_name_template_line_and_host() {
     let t = Temp::new("tpl");
     let project = t.0.join("project");
-    copy_dir(&fixture(), &project);
+    support::copy_dir(&fixture(), &project);
     std::fs::write(
         project.join("templates/web/site.conf.tera"),
         "line one\nlisten {{ no_such_var }};\n",
@@ -234,18 +236,5 @@ fn help_explains_commands_and_exit_codes() {
         "2 plan found",
     ] {
         assert!(out.contains(word), "--help lacks {word}: {out}");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let p = e.path();
-        let dest = to.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).expect("copy");
-        }
     }
 }

@@ -161,10 +161,7 @@ fn invalid_config_is_refused_and_the_live_file_is_untouched() {
     let _lab = lab_lock();
     lab_up(None);
     converge();
-    let project = TempDir::new("badtpl");
-    for dir in ["roles", "templates"] {
-        copy_dir(&root().join(dir), &project.0.join(dir));
-    }
+    let project = project_copy("badtpl");
     let site = project.0.join("templates/nginx/foobar.conf.tera");
     let mut text = std::fs::read_to_string(&site).expect("site template");
     text.push_str("\nthis_is_not_an_nginx_directive on;\n");
@@ -365,18 +362,5 @@ fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
     assert_eq!(again.code, 0, "{}", again.all());
     for (host, (status, _)) in recap(&again) {
         assert_eq!(status, "ok", "{host}");
-    }
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let p = e.path();
-        let dest = to.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).expect("copy");
-        }
     }
 }

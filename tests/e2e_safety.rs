@@ -34,28 +34,6 @@ fn random_alnum(n: usize) -> String {
     out
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let p = e.path();
-        let dest = to.join(e.file_name());
-        if p.is_dir() {
-            copy_dir(&p, &dest);
-        } else {
-            std::fs::copy(&p, &dest).expect("copy");
-        }
-    }
-}
-
-/// A copy of the project's roles/ and templates/ (for `--root`).
-fn project(tag: &str) -> TempDir {
-    let dir = TempDir::new(tag);
-    for d in ["roles", "templates"] {
-        copy_dir(&root().join(d), &dir.0.join(d));
-    }
-    dir
-}
-
 /// Replaces `from` by `to` in `path`; `from` must be there (the test is void otherwise).
 fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).expect("read");
@@ -162,20 +140,6 @@ fn fp_leftovers(host: &str, dirs: &[&str]) -> String {
 
 fn docker(args: &[&str]) -> (i32, String, String) {
     sh(Command::new("docker").args(args))
-}
-
-/// Appends a measured figure to target/e2e-figures.txt (printed by tests/run).
-fn figure(line: &str) {
-    use std::io::Write;
-    eprintln!("figure: {line}");
-    let path = root().join("target/e2e-figures.txt");
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(f, "e2e_safety: {line}");
-    }
 }
 
 /// Site answers /health through the VIP (HAProxy -> Nginx), within `secs`.
@@ -468,7 +432,7 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
 
     // A failing apply whose validator prints the file holding the secret: the MySQL
     // options get an unknown option, and the check first shows bootstrap.sql.
-    let bad = project("canary-bad");
+    let bad = project_copy("canary-bad");
     edit(
         &bad.0.join("templates/mysql/60-foobar.cnf.tera"),
         "max_connections",
@@ -618,7 +582,7 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
     lab_up(None);
     converge();
     let _restore = Restore(|| {});
-    let proj = project("rollback");
+    let proj = project_copy("rollback");
     edit(
         &proj.0.join("templates/nginx/foobar.conf.tera"),
         "return 200 \"ok\\n\";",
@@ -685,7 +649,7 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
     let plan = tool(&["plan", "inventories/lab.yml"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
     figure(&format!(
-        "failed health check + rollback (web1, 20 x 0.5 s retries): apply took {:.1} s",
+        "e2e_safety: failed health check + rollback (web1, 20 x 0.5 s retries): apply took {:.1} s",
         took.as_secs_f64()
     ));
 }
@@ -725,7 +689,7 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
         "keepalived must not run on web1 (its interface name changes on reconnect)"
     );
 
-    let proj = project("cut");
+    let proj = project_copy("cut");
     let content: Vec<u8> = {
         let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
         let mut v = vec![0u8; 40_000_000];
@@ -792,7 +756,7 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
     let run = tool_run.finish(180);
     let detected = cut_at.elapsed();
     figure(&format!(
-        "SSH connection cut mid-upload: the tool gave up after {:.1} s (exit {})",
+        "e2e_safety: SSH connection cut mid-upload: the tool gave up after {:.1} s (exit {})",
         detected.as_secs_f64(),
         run.code
     ));
@@ -927,7 +891,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
         );
     }
     figure(&format!(
-        "host down (docker stop app1): apply reported it unreachable in {:.1} s",
+        "e2e_safety: host down (docker stop app1): apply reported it unreachable in {:.1} s",
         took.as_secs_f64()
     ));
 
@@ -976,7 +940,7 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
     lab_up(None);
     converge();
     let _restore = Restore(|| {});
-    let proj = project("restart");
+    let proj = project_copy("restart");
     edit(
         &proj.0.join("templates/mysql/60-foobar.cnf.tera"),
         "port                    = 3306",
@@ -1029,7 +993,7 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
     lab_up(None);
     converge();
     let _restore = Restore(|| {});
-    let proj = project("sigint-roles");
+    let proj = project_copy("sigint-roles");
     let haproxy_tpl = proj.0.join("templates/haproxy/haproxy.cfg.tera");
     let text = std::fs::read_to_string(&haproxy_tpl).expect("read");
     std::fs::write(
@@ -1177,7 +1141,7 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
     let _restore = Restore(|| {
         let _ = docker_exec("web1", "rm -rf /var/www/foobar/extra");
     });
-    let proj = project("sigint-upload");
+    let proj = project_copy("sigint-upload");
     let mut entries = String::new();
     let line = "foobar e2e_safety filler line\n".repeat(8_000); // 240 kB
     for i in 0..30 {
@@ -1256,7 +1220,7 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
     assert!(run.stderr.contains("aborted"), "{}", run.stderr);
     assert!(took < Duration::from_secs(2), "{took:?}");
     figure(&format!(
-        "second Ctrl-C: the tool ended {:.0} ms later",
+        "e2e_safety: second Ctrl-C: the tool ended {:.0} ms later",
         took.as_secs_f64() * 1000.0
     ));
     // The upload cut off by the exit removes its own temporary file on the host.

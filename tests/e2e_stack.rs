@@ -208,3 +208,50 @@ fn scale_out_to_two_web_and_two_app_hosts() {
     let hcfg = inside("lb1", "cat /etc/haproxy/haproxy.cfg");
     assert!(!hcfg.contains("172.30.77.22"), "web2 left the backend");
 }
+
+/// A change that fails on the first load balancer is not carried to the second: the
+/// peer keeps serving the VIP with its old config.
+#[test]
+fn failed_lb_change_is_not_rolled_to_the_peer() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    wait_vip(None, 20).expect("one lb holds the VIP");
+    let project = project_copy("lbfail");
+    let cfg = project.0.join("templates/haproxy/haproxy.cfg.tera");
+    let mut text = std::fs::read_to_string(&cfg).expect("haproxy template");
+    text.push_str("\nthis_is_not_a_haproxy_keyword\n");
+    std::fs::write(&cfg, text).expect("write");
+    let before = snapshot(&all_hosts());
+    let hashes = |h: &str| inside(h, "sha256sum /etc/haproxy/haproxy.cfg");
+    let (h1, h2) = (hashes("lb1"), hashes("lb2"));
+
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--root",
+        &project.0.to_string_lossy(),
+        "--tier",
+        "lb",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let statuses: Vec<String> = recap(&run).values().map(|(s, _)| s.clone()).collect();
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec!["failed", "skipped"],
+        "one lb fails, its peer is not started: {statuses:?}"
+    );
+    assert_eq!(
+        (hashes("lb1"), hashes("lb2")),
+        (h1, h2),
+        "live configs unchanged"
+    );
+    assert_eq!(snapshot(&all_hosts()), before, "nothing reloaded");
+    let (code, body) = https("/health");
+    assert_eq!(code, 0, "the VIP keeps serving: {body}");
+    assert_no_changes("inventories/lab.yml", &[]);
+}

@@ -351,3 +351,26 @@ pub fn assert_no_changes(inventory: &str, extra: &[&str]) {
         );
     }
 }
+
+/// Copies a folder tree (a project's roles/ and templates/ for a test's variant).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// A copy of the project's roles/ and templates/ in a temp folder, to break on purpose.
+pub fn project_copy(tag: &str) -> TempDir {
+    let dir = TempDir::new(tag);
+    for d in ["roles", "templates"] {
+        copy_dir(&root().join(d), &dir.0.join(d));
+    }
+    dir
+}
