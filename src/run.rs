@@ -63,7 +63,7 @@ fn watch_ctrl_c() {
 }
 
 pub async fn main(cli: Cli) -> i32 {
-    match cli.command {
+    let result = match cli.command {
         Command::Check(c) => check(&c),
         Command::Render {
             common,
@@ -74,7 +74,8 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Trust(c) => trust(&c).await,
         Command::Plan(l) => live(&l, false).await,
         Command::Apply(l) => live(&l, true).await,
-    }
+    };
+    result.unwrap_or_else(fail)
 }
 
 /// Inventory + project, loaded and validated; no host touched.
@@ -107,9 +108,23 @@ fn load(c: &Common) -> Result<Loaded, Diagnostic> {
     Ok(Loaded { inv, project })
 }
 
-fn fail(e: impl std::fmt::Display) -> i32 {
+/// A command's result: its exit code, or the error to print (exit 1).
+type Exit = Result<i32, String>;
+
+fn fail(e: String) -> i32 {
     eprintln!("error: {e}");
     EXIT_FAIL
+}
+
+/// Turns any displayable error into the message a command fails with.
+trait OrFail<T> {
+    fn or_fail(self) -> Result<T, String>;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
 }
 
 fn select<'a>(l: &'a Loaded, c: &Common) -> Result<Vec<&'a Host>, String> {
@@ -148,19 +163,10 @@ fn secrets_placeholders(inv: &Inventory) -> std::collections::BTreeMap<String, S
         .collect()
 }
 
-fn check(c: &Common) -> i32 {
-    let l = match load(c) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let hosts = match select(&l, c) {
-        Ok(h) => h,
-        Err(e) => return fail(e),
-    };
-    let desired = match render_all(&l, &hosts, &Secrets::default(), false) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
+fn check(c: &Common) -> Exit {
+    let l = load(c).or_fail()?;
+    let hosts = select(&l, c).or_fail()?;
+    let desired = render_all(&l, &hosts, &Secrets::default(), false).or_fail()?;
     let files: usize = desired.iter().map(|d| d.paths().len()).sum();
     if c.format == crate::output::Format::Json {
         println!(
@@ -176,38 +182,25 @@ fn check(c: &Common) -> i32 {
             files
         );
     }
-    EXIT_OK
+    Ok(EXIT_OK)
 }
 
-fn render(c: &Common, out: &Path, reveal: bool) -> i32 {
-    let l = match load(c) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let hosts = match select(&l, c) {
-        Ok(h) => h,
-        Err(e) => return fail(e),
-    };
+fn render(c: &Common, out: &Path, reveal: bool) -> Exit {
+    let l = load(c).or_fail()?;
+    let hosts = select(&l, c).or_fail()?;
     let secrets = if reveal {
-        match Secrets::load(&l.inv) {
-            Ok(s) => s,
-            Err(e) => return fail(e),
-        }
+        Secrets::load(&l.inv).or_fail()?
     } else {
         Secrets::default()
     };
-    let desired = match render_all(&l, &hosts, &secrets, reveal) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
+    let desired = render_all(&l, &hosts, &secrets, reveal).or_fail()?;
     let mut written = 0;
     for d in &desired {
         for r in &d.roles {
             for f in &r.files {
                 let path = out.join(&d.host.name).join(f.dest.trim_start_matches('/'));
-                if let Err(e) = write_local(&path, &f.content, f.sensitive || reveal) {
-                    return fail(format!("{}: {e}", path.display()));
-                }
+                write_local(&path, &f.content, f.sensitive || reveal)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 written += 1;
             }
         }
@@ -217,7 +210,7 @@ fn render(c: &Common, out: &Path, reveal: bool) -> i32 {
         desired.len(),
         out.display()
     );
-    EXIT_OK
+    Ok(EXIT_OK)
 }
 
 fn write_local(path: &Path, content: &[u8], private: bool) -> std::io::Result<()> {
@@ -234,19 +227,13 @@ fn write_local(path: &Path, content: &[u8], private: bool) -> std::io::Result<()
     std::io::Write::write_all(&mut f, content)
 }
 
-fn hosts(c: &Common) -> i32 {
-    let l = match load(c) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let hosts = match select(&l, c) {
-        Ok(h) => h,
-        Err(e) => return fail(e),
-    };
+fn hosts(c: &Common) -> Exit {
+    let l = load(c).or_fail()?;
+    let hosts = select(&l, c).or_fail()?;
     for h in hosts {
         println!("{} {} {}", h.name, h.address, h.tier);
     }
-    EXIT_OK
+    Ok(EXIT_OK)
 }
 
 fn ssh_options(inv: &Inventory, h: &Host) -> SshOptions {
@@ -267,15 +254,9 @@ fn ssh_options(inv: &Inventory, h: &Host) -> SshOptions {
     }
 }
 
-async fn trust(c: &Common) -> i32 {
-    let l = match load(c) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let hosts = match select(&l, c) {
-        Ok(h) => h,
-        Err(e) => return fail(e),
-    };
+async fn trust(c: &Common) -> Exit {
+    let l = load(c).or_fail()?;
+    let hosts = select(&l, c).or_fail()?;
     let path = l.inv.ssh.known_hosts.clone();
     let mut code = EXIT_OK;
     for h in hosts {
@@ -334,7 +315,7 @@ async fn trust(c: &Common) -> i32 {
             }
         }
     }
-    code
+    Ok(code)
 }
 
 fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
@@ -364,26 +345,14 @@ struct Slot {
     round_trips: u32,
 }
 
-async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
+async fn live(l_opts: &Live, apply_mode: bool) -> Exit {
     let c = &l_opts.common;
     let reporter = Reporter::new(c.format);
     // 1. Everything offline first: bad input never touches a host.
-    let l = match load(c) {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    let hosts = match select(&l, c) {
-        Ok(h) => h,
-        Err(e) => return fail(e),
-    };
-    let secrets = match Secrets::load(&l.inv) {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
-    let desired = match render_all(&l, &hosts, &secrets, true) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
+    let l = load(c).or_fail()?;
+    let hosts = select(&l, c).or_fail()?;
+    let secrets = Secrets::load(&l.inv).or_fail()?;
+    let desired = render_all(&l, &hosts, &secrets, true).or_fail()?;
     let run_start = Instant::now();
     watch_ctrl_c();
 
@@ -505,7 +474,7 @@ async fn live(l_opts: &Live, apply_mode: bool) -> i32 {
     } else {
         reporter.line(&secrets.mask(&recap_text(&slots, apply_mode, total)));
     }
-    code
+    Ok(code)
 }
 
 async fn gather(
