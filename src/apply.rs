@@ -428,7 +428,7 @@ async fn apply_role<T: Transport>(
     for c in role
         .files
         .iter()
-        .filter(|c| c.action != FileAction::Metadata)
+        .filter(|c| !matches!(c.action, FileAction::Metadata | FileAction::Unfinished))
     {
         if r.is_interrupted() {
             return Err(abandon(r, role, &staged).await);
@@ -532,7 +532,18 @@ async fn apply_role<T: Transport>(
             return Err(e);
         }
     }
-    let dests: Vec<&str> = pairs.iter().map(|(d, _)| d.as_str()).collect();
+    // Files an earlier, unfinished apply put in place count as swapped by this one:
+    // their backups are restored on rollback and removed on success.
+    let dests: Vec<&str> = pairs
+        .iter()
+        .map(|(d, _)| d.as_str())
+        .chain(
+            role.files
+                .iter()
+                .filter(|c| c.action == FileAction::Unfinished)
+                .map(|c| c.path.as_str()),
+        )
+        .collect();
     let mut meta: Vec<MetaBefore> = Vec::new();
     for c in role
         .files

@@ -32,6 +32,9 @@ pub struct Facts {
     pub services: BTreeMap<String, ServiceFact>,
     /// Whether this host holds the VIP now (`None` when no VIP was asked about).
     pub holds_vip: Option<bool>,
+    /// Managed paths that still have an apply's backup beside them: that apply put the
+    /// file in place but did not finish (handlers, health checks).
+    pub unfinished: std::collections::BTreeSet<String>,
 }
 
 /// What the facts script must ask about.
@@ -51,7 +54,7 @@ pub fn script(q: &FactQuery) -> String {
     if !q.paths.is_empty() {
         let paths: Vec<String> = q.paths.iter().map(|p| quote(p)).collect();
         s.push_str(&format!(
-            "for p in {}; do if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then \
+            "for p in {}; do d=${{p%/*}}; [ -e \"$d/.${{p##*/}}.fp-prev\" ] && echo \"B $p\"; if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then \
              h=$(sha256sum < \"$p\" | cut -d' ' -f1); m=$(stat -c '%a %U %G' \"$p\"); \
              echo \"F 1 $h $m $p\"; else echo \"F 0 - - - - $p\"; fi; done\n",
             paths.join(" ")
@@ -102,6 +105,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
     let mut holds_vip = None;
     let mut ended = false;
     let mut unit: Option<String> = None;
+    let mut unfinished = std::collections::BTreeSet::new();
     for (n, line) in output.lines().enumerate() {
         let bad = || format!("facts output line {}: cannot read `{line}`", n + 1);
         let mut parts = line.splitn(2, ' ');
@@ -177,6 +181,9 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
                 }
             }
             "VIP" => holds_vip = Some(rest == "yes"),
+            "B" => {
+                unfinished.insert(rest.to_string());
+            }
             "END" => ended = true,
             "" => {}
             _ => return Err(bad()),
@@ -198,6 +205,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
         packages,
         services,
         holds_vip,
+        unfinished,
     })
 }
 
@@ -257,6 +265,7 @@ mod tests {
     const RECORDED: &str = "INIT systemd
 F 1 5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3 644 root root /etc/nginx/nginx.conf
 F 0 - - - - /etc/foo bar
+B /etc/nginx/nginx.conf
 P nginx installed
 U Id=nginx.service
 U ActiveState=active
@@ -286,6 +295,7 @@ END
         assert_eq!(f.services["nginx"].enabled, "enabled");
         assert_eq!(f.services["haproxy"].enabled, "not-found");
         assert_eq!(f.holds_vip, Some(false));
+        assert!(f.unfinished.contains("/etc/nginx/nginx.conf"));
     }
 
     #[test]
@@ -330,6 +340,15 @@ END
             .output()
             .expect("sh");
         let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        assert!(facts.unfinished.is_empty());
+        std::fs::write(dir.join(".a.conf.fp-prev"), "old\n").expect("write");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&query))
+            .output()
+            .expect("sh");
+        let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        assert_eq!(facts.unfinished.iter().collect::<Vec<_>>(), vec![&path]);
         let f = facts.files[&path].as_ref().expect("exists");
         assert_eq!(f.sha256, crate::desired::sha256_hex(b"hello\n"));
         assert_eq!(facts.files[&missing], None);

@@ -184,6 +184,7 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
                 FileAction::Create => "create",
                 FileAction::Update => "update",
                 FileAction::Metadata => "set owner/mode of",
+                FileAction::Unfinished => "finish the interrupted apply of",
             };
             out.push_str(&format!(
                 "  [{}] {verb} {} ({} {}:{})\n",
@@ -195,7 +196,9 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
             if let Some(o) = &f.old_owner {
                 out.push_str(&format!("      owner {o} -> {}:{}\n", f.owner, f.group));
             }
-            if f.sensitive && f.action != FileAction::Metadata {
+            if f.action == FileAction::Unfinished {
+                out.push_str("      (already in place; an earlier apply stopped before its handlers and health checks)\n");
+            } else if f.sensitive && f.action != FileAction::Metadata {
                 out.push_str("      (content not shown: the file holds a secret)\n");
             } else if let Some(d) = &f.diff {
                 for line in d.lines() {

@@ -39,6 +39,9 @@ pub enum FileAction {
     Update,
     /// Same content; only mode or owner differ.
     Metadata,
+    /// In place already, but the apply that put it there did not finish (its backup is
+    /// still beside it): run its handlers and health checks now.
+    Unfinished,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +167,8 @@ pub fn plan_host(
                         Some((FileAction::Update, old_mode, old_owner))
                     } else if meta {
                         Some((FileAction::Metadata, old_mode, old_owner))
+                    } else if facts.unfinished.contains(&f.dest) {
+                        Some((FileAction::Unfinished, None, None))
                     } else {
                         None
                     }
@@ -173,7 +178,7 @@ pub fn plan_host(
                 continue;
             };
             let diff = match action {
-                FileAction::Metadata => None,
+                FileAction::Metadata | FileAction::Unfinished => None,
                 _ if f.sensitive => None,
                 _ => {
                     let before = old.get(&f.dest).map(Vec::as_slice).unwrap_or(b"");
@@ -371,6 +376,7 @@ mod tests {
             packages: [("nginx".to_string(), installed)].into_iter().collect(),
             services,
             holds_vip: None,
+            unfinished: Default::default(),
         }
     }
 
@@ -450,6 +456,26 @@ mod tests {
                     service: "nginx".into()
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn unfinished_apply_runs_its_handlers_again() {
+        let mut f = facts(Some("a\n"), 0o644, true, "active");
+        f.unfinished.insert("/etc/nginx/nginx.conf".into());
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &f,
+            &BTreeMap::new(),
+            &Secrets::default(),
+        );
+        assert_eq!(p.roles[0].files[0].action, FileAction::Unfinished);
+        assert!(p.roles[0].files[0].diff.is_none());
+        assert_eq!(
+            p.roles[0].actions,
+            vec![Action::Reload {
+                service: "nginx".into()
+            }]
         );
     }
 

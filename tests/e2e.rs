@@ -364,3 +364,49 @@ fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
         assert_eq!(status, "ok", "{host}");
     }
 }
+
+/// An apply that put a file in place but stopped before its handlers (the connection
+/// died; its backup is still beside the file) is finished by the next one: plan shows
+/// it, apply reloads the service and runs the health checks, removes the backup, and
+/// the apply after that changes nothing.
+#[test]
+fn unfinished_apply_is_finished_by_the_next_one() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    inside(
+        "web1",
+        "ln -f /etc/nginx/sites-enabled/foobar.conf /etc/nginx/sites-enabled/.foobar.conf.fp-prev",
+    );
+    let plan = tool(&[
+        "plan",
+        "inventories/lab.yml",
+        "--limit",
+        "web1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    let doc = plan.json();
+    let nginx = doc["plan"][0]["roles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["role"] == "nginx")
+        .cloned()
+        .expect("nginx role planned");
+    assert_eq!(nginx["files"][0]["action"], "unfinished", "{nginx}");
+    assert_eq!(nginx["actions"][0]["action"], "reload", "{nginx}");
+
+    let before = snapshot(&["web1"]);
+    let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(recap(&run)["web1"].0, "changed");
+    assert_ne!(snapshot(&["web1"]), before, "nginx was reloaded");
+    let left = inside(
+        "web1",
+        "ls -a /etc/nginx/sites-enabled | grep -c fp- || true",
+    );
+    assert_eq!(left.trim(), "0", "the backup is removed");
+    assert_no_changes("inventories/lab.yml", &[]);
+}
