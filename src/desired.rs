@@ -19,6 +19,7 @@ pub struct DesiredRole {
     pub validate: Option<TreeValidate>,
     pub handlers: Vec<(String, String)>,
     pub health: Vec<HealthCheck>,
+    pub drift_check: Option<String>,
 }
 
 #[derive(Clone)]
@@ -94,6 +95,13 @@ impl DesiredHost {
             }
         }
         out
+    }
+    /// (role, command) of every drift check.
+    pub fn drift_checks(&self) -> Vec<(&str, &str)> {
+        self.roles
+            .iter()
+            .filter_map(|r| r.drift_check.as_deref().map(|c| (r.name.as_str(), c)))
+            .collect()
     }
     pub fn services(&self) -> Vec<&str> {
         self.roles

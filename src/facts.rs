@@ -35,6 +35,8 @@ pub struct Facts {
     /// Managed paths that still have an apply's backup beside them: that apply put the
     /// file in place but did not finish (handlers, health checks).
     pub unfinished: std::collections::BTreeSet<String>,
+    /// Roles whose drift check failed: the live state differs from the files.
+    pub drifted: std::collections::BTreeSet<String>,
 }
 
 /// What the facts script must ask about.
@@ -44,6 +46,8 @@ pub struct FactQuery<'a> {
     pub packages: Vec<&'a str>,
     pub services: Vec<&'a str>,
     pub vip: Option<String>,
+    /// (role, command): a role's drift check, run as root; failure = drifted.
+    pub drift: Vec<(&'a str, &'a str)>,
 }
 
 /// The one script that gathers a host's facts. Its output is read by [`parse`].
@@ -81,6 +85,11 @@ pub fn script(q: &FactQuery) -> String {
             vip
         ));
     }
+    for (role, cmd) in &q.drift {
+        s.push_str(&format!(
+            "if ( {cmd} ) >/dev/null 2>&1; then echo 'D ok {role}'; else echo 'D drift {role}'; fi\n"
+        ));
+    }
     s.push_str("echo END\n");
     s
 }
@@ -106,6 +115,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
     let mut ended = false;
     let mut unit: Option<String> = None;
     let mut unfinished = std::collections::BTreeSet::new();
+    let mut drifted = std::collections::BTreeSet::new();
     for (n, line) in output.lines().enumerate() {
         let bad = || format!("facts output line {}: cannot read `{line}`", n + 1);
         let mut parts = line.splitn(2, ' ');
@@ -181,6 +191,13 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
                 }
             }
             "VIP" => holds_vip = Some(rest == "yes"),
+            "D" => match rest.split_once(' ') {
+                Some(("drift", role)) => {
+                    drifted.insert(role.to_string());
+                }
+                Some(("ok", _)) => {}
+                _ => return Err(bad()),
+            },
             "B" => {
                 unfinished.insert(rest.to_string());
             }
@@ -206,6 +223,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
         services,
         holds_vip,
         unfinished,
+        drifted,
     })
 }
 
@@ -258,6 +276,7 @@ mod tests {
             packages: vec!["nginx", "haproxy"],
             services: vec!["nginx"],
             vip: Some("172.30.77.10".into()),
+            drift: vec![("firewall", "nft list table inet foobar")],
         }
     }
 
@@ -266,6 +285,8 @@ mod tests {
 F 1 5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3 644 root root /etc/nginx/nginx.conf
 F 0 - - - - /etc/foo bar
 B /etc/nginx/nginx.conf
+D drift firewall
+D ok nginx
 P nginx installed
 U Id=nginx.service
 U ActiveState=active
@@ -296,6 +317,7 @@ END
         assert_eq!(f.services["haproxy"].enabled, "not-found");
         assert_eq!(f.holds_vip, Some(false));
         assert!(f.unfinished.contains("/etc/nginx/nginx.conf"));
+        assert_eq!(f.drifted.iter().collect::<Vec<_>>(), vec!["firewall"]);
     }
 
     #[test]
@@ -319,6 +341,7 @@ END
         );
         assert!(s.contains("grep -qF ' 172.30.77.10/'"), "{s}");
         assert!(s.contains("systemctl show -p Id -p ActiveState -p UnitFileState -- nginx.service 2>/dev/null | sed"), "{s}");
+        assert!(s.contains("if ( nft list table inet foobar ) >/dev/null 2>&1; then echo 'D ok firewall'; else echo 'D drift firewall'; fi\n"), "{s}");
         assert!(s.ends_with("echo END\n"));
     }
 

@@ -219,6 +219,12 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
                 out.push_str("      (binary content differs)\n");
             }
         }
+        if let Some(check) = &r.drift {
+            out.push_str(&format!(
+                "  [{}] live state differs from the files (drift check failed: {check})\n",
+                r.role
+            ));
+        }
         for a in &r.actions {
             out.push_str(&format!("  [{}] {a}\n", r.role));
         }

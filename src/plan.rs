@@ -23,6 +23,9 @@ pub struct HostPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct RolePlan {
     pub role: String,
+    /// The role's drift check failed: the live state differs from the files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
     pub files: Vec<FileChange>,
     /// What runs after the files are in place, in order.
     pub actions: Vec<Action>,
@@ -199,8 +202,25 @@ pub fn plan_host(
                 file: f.clone(),
             });
         }
-        let actions = role_actions(role, &files, facts, &packages_to_install);
+        let mut actions = role_actions(role, &files, facts, &packages_to_install);
+        let drift = role
+            .drift_check
+            .clone()
+            .filter(|_| facts.drifted.contains(&role.name));
+        if drift.is_some()
+            && let Some(svc) = &role.service
+            && !actions.iter().any(|a| {
+                matches!(a, Action::Reload { service } | Action::Restart { service } | Action::Start { service } if *service == svc.name)
+            })
+        {
+            actions.push(if svc.reload {
+                Action::Reload { service: svc.name.clone() }
+            } else {
+                Action::Restart { service: svc.name.clone() }
+            });
+        }
         roles.push(RolePlan {
+            drift,
             role: role.name.clone(),
             files,
             actions,
@@ -347,6 +367,7 @@ mod tests {
                 validate: None,
                 handlers: vec![],
                 health: vec![],
+                drift_check: Some("nft list table inet foobar".into()),
             }],
         }
     }
@@ -377,6 +398,7 @@ mod tests {
             services,
             holds_vip: None,
             unfinished: Default::default(),
+            drifted: Default::default(),
         }
     }
 
@@ -471,6 +493,48 @@ mod tests {
         );
         assert_eq!(p.roles[0].files[0].action, FileAction::Unfinished);
         assert!(p.roles[0].files[0].diff.is_none());
+        assert_eq!(
+            p.roles[0].actions,
+            vec![Action::Reload {
+                service: "nginx".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn drifted_live_state_is_reloaded_once() {
+        let mut f = facts(Some("a\n"), 0o644, true, "active");
+        f.drifted.insert("nginx".into());
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &f,
+            &BTreeMap::new(),
+            &Secrets::default(),
+        );
+        assert!(p.roles[0].files.is_empty());
+        assert_eq!(
+            p.roles[0].drift.as_deref(),
+            Some("nft list table inet foobar")
+        );
+        assert_eq!(
+            p.roles[0].actions,
+            vec![Action::Reload {
+                service: "nginx".into()
+            }]
+        );
+        // with a file change too, still one reload
+        let old: BTreeMap<String, Vec<u8>> =
+            [("/etc/nginx/nginx.conf".to_string(), b"b\n".to_vec())].into();
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &{
+                let mut g = facts(Some("b\n"), 0o644, true, "active");
+                g.drifted.insert("nginx".into());
+                g
+            },
+            &old,
+            &Secrets::default(),
+        );
         assert_eq!(
             p.roles[0].actions,
             vec![Action::Reload {

@@ -140,7 +140,13 @@ impl Project {
                 }),
                 None => None,
             };
+            let drift_check = role
+                .drift_check
+                .as_deref()
+                .map(|c| rctx.command(c))
+                .transpose()?;
             roles.push(DesiredRole {
+                drift_check,
                 name: role.name.clone(),
                 packages: role.packages.clone(),
                 service: role.service.clone(),

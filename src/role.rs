@@ -21,6 +21,9 @@ pub struct Role {
     pub validate: Option<TreeValidate>,
     pub handlers: Vec<(String, String)>,
     pub health: Vec<HealthCheck>,
+    /// Run with the facts: when it fails, the live state drifted from the files (rules
+    /// edited by hand, ...), and the service is reloaded (or restarted) to re-apply them.
+    pub drift_check: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +110,8 @@ struct RawRole {
     handlers: crate::ordered_map::OrderedMap<String>,
     #[serde(default)]
     health: Vec<RawHealth>,
+    #[serde(default)]
+    drift_check: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -382,7 +387,16 @@ pub fn parse(
             "validate: `tree` must be an absolute folder and `command` must use {tree}",
         ));
     }
+    if let Some(d) = &raw.drift_check
+        && service.is_none()
+    {
+        return Err(at(
+            d.referenced,
+            "drift_check needs a `service:` in this role (it is what re-applies the state)".into(),
+        ));
+    }
     Ok(Role {
+        drift_check: raw.drift_check.map(|d| d.value),
         name: name.to_string(),
         dir,
         description: raw.description,

@@ -515,6 +515,7 @@ async fn gather(
         paths: slot.desired.paths(),
         packages: slot.desired.packages(),
         services: slot.desired.services(),
+        drift: slot.desired.drift_checks(),
         vip,
     };
     let result = async {

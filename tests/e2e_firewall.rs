@@ -597,3 +597,42 @@ fn invalid_rule_is_refused_before_it_goes_live() {
     let plan = tool(&["plan", "inventories/lab.yml"]);
     assert_eq!(plan.code, 0, "{}", plan.all());
 }
+
+/// Drift: the live table deleted by hand (the unit still says active, the file is
+/// unchanged, the host is wide open) is seen by plan through the role's drift check,
+/// and apply loads the rules again; the apply after that changes nothing.
+#[test]
+fn firewall_deleted_by_hand_is_seen_and_restored() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    inside("web1", "nft delete table inet foobar");
+    let plan = tool(&["plan", "inventories/lab.yml", "--limit", "web1"]);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    assert!(
+        plan.stdout
+            .contains("[firewall] live state differs from the files"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("[firewall] reload foobar-firewall"),
+        "{}",
+        plan.stdout
+    );
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--limit",
+        "web1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rules = inside("web1", "nft list chain inet foobar input");
+    assert!(
+        rules.contains("policy drop;") && rules.contains("foobar-ssh-admin"),
+        "{rules}"
+    );
+    support::assert_no_changes("inventories/lab.yml", &[]);
+}

@@ -1171,12 +1171,16 @@ impl SshSession {
     /// Says goodbye to the server (and to the jump host, if any) and waits briefly for the
     /// connection to end.
     pub async fn close(self) {
+        // Bounded: saying goodbye on a connection that broke would wait forever.
+        let bye = Duration::from_secs(2);
         let SshSession { handle, jump, .. } = self;
-        let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+        let _ =
+            tokio::time::timeout(bye, handle.disconnect(Disconnect::ByApplication, "", "en")).await;
+        let _ = tokio::time::timeout(bye, handle).await;
         if let Some(jump) = jump {
-            let _ = jump.disconnect(Disconnect::ByApplication, "", "en").await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), jump).await;
+            let _ = tokio::time::timeout(bye, jump.disconnect(Disconnect::ByApplication, "", "en"))
+                .await;
+            let _ = tokio::time::timeout(bye, jump).await;
         }
     }
 }
