@@ -299,7 +299,7 @@ pub fn parse(
         if !dest.starts_with('/')
             || dest.ends_with('/')
             || dest.contains("/../")
-            || dest.contains(['\n', '\0'])
+            || dest.contains(['\n', '\0', '\\'])
         {
             return Err(at(
                 f.dest.referenced,
