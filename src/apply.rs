@@ -237,6 +237,16 @@ async fn apply_inner<T: Transport>(
     pending: &[&RolePlan],
     applied: &mut Vec<String>,
 ) -> Result<(), StepError> {
+    if !plan.stale_temps.is_empty() {
+        r.step("removing temporary files an interrupted apply left");
+        let files: Vec<String> = plan.stale_temps.iter().map(|t| quote(t)).collect();
+        r.must(
+            "removing stale temporary files",
+            &format!("rm -f -- {}", files.join(" ")),
+            b"",
+        )
+        .await?;
+    }
     if !plan.packages_to_install.is_empty() {
         if r.is_interrupted() {
             return Err(StepError::Interrupted(

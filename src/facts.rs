@@ -37,6 +37,8 @@ pub struct Facts {
     pub unfinished: std::collections::BTreeSet<String>,
     /// Roles whose drift check failed: the live state differs from the files.
     pub drifted: std::collections::BTreeSet<String>,
+    /// Temporary files an interrupted apply left beside managed paths.
+    pub stale_temps: std::collections::BTreeSet<String>,
 }
 
 /// What the facts script must ask about.
@@ -61,6 +63,7 @@ pub fn script(q: &FactQuery) -> String {
             // Existing files are collected in "$@" so that one sha256sum and one stat
             // cover them all (a fork per file per tool was most of a no-op's time).
             "set --\nfor p in {}; do d=${{p%/*}}; [ -e \"$d/.${{p##*/}}.fp-prev\" ] && echo \"B $p\"; \
+             for t in \"$d/.${{p##*/}}\".fp-??????; do [ -f \"$t\" ] && echo \"T $t\"; done; \
              if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then set -- \"$@\" \"$p\"; else echo \"F 0 $p\"; fi; done\n\
              if [ $# -gt 0 ]; then sha256sum -- \"$@\" | sed 's/^/H /'; stat -c 'M %a %U %G %n' -- \"$@\"; fi\n",
             paths.join(" ")
@@ -120,6 +123,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
     let mut metas: BTreeMap<String, (u32, String, String)> = BTreeMap::new();
     let mut unfinished = std::collections::BTreeSet::new();
     let mut drifted = std::collections::BTreeSet::new();
+    let mut stale_temps = std::collections::BTreeSet::new();
     for (n, line) in output.lines().enumerate() {
         let bad = || format!("facts output line {}: cannot read `{line}`", n + 1);
         let mut parts = line.splitn(2, ' ');
@@ -201,6 +205,9 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
                 Some(("ok", _)) => {}
                 _ => return Err(bad()),
             },
+            "T" => {
+                stale_temps.insert(rest.to_string());
+            }
             "B" => {
                 unfinished.insert(rest.to_string());
             }
@@ -241,6 +248,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
         holds_vip,
         unfinished,
         drifted,
+        stale_temps,
     })
 }
 
@@ -303,6 +311,7 @@ F 0 /etc/foo bar
 H 5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3  /etc/nginx/nginx.conf
 M 644 root root /etc/nginx/nginx.conf
 B /etc/nginx/nginx.conf
+T /etc/nginx/.nginx.conf.fp-Ab12Cd
 D drift firewall
 D ok nginx
 P nginx installed
@@ -336,6 +345,10 @@ END
         assert_eq!(f.holds_vip, Some(false));
         assert!(f.unfinished.contains("/etc/nginx/nginx.conf"));
         assert_eq!(f.drifted.iter().collect::<Vec<_>>(), vec!["firewall"]);
+        assert_eq!(
+            f.stale_temps.iter().collect::<Vec<_>>(),
+            vec!["/etc/nginx/.nginx.conf.fp-Ab12Cd"]
+        );
     }
 
     #[test]
@@ -397,6 +410,19 @@ END
             .expect("sh");
         let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
         assert_eq!(facts.unfinished.iter().collect::<Vec<_>>(), vec![&path]);
+        assert!(
+            facts.stale_temps.is_empty(),
+            "the backup is not a temp file"
+        );
+        let stale = dir.join(".a.conf.fp-x1Y2z3").to_string_lossy().to_string();
+        std::fs::write(&stale, "half").expect("write");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(&query))
+            .output()
+            .expect("sh");
+        let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        assert_eq!(facts.stale_temps.iter().collect::<Vec<_>>(), vec![&stale]);
         let f = facts.files[&path].as_ref().expect("exists");
         assert_eq!(f.sha256, crate::desired::sha256_hex(b"hello\n"));
         assert_eq!(facts.files[&missing], None);

@@ -178,6 +178,9 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
             p.packages_to_install.join(" ")
         ));
     }
+    for t in &p.stale_temps {
+        out.push_str(&format!("  - remove {t} (left by an interrupted apply)\n"));
+    }
     for r in &p.roles {
         for f in &r.files {
             let verb = match f.action {

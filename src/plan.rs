@@ -17,6 +17,9 @@ pub struct HostPlan {
     #[serde(skip)]
     pub init: Init,
     pub packages_to_install: Vec<String>,
+    /// Temporary files an interrupted apply left behind: removed first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_temps: Vec<String>,
     pub roles: Vec<RolePlan>,
 }
 
@@ -108,6 +111,7 @@ impl std::fmt::Display for Action {
 impl HostPlan {
     pub fn is_empty(&self) -> bool {
         self.packages_to_install.is_empty()
+            && self.stale_temps.is_empty()
             && self
                 .roles
                 .iter()
@@ -117,6 +121,7 @@ impl HostPlan {
     /// Number of changes (packages, files, actions).
     pub fn change_count(&self) -> usize {
         self.packages_to_install.len()
+            + self.stale_temps.len()
             + self
                 .roles
                 .iter()
@@ -234,6 +239,7 @@ pub fn plan_host(
         address: desired.host.address.to_string(),
         init: facts.init,
         packages_to_install,
+        stale_temps: facts.stale_temps.iter().cloned().collect(),
         roles,
     }
 }
@@ -399,6 +405,7 @@ mod tests {
             holds_vip: None,
             unfinished: Default::default(),
             drifted: Default::default(),
+            stale_temps: Default::default(),
         }
     }
 

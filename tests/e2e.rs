@@ -410,3 +410,53 @@ fn unfinished_apply_is_finished_by_the_next_one() {
     assert_eq!(left.trim(), "0", "the backup is removed");
     assert_no_changes("inventories/lab.yml", &[]);
 }
+
+/// Temporary files an interrupted apply left beside a managed file are planned for
+/// removal and removed; the live file is not touched.
+#[test]
+fn stale_temporary_files_are_removed() {
+    let _lab = lab_lock();
+    lab_up(None);
+    converge();
+    inside(
+        "web1",
+        "echo half > /etc/nginx/sites-enabled/.foobar.conf.fp-Zz9Yy8",
+    );
+    let live = inside("web1", "sha256sum /etc/nginx/sites-enabled/foobar.conf");
+    let plan = tool(&["plan", "inventories/lab.yml", "--limit", "web1"]);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    assert!(
+        plan.stdout
+            .contains("remove /etc/nginx/sites-enabled/.foobar.conf.fp-Zz9Yy8"),
+        "{}",
+        plan.stdout
+    );
+    let before = snapshot(&["web1"]);
+    let run = tool(&[
+        "apply",
+        "inventories/lab.yml",
+        "--limit",
+        "web1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        inside(
+            "web1",
+            "ls -a /etc/nginx/sites-enabled | grep -c fp- || true"
+        )
+        .trim(),
+        "0"
+    );
+    assert_eq!(
+        inside("web1", "sha256sum /etc/nginx/sites-enabled/foobar.conf"),
+        live
+    );
+    assert_eq!(
+        snapshot(&["web1"]),
+        before,
+        "nothing reloaded for a stale temp file"
+    );
+    assert_no_changes("inventories/lab.yml", &[]);
+}
