@@ -383,6 +383,16 @@ END
         assert!(s.ends_with("echo END\n"));
     }
 
+    /// Runs the facts script with a local shell and parses its output.
+    fn gather_locally(query: &FactQuery) -> Facts {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script(query))
+            .output()
+            .expect("sh");
+        parse(&String::from_utf8_lossy(&out.stdout), query).expect("parses")
+    }
+
     #[test]
     fn script_runs_in_a_real_shell_on_local_files() {
         let dir = std::env::temp_dir().join(format!("fp-facts-{}", std::process::id()));
@@ -395,20 +405,10 @@ END
             paths: vec![&path, &missing],
             ..Default::default()
         };
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script(&query))
-            .output()
-            .expect("sh");
-        let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        let facts = gather_locally(&query);
         assert!(facts.unfinished.is_empty());
         std::fs::write(dir.join(".a.conf.fp-prev"), "old\n").expect("write");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script(&query))
-            .output()
-            .expect("sh");
-        let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        let facts = gather_locally(&query);
         assert_eq!(facts.unfinished.iter().collect::<Vec<_>>(), vec![&path]);
         assert!(
             facts.stale_temps.is_empty(),
@@ -416,12 +416,7 @@ END
         );
         let stale = dir.join(".a.conf.fp-x1Y2z3").to_string_lossy().to_string();
         std::fs::write(&stale, "half").expect("write");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script(&query))
-            .output()
-            .expect("sh");
-        let facts = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        let facts = gather_locally(&query);
         assert_eq!(facts.stale_temps.iter().collect::<Vec<_>>(), vec![&stale]);
         let f = facts.files[&path].as_ref().expect("exists");
         assert_eq!(f.sha256, crate::desired::sha256_hex(b"hello\n"));
