@@ -518,15 +518,19 @@ async fn gather(
         drift: slot.desired.drift_checks(),
         vip,
     };
+    // Both reads of the host (facts, then old contents for diffs) run as root under
+    // the stall watchdog; a broken connection makes the host unreachable.
+    let read = |script: String| {
+        let session = session.clone();
+        let name = name.clone();
+        async move {
+            apply::exec_watched(session.as_ref(), &name, &shell::wrap(&script, sudo), b"")
+                .await
+                .map_err(|e| Outcome::Unreachable(secrets.mask(&e)))
+        }
+    };
     let result = async {
-        let out = apply::exec_watched(
-            session.as_ref(),
-            &name,
-            &shell::wrap(&facts::script(&q), sudo),
-            b"",
-        )
-        .await
-        .map_err(|e| Outcome::Unreachable(secrets.mask(&e)))?;
+        let out = read(facts::script(&q)).await?;
         if out.status != 0 {
             let err = String::from_utf8_lossy(&out.stderr);
             let hint = if err.contains("sudo") {
@@ -547,14 +551,7 @@ async fn gather(
         let mut trips = 1;
         if !changed.is_empty() {
             trips += 1;
-            let out = apply::exec_watched(
-                session.as_ref(),
-                &name,
-                &shell::wrap(&facts::contents_script(&changed), sudo),
-                b"",
-            )
-            .await
-            .map_err(|e| Outcome::Unreachable(secrets.mask(&e)))?;
+            let out = read(facts::contents_script(&changed)).await?;
             old = facts::parse_contents(&String::from_utf8_lossy(&out.stdout))
                 .map_err(Outcome::Failed)?;
         }

@@ -13,7 +13,6 @@ pub use ssh::{
 };
 
 use std::future::Future;
-use std::sync::Arc;
 
 /// The result of one remote command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,24 +43,4 @@ pub trait Transport: Send + Sync {
         command: &str,
         stdin: &[u8],
     ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send;
-}
-
-impl<T: Transport + ?Sized> Transport for &T {
-    fn exec(
-        &self,
-        command: &str,
-        stdin: &[u8],
-    ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send {
-        (**self).exec(command, stdin)
-    }
-}
-
-impl<T: Transport + ?Sized> Transport for Arc<T> {
-    fn exec(
-        &self,
-        command: &str,
-        stdin: &[u8],
-    ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send {
-        (**self).exec(command, stdin)
-    }
 }
