@@ -16,21 +16,6 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/project")
 }
 
-struct Temp(PathBuf);
-impl Temp {
-    fn new(tag: &str) -> Temp {
-        let p = std::env::temp_dir().join(format!("fp-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("mkdir temp");
-        Temp(p)
-    }
-}
-impl Drop for Temp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes the fixture inventory with `edit` applied, SSH port pointing at `port`.
 fn inventory(dir: &Path, port: u16, edit: impl Fn(String) -> String) -> PathBuf {
     let text = std::fs::read_to_string(fixture().join("inventories/good.yml")).expect("fixture");
@@ -53,7 +38,7 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 
 #[test]
 fn check_accepts_the_fixture() {
-    let t = Temp::new("check");
+    let t = support::TempDir::new("check");
     let inv = inventory(&t.0, 22, |s| s);
     let (code, out, err) = run(bin().arg("check").arg(&inv).arg("--root").arg(fixture()));
     assert_eq!(code, 0, "{out}{err}");
@@ -65,7 +50,7 @@ fn check_accepts_the_fixture() {
 
 #[test]
 fn render_writes_files_with_precedence_and_masks_secrets() {
-    let t = Temp::new("render");
+    let t = support::TempDir::new("render");
     let inv = inventory(&t.0, 22, |s| s);
     let out_dir = t.0.join("out");
     let (code, out, err) = run(bin()
@@ -112,7 +97,7 @@ fn render_writes_files_with_precedence_and_masks_secrets() {
 
 #[test]
 fn hosts_lists_name_address_tier() {
-    let t = Temp::new("hosts");
+    let t = support::TempDir::new("hosts");
     let inv = inventory(&t.0, 22, |s| s);
     let (code, out, err) = run(bin().arg("hosts").arg(&inv).arg("--root").arg(fixture()));
     assert_eq!(code, 0, "{err}");
@@ -134,7 +119,7 @@ fn hosts_lists_name_address_tier() {
 /// Bad input: exit 1, file:line:column, a hint, and no connection to the host.
 #[test]
 fn malformed_inventory_fails_before_any_connection() {
-    let t = Temp::new("malformed");
+    let t = support::TempDir::new("malformed");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
@@ -160,7 +145,7 @@ fn malformed_inventory_fails_before_any_connection() {
 
 #[test]
 fn template_errors_name_template_line_and_host() {
-    let t = Temp::new("tpl");
+    let t = support::TempDir::new("tpl");
     let project = t.0.join("project");
     support::copy_dir(&fixture(), &project);
     std::fs::write(
@@ -177,7 +162,7 @@ fn template_errors_name_template_line_and_host() {
 
 #[test]
 fn missing_secret_is_reported_with_the_variable_name() {
-    let t = Temp::new("secret");
+    let t = support::TempDir::new("secret");
     let inv = inventory(&t.0, 22, |s| s);
     let out = bin()
         .arg("plan")
@@ -198,7 +183,7 @@ fn missing_secret_is_reported_with_the_variable_name() {
 
 #[test]
 fn unreachable_host_is_exit_1_and_named_in_the_recap() {
-    let t = Temp::new("unreach");
+    let t = support::TempDir::new("unreach");
     // A port nobody listens on: bind, note it, close it.
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")

@@ -126,18 +126,6 @@ fn file_state(host: &str, path: &str) -> String {
     .to_string()
 }
 
-/// Names of the tool's temporary and backup files (`.NAME.fp-*`) in the folders.
-fn fp_leftovers(host: &str, dirs: &[&str]) -> String {
-    let (_, out, _) = docker_exec(
-        host,
-        &format!(
-            "for d in {}; do ls -A \"$d\" 2>/dev/null | grep -F '.fp-' | sed \"s#^#$d/#\"; done; true",
-            dirs.join(" ")
-        ),
-    );
-    out.trim().to_string()
-}
-
 fn docker(args: &[&str]) -> (i32, String, String) {
     sh(Command::new("docker").args(args))
 }

@@ -374,3 +374,33 @@ pub fn project_copy(tag: &str) -> TempDir {
     }
     dir
 }
+
+/// The tool's temporary and backup files (`.NAME.fp-*`) left in `dirs` on `host`, one
+/// path a line; empty when there are none.
+pub fn fp_leftovers(host: &str, dirs: &[&str]) -> String {
+    let (_, out, _) = docker_exec(
+        host,
+        &format!(
+            "for d in {}; do ls -A \"$d\" 2>/dev/null | grep -F '.fp-' | sed \"s#^#$d/#\"; done; true",
+            dirs.join(" ")
+        ),
+    );
+    out.trim().to_string()
+}
+
+/// A run refused by a validator: exit 1, the failed validation of `target` named, the
+/// validator's own words (`words`) shown, and the promise that nothing live changed.
+pub fn assert_refused_by_validation(run: &Run, target: &str, words: &str) {
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout.contains(&format!("validation of {target}")),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stdout.contains(words),
+        "the validator's own words: {}",
+        run.all()
+    );
+    assert!(run.stdout.contains("left as they were"), "{}", run.all());
+}
