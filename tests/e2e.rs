@@ -68,9 +68,7 @@ fn bare_lab_converges_and_second_apply_changes_nothing() {
 /// workers are new; nothing else is touched).
 #[test]
 fn var_change_is_planned_as_a_diff_and_reloads_only_that_service() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let (inv, _dir) = lab_inventory("var", |t| {
         t.replace("haproxy_balance: roundrobin", "haproxy_balance: leastconn")
     });
@@ -150,9 +148,7 @@ fn var_change_is_planned_as_a_diff_and_reloads_only_that_service() {
 /// byte-identical, no temporary file is left, and the site still answers.
 #[test]
 fn invalid_config_is_refused_and_the_live_file_is_untouched() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let project = project_copy("badtpl");
     let site = project.0.join("templates/nginx/foobar.conf.tera");
     let mut text = std::fs::read_to_string(&site).expect("site template");
@@ -293,9 +289,7 @@ fn unknown_or_changed_host_key_fails_the_host_and_trust_records_it() {
 /// key; `apply --tier web` brings the site back and touches no other host.
 #[test]
 fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let old_key = inside("web1", "cat /etc/ssh/ssh_host_ed25519_key.pub");
     let others: Vec<&str> = all_hosts().into_iter().filter(|h| *h != "web1").collect();
     let before = snapshot(&others);
@@ -348,9 +342,7 @@ fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
 /// the apply after that changes nothing.
 #[test]
 fn unfinished_apply_is_finished_by_the_next_one() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     inside(
         "web1",
         "ln -f /etc/nginx/sites-enabled/foobar.conf /etc/nginx/sites-enabled/.foobar.conf.fp-prev",
@@ -392,9 +384,7 @@ fn unfinished_apply_is_finished_by_the_next_one() {
 /// removal and removed; the live file is not touched.
 #[test]
 fn stale_temporary_files_are_removed() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     inside(
         "web1",
         "echo half > /etc/nginx/sites-enabled/.foobar.conf.fp-Zz9Yy8",

@@ -206,9 +206,7 @@ fn assert_no_changes(run: &Run, when: &str) {
 /// still working (a second apply changes nothing).
 #[test]
 fn firewall_allows_exactly_the_stack_flows() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let again = apply_json(&["inventories/lab.yml"]);
     assert_no_changes(&again, "on the apply after a converge (firewall in place)");
 
@@ -356,9 +354,7 @@ fn firewall_allows_exactly_the_stack_flows() {
 /// stops, and back when it returns (lb2 must hear lb1 to step down: else both hold it).
 #[test]
 fn vip_fails_over_and_back_through_the_firewall() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     vip_settles_on("lb1", Duration::from_secs(10), Duration::from_secs(3));
 
     inside("lb1", "systemctl stop keepalived");
@@ -383,9 +379,7 @@ fn vip_fails_over_and_back_through_the_firewall() {
 /// one is dropped.
 #[test]
 fn rule_swap_is_a_reload_that_keeps_established_connections() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     const PORT: u16 = 9999;
     let (inv, _dir) = lab_inventory("fw-extra", |t| {
         let with = t.replace(
@@ -510,9 +504,7 @@ fn rule_swap_is_a_reload_that_keeps_established_connections() {
 /// Docker's DNS still works there, the flows are as before and the tool has nothing to do.
 #[test]
 fn firewall_is_back_after_a_reboot() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let (code, _, err) = sh(Command::new("docker").args(["restart", "web1"]));
     assert_eq!(code, 0, "{err}");
     let until = Instant::now() + Duration::from_secs(60);
@@ -561,9 +553,7 @@ fn firewall_is_back_after_a_reboot() {
 /// and the live file and table stay as they were.
 #[test]
 fn invalid_rule_is_refused_before_it_goes_live() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let (inv, _dir) = lab_inventory("fw-bad", |t| {
         t.replace(
             "\nvars:\n",
@@ -591,9 +581,7 @@ fn invalid_rule_is_refused_before_it_goes_live() {
 /// and apply loads the rules again; the apply after that changes nothing.
 #[test]
 fn firewall_deleted_by_hand_is_seen_and_restored() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     inside("web1", "nft delete table inet foobar");
     let plan = tool(&["plan", "inventories/lab.yml", "--limit", "web1"]);
     assert_eq!(plan.code, 2, "{}", plan.all());

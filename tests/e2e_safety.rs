@@ -300,9 +300,7 @@ fn files_containing(dir: &Path, needle: &str, since: SystemTime, skip: &[&Path])
 /// Afterwards the real secret is applied again and the app still reaches MySQL.
 #[test]
 fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let _restore = Restore(|| {});
     let started = SystemTime::now();
 
@@ -566,9 +564,7 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
 /// same change still pending.
 #[test]
 fn failed_health_check_rolls_back_to_the_previous_file() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let _restore = Restore(|| {});
     let proj = project_copy("rollback");
     edit(
@@ -651,9 +647,7 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
 /// and a further apply changes nothing.
 #[test]
 fn connection_cut_mid_upload_never_leaves_a_partial_file() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let big = "/var/www/foobar/big.bin";
     let _restore = Restore(|| {
         let _ = docker(&[
@@ -833,9 +827,7 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
 /// lb); with --keep-going the later tiers are applied (and the run still exits 1).
 #[test]
 fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let _restore = Restore(|| {
         let _ = docker(&["start", "app1"]);
         lab_up(None);
@@ -924,9 +916,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
 /// the options are rolled back and the server runs again.
 #[test]
 fn service_that_fails_to_restart_is_reported_in_its_own_words() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let _restore = Restore(|| {});
     let proj = project_copy("restart");
     edit(
@@ -977,9 +967,7 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
 /// applied; no temporary file is left; exit 1.
 #[test]
 fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let _restore = Restore(|| {});
     let proj = project_copy("sigint-roles");
     let haproxy_tpl = proj.0.join("templates/haproxy/haproxy.cfg.tera");
@@ -1123,9 +1111,7 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
 /// Ctrl-C ends the tool at once (exit 130).
 #[test]
 fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let _restore = Restore(|| {
         let _ = docker_exec("web1", "rm -rf /var/www/foobar/extra");
     });

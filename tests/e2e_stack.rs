@@ -16,9 +16,7 @@ fn failures(probes: &[Probe]) -> usize {
 /// takes the VIP and serves; report the seconds without service and failed requests.
 #[test]
 fn vip_fails_over_when_the_holder_is_killed() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     let holder = wait_vip(None, 20).expect("one lb holds the VIP");
     let peer = if holder == "lb1" { "lb2" } else { "lb1" };
 
@@ -67,9 +65,7 @@ fn vip_fails_over_when_the_holder_is_killed() {
 /// a client requests through the VIP: reloads keep serving (target: 0 failures).
 #[test]
 fn rolling_haproxy_change_keeps_the_vip_serving() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     wait_vip(None, 20).expect("one lb holds the VIP");
     let (inv, _dir) = lab_inventory("rolling", |t| {
         t.replace(
@@ -213,9 +209,7 @@ fn scale_out_to_two_web_and_two_app_hosts() {
 /// peer keeps serving the VIP with its old config.
 #[test]
 fn failed_lb_change_is_not_rolled_to_the_peer() {
-    let _lab = lab_lock();
-    lab_up(None);
-    converge();
+    let _lab = converged_lab();
     wait_vip(None, 20).expect("one lb holds the VIP");
     let project = project_copy("lbfail");
     let cfg = project.0.join("templates/haproxy/haproxy.cfg.tera");

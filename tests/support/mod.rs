@@ -227,6 +227,14 @@ pub fn recap(run: &Run) -> BTreeMap<String, (String, u64)> {
         .unwrap_or_default()
 }
 
+/// Takes the lab, brings it up and converges it: how most end-to-end tests start.
+pub fn converged_lab() -> LabLock {
+    let lock = lab_lock();
+    lab_up(None);
+    converge();
+    lock
+}
+
 /// Applies the lab inventory and insists it converged.
 pub fn converge() {
     let r = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
