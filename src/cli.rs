@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use crate::output::Format;
+use crate::progress::Format;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -6,16 +6,19 @@
 
 pub mod apply;
 pub mod cli;
+pub mod cmd;
 pub mod desired;
 pub mod diag;
 pub mod facts;
+pub mod gather;
 pub mod inventory;
 pub mod ordered_map;
-pub mod output;
 pub mod plan;
+pub mod progress;
 pub mod render;
+pub mod report;
 pub mod role;
-pub mod run;
+pub mod rollout;
 pub mod secrets;
 pub mod shell;
 pub mod suggest;

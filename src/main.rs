@@ -1,5 +1,5 @@
 use clap::Parser;
-use foobar_provision::{cli::Cli, run};
+use foobar_provision::{cli::Cli, cmd};
 
 fn main() {
     let cli = Cli::parse();
@@ -7,7 +7,7 @@ fn main() {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(run::main(cli)),
+        Ok(rt) => rt.block_on(cmd::run(cli)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             1

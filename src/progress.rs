@@ -1,8 +1,9 @@
-//! Everything the tool prints goes through here: progress per host on a terminal
-//! (indicatif), plain lines in a CI log, or nothing but one JSON document at the end.
+//! Progress while a run works, and every line printed during it: spinners per host on a
+//! terminal (indicatif), plain `[host] step` lines in a CI log, or nothing under
+//! `--format json` (one JSON document is printed at the end). What is printed is made
+//! by [`crate::report`].
 
-use crate::apply::Outcome;
-use crate::plan::{FileAction, HostPlan};
+use crate::report::{Outcome, outcome_word};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -134,103 +135,4 @@ impl Reporter {
             let _ = m.clear();
         }
     }
-}
-
-pub fn outcome_word(o: &Outcome) -> String {
-    match o {
-        Outcome::Ok => "ok".into(),
-        Outcome::Changed(n) => format!("changed ({n})"),
-        Outcome::Failed(_) => "FAILED".into(),
-        Outcome::Unreachable(_) => "UNREACHABLE".into(),
-        Outcome::Interrupted(_) => "INTERRUPTED".into(),
-    }
-}
-
-fn paint(colors: bool, code: &str, s: &str) -> String {
-    if colors {
-        format!("\x1b[{code}m{s}\x1b[0m")
-    } else {
-        s.to_string()
-    }
-}
-
-/// The text form of a host's plan.
-pub fn plan_text(p: &HostPlan, colors: bool) -> String {
-    let mut out = String::new();
-    let title = format!("{} ({}, {})", p.host, p.tier, p.address);
-    if p.is_empty() {
-        out.push_str(&format!(
-            "{} {}: no changes\n",
-            paint(colors, "32", "="),
-            title
-        ));
-        return out;
-    }
-    out.push_str(&format!(
-        "{} {}: {} change(s)\n",
-        paint(colors, "33", "~"),
-        paint(colors, "1", &title),
-        p.change_count()
-    ));
-    if !p.packages_to_install.is_empty() {
-        out.push_str(&format!(
-            "  + install packages: {}\n",
-            p.packages_to_install.join(" ")
-        ));
-    }
-    for t in &p.stale_temps {
-        out.push_str(&format!("  - remove {t} (left by an interrupted apply)\n"));
-    }
-    for r in &p.roles {
-        for f in &r.files {
-            let verb = match f.action {
-                FileAction::Create => "create",
-                FileAction::Update => "update",
-                FileAction::Metadata => "set owner/mode of",
-                FileAction::Unfinished => "finish the interrupted apply of",
-            };
-            out.push_str(&format!(
-                "  [{}] {verb} {} ({} {}:{})\n",
-                r.role, f.path, f.mode, f.owner, f.group
-            ));
-            if let Some(m) = &f.old_mode {
-                out.push_str(&format!("      mode {m} -> {}\n", f.mode));
-            }
-            if let Some(o) = &f.old_owner {
-                out.push_str(&format!("      owner {o} -> {}:{}\n", f.owner, f.group));
-            }
-            if f.action == FileAction::Unfinished {
-                out.push_str("      (already in place; an earlier apply stopped before its handlers and health checks)\n");
-            } else if f.sensitive && f.action != FileAction::Metadata {
-                out.push_str("      (content not shown: the file holds a secret)\n");
-            } else if let Some(d) = &f.diff {
-                for line in d.lines() {
-                    let colored = if line.starts_with("+++") || line.starts_with("---") {
-                        paint(colors, "1", line)
-                    } else if line.starts_with('+') {
-                        paint(colors, "32", line)
-                    } else if line.starts_with('-') {
-                        paint(colors, "31", line)
-                    } else if line.starts_with("@@") {
-                        paint(colors, "36", line)
-                    } else {
-                        line.to_string()
-                    };
-                    out.push_str(&format!("      {colored}\n"));
-                }
-            } else if f.action != FileAction::Metadata {
-                out.push_str("      (binary content differs)\n");
-            }
-        }
-        if let Some(check) = &r.drift {
-            out.push_str(&format!(
-                "  [{}] live state differs from the files (drift check failed: {check})\n",
-                r.role
-            ));
-        }
-        for a in &r.actions {
-            out.push_str(&format!("  [{}] {a}\n", r.role));
-        }
-    }
-    out
 }

@@ -1,0 +1,514 @@
+//! Apply: execute a host's plan. For each role: upload changed files to temporary files
+//! beside their targets (final owner and mode set), validate, swap by rename, run the
+//! handlers once, run health checks, roll back if they fail.
+//!
+//! Ctrl-C (the `interrupted` flag) is honoured between steps: a role whose files are not
+//! swapped in yet is abandoned (its temporary files removed); a role whose files are in
+//! place is finished (handlers, health checks, rollback) so no host is left half-changed.
+//!
+//! - `remote.rs`: [`Remote`], the stall watchdog, how a step fails.
+//! - `scripts.rs`: the shell scripts, pure builders with exact-string tests.
+//! - this file: the order of the steps, and the rollback.
+
+mod remote;
+mod scripts;
+
+pub use remote::{Remote, exec_watched, printable};
+
+use remote::{StepError, indent};
+use scripts::{
+    MetaBefore, action_command, backup_path, health_script, rollback_script, status_script,
+    swap_script, tree_validate_script, upload_script,
+};
+
+use crate::plan::{Action, FileAction, FileChange, HostPlan, RolePlan};
+use crate::report::{ErrorKind, Interruption, Outcome};
+use crate::shell::{self, Init, quote};
+use crate::transport::Transport;
+use std::time::Duration;
+
+/// Applies one host's plan. Never panics; every failure is an [`Outcome`].
+pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
+    if plan.is_empty() {
+        return Outcome::Ok;
+    }
+    let pending: Vec<&RolePlan> = plan
+        .roles
+        .iter()
+        .filter(|role| !role.files.is_empty() || !role.actions.is_empty())
+        .collect();
+    let mut applied: Vec<String> = Vec::new();
+    match apply_roles(r, plan, &pending, &mut applied).await {
+        Ok(()) => Outcome::Changed(plan.change_count()),
+        Err(StepError::Failed(f)) => Outcome::Failed(f),
+        Err(StepError::Transport(m)) => Outcome::unreachable(ErrorKind::ConnectionLost, m),
+        Err(StepError::Interrupted(note)) => Outcome::Interrupted(Interruption {
+            not_applied: pending
+                .iter()
+                .map(|role| role.role.clone())
+                .filter(|name| !applied.contains(name))
+                .collect(),
+            applied,
+            note,
+        }),
+    }
+}
+
+/// Prepares the host, then applies its roles in order; `applied` collects the roles
+/// that were applied completely.
+async fn apply_roles<T: Transport>(
+    r: &Remote<'_, T>,
+    plan: &HostPlan,
+    pending: &[&RolePlan],
+    applied: &mut Vec<String>,
+) -> Result<(), StepError> {
+    prepare(r, plan).await?;
+    for role in pending {
+        if r.is_interrupted() {
+            return Err(StepError::Interrupted(format!(
+                "stopped before role {} (nothing of it was changed)",
+                role.role
+            )));
+        }
+        apply_role(r, plan.init, role).await?;
+        applied.push(role.role.clone());
+    }
+    Ok(())
+}
+
+/// Before any role: remove temporary files an interrupted apply left, install packages.
+async fn prepare<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Result<(), StepError> {
+    if !plan.stale_temps.is_empty() {
+        r.step("removing temporary files an interrupted apply left");
+        let files: Vec<String> = plan.stale_temps.iter().map(|t| quote(t)).collect();
+        r.must(
+            ErrorKind::Prepare,
+            "removing stale temporary files",
+            &format!("rm -f -- {}", files.join(" ")),
+            b"",
+        )
+        .await?;
+    }
+    if plan.packages_to_install.is_empty() {
+        return Ok(());
+    }
+    if r.is_interrupted() {
+        return Err(StepError::Interrupted(
+            "stopped before installing packages: nothing was changed on this host".into(),
+        ));
+    }
+    r.step(&format!(
+        "installing {}",
+        plan.packages_to_install.join(" ")
+    ));
+    let pkgs: Vec<&str> = plan
+        .packages_to_install
+        .iter()
+        .map(String::as_str)
+        .collect();
+    r.must(
+        ErrorKind::Prepare,
+        "apt-get install",
+        &shell::apt_install(&pkgs),
+        b"",
+    )
+    .await?;
+    Ok(())
+}
+
+/// A file uploaded to its temporary path.
+struct Staged<'a> {
+    change: &'a FileChange,
+    tmp: String,
+}
+
+/// One role: upload (1), validate (2), swap and owners/modes in place (3), handlers (4),
+/// health checks (5), then the backups go. A failure after the swap rolls back.
+async fn apply_role<T: Transport>(
+    r: &Remote<'_, T>,
+    init: Init,
+    role: &RolePlan,
+) -> Result<(), StepError> {
+    let staged = upload(r, role).await?;
+    validate(r, role, &staged).await?;
+    // The last point where Ctrl-C abandons the role: from here on it is finished (or
+    // rolled back).
+    if r.is_interrupted() {
+        return Err(abandon(r, role, &staged).await);
+    }
+    swap(r, &staged).await?;
+    let dests = swapped_paths(role, &staged);
+    let mut meta: Vec<MetaBefore> = Vec::new();
+    let mut result = set_metadata(r, role, &mut meta).await;
+    if result.is_ok() {
+        result = run_actions(r, init, &role.actions).await;
+    }
+    if result.is_ok() {
+        result = health(r, role).await;
+    }
+    if let Err(e) = result {
+        return Err(rollback(r, init, role, &dests, &meta, e).await);
+    }
+    remove_backups(r, &dests).await
+}
+
+/// Step 1: Uploads every changed file of the role to its temporary path. Until the swap,
+/// Ctrl-C abandons the role cleanly.
+async fn upload<'a, T: Transport>(
+    r: &Remote<'_, T>,
+    role: &'a RolePlan,
+) -> Result<Vec<Staged<'a>>, StepError> {
+    let mut staged: Vec<Staged> = Vec::new();
+    for c in role
+        .files
+        .iter()
+        .filter(|c| !matches!(c.action, FileAction::Metadata | FileAction::Unfinished))
+    {
+        if r.is_interrupted() {
+            return Err(abandon(r, role, &staged).await);
+        }
+        r.step(&format!("uploading {}", c.path));
+        let what = format!("upload of {}", c.path);
+        let tmp = match r
+            .must(ErrorKind::Upload, &what, &upload_script(c), &c.file.content)
+            .await
+        {
+            Ok(out) => out.trim().to_string(),
+            // A broken connection cannot clean up; the upload script removes its own
+            // temporary file when it ends early.
+            Err(e @ StepError::Transport(_)) => return Err(e),
+            Err(e) => {
+                cleanup(r, &staged).await;
+                return Err(e);
+            }
+        };
+        if !tmp.contains(".fp-") {
+            cleanup(r, &staged).await;
+            return Err(StepError::failed(
+                ErrorKind::Upload,
+                format!("{what}: unexpected reply `{}`", printable(&tmp)),
+            ));
+        }
+        staged.push(Staged { change: c, tmp });
+    }
+    Ok(staged)
+}
+
+/// (destination, temporary file) of each staged file.
+fn pairs(staged: &[Staged]) -> Vec<(String, String)> {
+    staged
+        .iter()
+        .map(|s| (s.change.path.clone(), s.tmp.clone()))
+        .collect()
+}
+
+/// Step 2: Validates the staged files: each file's own validator, then the role's whole-tree
+/// validator on a scratch copy. A refusal removes the temporary files and leaves the
+/// live files and the service as they were.
+async fn validate<T: Transport>(
+    r: &Remote<'_, T>,
+    role: &RolePlan,
+    staged: &[Staged<'_>],
+) -> Result<(), StepError> {
+    for s in staged {
+        let Some(v) = &s.change.file.validate else {
+            continue;
+        };
+        if r.is_interrupted() {
+            return Err(abandon(r, role, staged).await);
+        }
+        r.step(&format!("validating {}", s.change.path));
+        let cmd = format!(
+            "if [ ! -s {t} ]; then echo 'staged file is missing or empty'; exit 1; fi\n{} 2>&1",
+            v.replace("{tmp}", &quote(&s.tmp)),
+            t = quote(&s.tmp)
+        );
+        let what = format!("validation of {} (`{v}`)", s.change.path);
+        if let Err(e) = r.must(ErrorKind::Validation, &what, &cmd, b"").await {
+            cleanup(r, staged).await;
+            return Err(e.with_note("the live file and the running service were left as they were"));
+        }
+    }
+    let Some(v) = &role.validate else {
+        return Ok(());
+    };
+    if staged.is_empty() {
+        return Ok(());
+    }
+    if r.is_interrupted() {
+        return Err(abandon(r, role, staged).await);
+    }
+    r.step(&format!("validating {} as a whole", v.tree));
+    let script = tree_validate_script(&v.tree, &v.command, &pairs(staged));
+    let what = format!("validation of {} (`{}`)", v.tree, v.command);
+    if let Err(e) = r.must(ErrorKind::Validation, &what, &script, b"").await {
+        cleanup(r, staged).await;
+        return Err(e.with_note("the live files and the running service were left as they were"));
+    }
+    Ok(())
+}
+
+/// Step 3: Renames every staged file into place (the previous version kept as a backup).
+async fn swap<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) -> Result<(), StepError> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    r.step(&format!("swapping {} file(s) into place", staged.len()));
+    let script = swap_script(&pairs(staged));
+    if let Err(e) = r
+        .must(ErrorKind::Swap, "rename into place", &script, b"")
+        .await
+    {
+        cleanup(r, staged).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The files this role put in place: the ones just swapped, and those an earlier,
+/// unfinished apply put in place (their backups are restored on rollback and removed on
+/// success, as if this apply had swapped them).
+fn swapped_paths<'a>(role: &'a RolePlan, staged: &'a [Staged<'a>]) -> Vec<&'a str> {
+    staged
+        .iter()
+        .map(|s| s.change.path.as_str())
+        .chain(
+            role.files
+                .iter()
+                .filter(|c| c.action == FileAction::Unfinished)
+                .map(|c| c.path.as_str()),
+        )
+        .collect()
+}
+
+/// Step 3b: Sets owner and mode in place where only those differ; `meta` records what they
+/// were, for a rollback (an entry is recorded before its change is tried).
+async fn set_metadata<'a, T: Transport>(
+    r: &Remote<'_, T>,
+    role: &'a RolePlan,
+    meta: &mut Vec<MetaBefore<'a>>,
+) -> Result<(), StepError> {
+    for c in role
+        .files
+        .iter()
+        .filter(|c| c.action == FileAction::Metadata)
+    {
+        r.step(&format!("setting owner and mode of {}", c.path));
+        let script = format!(
+            "chown {}:{} {p} && chmod {:o} {p}",
+            quote(&c.owner),
+            quote(&c.group),
+            c.file.mode,
+            p = quote(&c.path)
+        );
+        meta.push(MetaBefore {
+            path: &c.path,
+            owner: c.old_owner.as_deref(),
+            mode: c.old_mode.as_deref(),
+        });
+        let what = format!("chown/chmod of {}", c.path);
+        r.must(ErrorKind::Swap, &what, &script, b"").await?;
+    }
+    Ok(())
+}
+
+/// Step 4: Runs the role's actions in order, each once. A failed service action carries the
+/// service's own words: its status and last log lines.
+async fn run_actions<T: Transport>(
+    r: &Remote<'_, T>,
+    init: Init,
+    actions: &[Action],
+) -> Result<(), StepError> {
+    for a in actions {
+        r.step(&a.to_string());
+        let cmd = action_command(init, a);
+        let Err(e) = r
+            .must(
+                ErrorKind::Handler,
+                &a.to_string(),
+                &format!("{cmd} 2>&1"),
+                b"",
+            )
+            .await
+        else {
+            continue;
+        };
+        let detail = service_status(r, init, a).await;
+        return Err(match e {
+            StepError::Failed(f) if !detail.trim().is_empty() => StepError::failed(
+                f.kind,
+                format!(
+                    "{}\n  service status:\n{}",
+                    f.message,
+                    indent(detail.trim_end())
+                ),
+            ),
+            other => other,
+        });
+    }
+    Ok(())
+}
+
+/// The status and last log lines of the service an action is about (systemd only;
+/// empty otherwise, or when they cannot be read).
+async fn service_status<T: Transport>(r: &Remote<'_, T>, init: Init, a: &Action) -> String {
+    let (Action::Reload { service } | Action::Restart { service } | Action::Start { service }) = a
+    else {
+        return String::new();
+    };
+    if init != Init::Systemd {
+        return String::new();
+    }
+    r.run(&status_script(service), b"")
+        .await
+        .map(|o| {
+            r.secrets
+                .mask(&printable(&String::from_utf8_lossy(&o.stdout)))
+        })
+        .unwrap_or_default()
+}
+
+/// Step 5: The role's health checks, each of which must pass twice in a row.
+async fn health<T: Transport>(r: &Remote<'_, T>, role: &RolePlan) -> Result<(), StepError> {
+    for h in &role.health {
+        r.step(&format!("health check: {}", h.name));
+        r.must(
+            ErrorKind::HealthCheck,
+            &format!("health check `{}` ({})", h.name, h.command),
+            &health_script(&h.command, h.retries, h.interval_ms),
+            b"",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The role is healthy: the previous versions kept for a rollback are removed.
+async fn remove_backups<T: Transport>(r: &Remote<'_, T>, dests: &[&str]) -> Result<(), StepError> {
+    if dests.is_empty() {
+        return Ok(());
+    }
+    let backups: Vec<String> = dests.iter().map(|d| quote(&backup_path(d))).collect();
+    r.must(
+        ErrorKind::Swap,
+        "removing backups",
+        &format!("rm -f {}", backups.join(" ")),
+        b"",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Abandons a role before anything of it was swapped in: its temporary files are removed.
+async fn abandon<T: Transport>(
+    r: &Remote<'_, T>,
+    role: &RolePlan,
+    staged: &[Staged<'_>],
+) -> StepError {
+    cleanup(r, staged).await;
+    StepError::Interrupted(format!(
+        "stopped in role {} before its files were swapped in: nothing of it was changed{}",
+        role.role,
+        if staged.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} uploaded temporary file(s) removed)", staged.len())
+        }
+    ))
+}
+
+/// Restores the previous files (and owners and modes), re-runs the service handling and
+/// the handlers that read them, and checks again. Returns the error to report, with both
+/// results: the first failure and what the host looks like after the rollback.
+async fn rollback<T: Transport>(
+    r: &Remote<'_, T>,
+    init: Init,
+    role: &RolePlan,
+    dests: &[&str],
+    meta: &[MetaBefore<'_>],
+    cause: StepError,
+) -> StepError {
+    let StepError::Failed(first) = cause else {
+        return cause;
+    };
+    if dests.is_empty() && meta.is_empty() {
+        return StepError::Failed(first);
+    }
+    r.step("rolling back to the previous files");
+    let script = rollback_script(dests, meta);
+    if let Err(e) = r.must(ErrorKind::Rollback, "rollback", &script, b"").await {
+        return StepError::failed(
+            ErrorKind::Rollback,
+            format!("{first}\n  rollback FAILED: {}", e.message()),
+        );
+    }
+    let mut restored: Vec<&str> = dests.to_vec();
+    restored.extend(meta.iter().map(|m| m.path));
+    let again = actions_to_rerun(role);
+    let rerun = if again.is_empty() {
+        "nothing to re-run".to_string()
+    } else {
+        let names: Vec<String> = again.iter().map(ToString::to_string).collect();
+        format!("re-ran {}", names.join(", "))
+    };
+    let second = match run_actions(r, init, &again).await {
+        Ok(()) => health(r, role).await,
+        Err(e) => Err(e),
+    };
+    let checks: Vec<&str> = role.health.iter().map(|h| h.name.as_str()).collect();
+    let restored = restored.join(", ");
+    match second {
+        Ok(()) => StepError::failed(
+            first.kind,
+            format!(
+                "{first}\n  rolled back: previous files restored ({restored}); {rerun}; {}",
+                if checks.is_empty() {
+                    "no health checks to run".to_string()
+                } else {
+                    format!("healthy again: {}", checks.join(", "))
+                }
+            ),
+        ),
+        Err(e) => StepError::failed(
+            ErrorKind::Rollback,
+            format!(
+                "{first}\n  rolled back: previous files restored ({restored}); {rerun}; but the service is still unhealthy:\n{}",
+                indent(e.message())
+            ),
+        ),
+    }
+}
+
+/// What read the files before must read them again after a rollback: the service
+/// (reload or restart) and the role's handlers (e.g. SQL re-applied from the restored
+/// file). Starting or enabling a service is not undone.
+fn actions_to_rerun(role: &RolePlan) -> Vec<Action> {
+    role.actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::DaemonReload
+                    | Action::Reload { .. }
+                    | Action::Restart { .. }
+                    | Action::Run { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+/// Removes staged temporary files, best effort: if the connection is gone there is
+/// nothing more to do here (they are dot-files no service reads, and the next plan lists
+/// them for removal).
+async fn cleanup<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) {
+    if staged.is_empty() {
+        return;
+    }
+    let tmps: Vec<String> = staged.iter().map(|s| quote(&s.tmp)).collect();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        r.run(&format!("rm -f {}", tmps.join(" ")), b""),
+    )
+    .await;
+}

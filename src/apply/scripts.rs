@@ -1,0 +1,382 @@
+//! The shell scripts apply runs on a host, built by pure functions and pinned by
+//! exact-string tests (and, where a real filesystem tells more, run locally in a temp
+//! folder). Every value in them passes through [`quote`].
+
+use crate::plan::{Action, FileChange};
+use crate::shell::{self, Init, quote};
+
+/// Where a replaced file's previous version is kept until the role is healthy.
+pub(super) fn backup_path(dest: &str) -> String {
+    let (dir, base) = split_path(dest);
+    format!("{dir}/.{base}.fp-prev")
+}
+
+fn split_path(p: &str) -> (&str, &str) {
+    match p.rsplit_once('/') {
+        Some(("", b)) => ("/", b),
+        Some((d, b)) => (d, b),
+        None => (".", p),
+    }
+}
+
+/// Uploads `content` into a new temporary file beside `dest`, owner and mode already set.
+/// The file is checked to hold all of the content (a cut connection ends `cat` early), and
+/// removed again when the script does not get to report it (error, hangup, broken pipe).
+pub fn upload_script(c: &FileChange) -> String {
+    let (dir, base) = split_path(&c.path);
+    format!(
+        "set -e\numask 022\nmkdir -p {dir}\numask 077\nt=$(mktemp {tmpl})\n\
+         trap 'rm -f \"$t\"' EXIT\ntrap 'exit 129' HUP\ntrap 'exit 130' INT\ntrap 'exit 141' PIPE\ntrap 'exit 143' TERM\n\
+         cat > \"$t\"\nn=$(wc -c < \"$t\")\n\
+         if [ \"$n\" -ne {size} ]; then echo \"upload cut short: $n of {size} bytes arrived\" >&2; exit 1; fi\n\
+         chown {owner}:{group} \"$t\"\nchmod {mode} \"$t\"\necho \"$t\"\ntrap - EXIT\n",
+        dir = quote(dir),
+        tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX")),
+        size = c.file.content.len(),
+        owner = quote(&c.owner),
+        group = quote(&c.group),
+        mode = c.mode,
+    )
+}
+
+/// Builds the whole-tree validation: copy `tree`, lay the staged files over it, run.
+pub fn tree_validate_script(tree: &str, command: &str, staged: &[(String, String)]) -> String {
+    let mut s = format!(
+        "s=$(mktemp -d /tmp/fp-validate.XXXXXX) || exit 1\ntrap 'rm -rf \"$s\"' EXIT\ncp -a {}/. \"$s/\" || exit 1\n",
+        quote(tree.trim_end_matches('/'))
+    );
+    let prefix = format!("{}/", tree.trim_end_matches('/'));
+    for (dest, tmp) in staged {
+        if let Some(rel) = dest.strip_prefix(&prefix) {
+            s.push_str(&format!(
+                "mkdir -p \"$s\"/{d} && cp -p {tmp} \"$s\"/{rel} || exit 1\n",
+                d = quote(split_path(rel).0),
+                tmp = quote(tmp),
+                rel = quote(rel)
+            ));
+        }
+    }
+    s.push_str(&format!("{} 2>&1\n", command.replace("{tree}", "\"$s\"")));
+    s
+}
+
+/// Swaps every staged file into place; a target that exists is first hard-linked to
+/// its backup name so a rollback can restore it.
+pub fn swap_script(staged: &[(String, String)]) -> String {
+    let mut s = String::from("set -e\n");
+    for (dest, tmp) in staged {
+        let d = quote(dest);
+        let b = quote(&backup_path(dest));
+        s.push_str(&format!(
+            "if [ -f {d} ]; then ln -f {d} {b}; else rm -f {b}; fi\nmv -f {t} {d}\n",
+            t = quote(tmp)
+        ));
+    }
+    s
+}
+
+/// A file whose owner or mode was changed in place, with what they were before.
+pub struct MetaBefore<'a> {
+    pub path: &'a str,
+    /// `owner:group` before, when it changed.
+    pub owner: Option<&'a str>,
+    /// Octal mode before, when it changed.
+    pub mode: Option<&'a str>,
+}
+
+/// Puts the previous versions back (a file that did not exist before is removed) and the
+/// previous owner and mode of files changed in place. Goes on past a failure; exits 1 if
+/// anything could not be restored.
+pub fn rollback_script(dests: &[&str], meta: &[MetaBefore]) -> String {
+    let mut s = String::from("rc=0\n");
+    for dest in dests {
+        let d = quote(dest);
+        let b = quote(&backup_path(dest));
+        s.push_str(&format!(
+            "if [ -f {b} ]; then mv -f {b} {d} || rc=1; else rm -f {d} || rc=1; fi\n"
+        ));
+    }
+    for m in meta {
+        let p = quote(m.path);
+        if let Some(o) = m.owner {
+            s.push_str(&format!("chown {} {p} || rc=1\n", quote(o)));
+        }
+        if let Some(mode) = m.mode {
+            s.push_str(&format!("chmod {} {p} || rc=1\n", quote(mode)));
+        }
+    }
+    s.push_str("exit $rc\n");
+    s
+}
+
+/// The command for one of a role's actions.
+pub(super) fn action_command(init: Init, a: &Action) -> String {
+    match a {
+        Action::DaemonReload => "systemctl daemon-reload".to_string(),
+        Action::Reload { service } => shell::service_command(init, "reload", service),
+        Action::Restart { service } => shell::service_command(init, "restart", service),
+        Action::Start { service } => shell::service_command(init, "start", service),
+        Action::Enable { service } => shell::service_command(init, "enable", service),
+        Action::Run { command, .. } => command.clone(),
+    }
+}
+
+/// A health check loop, run on the host: the command must succeed twice in a row, one
+/// interval apart, within `retries` failures. Once is not enough: `systemctl reload`
+/// returns before most daemons serve the new configuration (Nginx's old workers answer
+/// for tens of milliseconds more), so a single early success would vouch for the old one.
+pub fn health_script(command: &str, retries: u32, interval_ms: u64) -> String {
+    format!(
+        "i=0\nok=0\nwhile :; do\n  if out=$( ( {command} ) 2>&1 ); then\n    ok=$((ok+1))\n    if [ \"$ok\" -ge 2 ]; then exit 0; fi\n  else\n    ok=0\n    i=$((i+1))\n    if [ \"$i\" -ge {retries} ]; then printf '%s\\n' \"$out\"; exit 1; fi\n  fi\n  sleep {secs}\ndone\n",
+        secs = format_args!("{}.{:03}", interval_ms / 1000, interval_ms % 1000)
+    )
+}
+
+/// The service's state and its last log lines. The log comes from `journalctl -a`:
+/// `systemctl status` shows a line holding a control character (mariadbd starts its
+/// fatal messages with a BEL) as "[N blob data]", hiding the one line that matters.
+pub fn status_script(service: &str) -> String {
+    let q = quote(service);
+    format!(
+        "systemctl status --no-pager -l -n 0 {q} 2>&1 | head -n 12\n\
+         if command -v journalctl >/dev/null; then journalctl -a -q --no-pager -n 15 -u {q} 2>&1; fi\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::FileAction;
+
+    #[test]
+    fn paths_split() {
+        assert_eq!(
+            split_path("/etc/nginx/nginx.conf"),
+            ("/etc/nginx", "nginx.conf")
+        );
+        assert_eq!(split_path("/x"), ("/", "x"));
+        assert_eq!(backup_path("/etc/a b/c"), "/etc/a b/.c.fp-prev");
+    }
+
+    #[test]
+    fn swap_and_rollback_scripts_are_exact() {
+        let staged = vec![("/etc/x.conf".to_string(), "/etc/.x.conf.fp-abc".to_string())];
+        assert_eq!(
+            swap_script(&staged),
+            "set -e\nif [ -f /etc/x.conf ]; then ln -f /etc/x.conf /etc/.x.conf.fp-prev; else rm -f /etc/.x.conf.fp-prev; fi\nmv -f /etc/.x.conf.fp-abc /etc/x.conf\n"
+        );
+        assert_eq!(
+            rollback_script(&["/etc/x.conf"], &[]),
+            "rc=0\nif [ -f /etc/.x.conf.fp-prev ]; then mv -f /etc/.x.conf.fp-prev /etc/x.conf || rc=1; else rm -f /etc/x.conf || rc=1; fi\nexit $rc\n"
+        );
+        assert_eq!(
+            rollback_script(
+                &[],
+                &[MetaBefore {
+                    path: "/etc/a b",
+                    owner: Some("root:adm"),
+                    mode: Some("0640")
+                }]
+            ),
+            "rc=0\nchown root:adm '/etc/a b' || rc=1\nchmod 0640 '/etc/a b' || rc=1\nexit $rc\n"
+        );
+    }
+
+    /// Runs the real scripts with a local shell: swap keeps a backup, rollback restores.
+    #[test]
+    fn swap_then_rollback_on_a_real_filesystem() {
+        let dir = std::env::temp_dir().join(format!("fp-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let dest = dir.join("live.conf").to_string_lossy().to_string();
+        let tmp = dir.join(".live.conf.fp-1").to_string_lossy().to_string();
+        let created = dir.join("new.conf").to_string_lossy().to_string();
+        let tmp2 = dir.join(".new.conf.fp-2").to_string_lossy().to_string();
+        std::fs::write(&dest, "old").expect("w");
+        std::fs::write(&tmp, "new").expect("w");
+        std::fs::write(&tmp2, "created").expect("w");
+        let sh = |s: String| {
+            let st = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(s)
+                .status()
+                .expect("sh");
+            assert!(st.success());
+        };
+        sh(swap_script(&[
+            (dest.clone(), tmp.clone()),
+            (created.clone(), tmp2.clone()),
+        ]));
+        assert_eq!(std::fs::read_to_string(&dest).expect("r"), "new");
+        assert!(!std::path::Path::new(&tmp).exists());
+        sh(rollback_script(&[&dest, &created], &[]));
+        assert_eq!(std::fs::read_to_string(&dest).expect("r"), "old");
+        assert!(!std::path::Path::new(&created).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn tree_validation_overlays_only_files_under_the_tree() {
+        let s = tree_validate_script(
+            "/etc/nginx",
+            "nginx -t -q -c {tree}/nginx.conf",
+            &[
+                (
+                    "/etc/nginx/sites-enabled/foobar.conf".into(),
+                    "/etc/nginx/sites-enabled/.foobar.conf.fp-1".into(),
+                ),
+                (
+                    "/var/www/index.html".into(),
+                    "/var/www/.index.html.fp-2".into(),
+                ),
+            ],
+        );
+        assert!(s.contains("cp -a /etc/nginx/. \"$s/\""), "{s}");
+        assert!(
+            s.contains(
+                "cp -p /etc/nginx/sites-enabled/.foobar.conf.fp-1 \"$s\"/sites-enabled/foobar.conf"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("index.html"), "{s}");
+        assert!(
+            s.ends_with("nginx -t -q -c \"$s\"/nginx.conf 2>&1\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn health_loop_retries_then_reports_output() {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(health_script("echo nope; false", 2, 10))
+            .output()
+            .expect("sh");
+        assert!(!st.status.success());
+        assert_eq!(String::from_utf8_lossy(&st.stdout), "nope\n");
+        let ok = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(health_script("true", 2, 10))
+            .status()
+            .expect("sh");
+        assert!(ok.success());
+        // Success, then failure: not healthy (the first success was the old config).
+        let dir = std::env::temp_dir().join(format!("fp-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let n = dir.join("n");
+        let flaky = format!(
+            "c=$(cat {n} 2>/dev/null || echo 0); echo $((c+1)) > {n}; [ $c -eq 0 ]",
+            n = n.display()
+        );
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(health_script(&flaky, 3, 10))
+            .status()
+            .expect("sh");
+        assert!(!st.success(), "one success then failures is not healthy");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn change(path: &str, content: &[u8]) -> FileChange {
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id")
+                .arg(flag)
+                .output()
+                .expect("id");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let (owner, group) = (id("-un"), id("-gn"));
+        FileChange {
+            path: path.to_string(),
+            action: FileAction::Create,
+            mode: "0640".into(),
+            owner: owner.clone(),
+            group: group.clone(),
+            old_mode: None,
+            old_owner: None,
+            diff: None,
+            sensitive: false,
+            notify: crate::role::Notify::None,
+            file: crate::desired::DesiredFile::new(
+                path.to_string(),
+                content.to_vec(),
+                owner,
+                group,
+                0o640,
+                crate::role::Notify::None,
+                None,
+                false,
+            ),
+        }
+    }
+
+    /// Runs the upload script locally with `stdin`; returns (success, stdout, stderr).
+    fn upload_locally(c: &FileChange, stdin: &[u8]) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(upload_script(c))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin)
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn fp_files(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .expect("read_dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".fp-"))
+            .collect()
+    }
+
+    /// The whole content arrives: a temporary file with the final mode; a short upload
+    /// (the connection was cut) fails and leaves no temporary file behind.
+    #[test]
+    fn upload_script_checks_the_size_and_cleans_up_after_itself() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("fp-upload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let dest = dir.join("live.conf").to_string_lossy().to_string();
+        let c = change(&dest, b"0123456789");
+
+        let (ok, out, err) = upload_locally(&c, b"0123456789");
+        assert!(ok, "{err}");
+        let tmp = out.trim();
+        assert!(tmp.contains("/.live.conf.fp-"), "{tmp}");
+        assert_eq!(std::fs::read(tmp).expect("read"), b"0123456789");
+        let mode = std::fs::metadata(tmp).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        std::fs::remove_file(tmp).expect("rm");
+
+        let (ok, out, err) = upload_locally(&c, b"01234");
+        assert!(!ok, "a short upload must fail: {out}");
+        assert!(err.contains("upload cut short: 5 of 10 bytes"), "{err}");
+        assert!(fp_files(&dir).is_empty(), "{:?}", fp_files(&dir));
+        assert!(!std::path::Path::new(&dest).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn status_script_reads_the_journal_raw() {
+        assert_eq!(
+            status_script("mariadb"),
+            "systemctl status --no-pager -l -n 0 mariadb 2>&1 | head -n 12\n\
+             if command -v journalctl >/dev/null; then journalctl -a -q --no-pager -n 15 -u mariadb 2>&1; fi\n"
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! `plan` and `apply`: they share every stage up to Apply. Load and render everything
+//! offline first (bad input never touches a host), connect to every selected host and
+//! plan it, show the plans; `apply` then executes exactly those plans by the rollout
+//! rules ([`crate::rollout`]). Both end with the recap and the exit code.
+
+use super::interrupt::{INTERRUPTED, watch_ctrl_c};
+use super::{EXIT_CHANGES, EXIT_FAIL, EXIT_OK, load, render_all, select, ssh_options};
+use crate::cli::Live;
+use crate::desired::DesiredHost;
+use crate::gather::Reader;
+use crate::inventory::Inventory;
+use crate::progress::Reporter;
+use crate::report::{ErrorKind, HostEnd, Outcome, Recap, RunMode, plan_text, recap_text};
+use crate::rollout::{self, Context, HostRun, Rules};
+use crate::secrets::Secrets;
+use crate::transport::{self, SshError, SshSession};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+pub(super) use crate::report::RunMode as Mode;
+
+/// How long closing a session may take at the end of a run.
+const SESSION_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
+    let c = &opts.common;
+    let reporter = Reporter::new(c.format);
+    // 1. Everything offline first: bad input never touches a host.
+    let l = load(c)?;
+    let hosts = select(&l, c)?;
+    let secrets = Secrets::load(&l.inv)?;
+    let desired = render_all(&l, &hosts, &secrets, true)?;
+    let started = Instant::now();
+    watch_ctrl_c();
+
+    // 2. Connect, read and plan every host, in parallel (bounded by --forks).
+    let rules = Rules::stack(usize::from(opts.forks), opts.keep_going);
+    let mut runs = connect_all(&l.inv, desired, &secrets, &reporter, opts.forks).await;
+    rollout::order(&mut runs, &rules);
+
+    // 3. Show the plans.
+    reporter.clear();
+    if !reporter.is_json() {
+        for plan in runs.iter().filter_map(|r| r.plan.as_ref()) {
+            reporter.line(&secrets.mask(&plan_text(plan, reporter.colors())));
+        }
+    }
+
+    // 4. Apply exactly those plans, or say what they would change.
+    match mode {
+        Mode::Apply => {
+            let cx = Context {
+                sudo: l.inv.ssh.sudo,
+                secrets: &secrets,
+                reporter: &reporter,
+                interrupted: &INTERRUPTED,
+            };
+            rollout::apply_all(&mut runs, &rules, &cx).await;
+        }
+        Mode::Plan => planned_outcomes(&mut runs),
+    }
+    close_all(&mut runs).await;
+    reporter.clear();
+
+    // 5. Recap and exit code. An interrupted apply fails, whatever it got done.
+    let interrupted = mode == Mode::Apply && INTERRUPTED.load(Ordering::SeqCst);
+    let code = exit_code(&runs, mode, interrupted);
+    print_recap(&runs, mode, code, started.elapsed(), &reporter, &secrets)?;
+    Ok(code)
+}
+
+/// Connects to every host and plans it, at most `forks` at once.
+async fn connect_all(
+    inv: &Inventory,
+    desired: Vec<DesiredHost>,
+    secrets: &Secrets,
+    reporter: &Reporter,
+    forks: u16,
+) -> Vec<HostRun<SshSession>> {
+    let forks = Semaphore::new(usize::from(forks));
+    let forks = &forks;
+    futures::future::join_all(desired.into_iter().map(|d| async move {
+        let _permit = forks.acquire().await.ok();
+        connect_and_plan(inv, d, secrets, reporter).await
+    }))
+    .await
+}
+
+/// One host: connect, read, plan. Whatever fails becomes the host's outcome.
+async fn connect_and_plan(
+    inv: &Inventory,
+    d: DesiredHost,
+    secrets: &Secrets,
+    reporter: &Reporter,
+) -> HostRun<SshSession> {
+    let started = Instant::now();
+    let name = d.host.name.clone();
+    let mut run = HostRun::new(&name, &d.host.tier);
+    reporter.step(&name, "connecting");
+    let outcome = match transport::connect(&ssh_options(inv, &d.host)).await {
+        Err(e) => Err(Outcome::unreachable(
+            connect_error_kind(&e),
+            secrets.mask(&e.to_string()),
+        )),
+        Ok(session) => {
+            let session = Arc::new(session);
+            run.session = Some(session.clone());
+            reporter.step(&name, "gathering facts");
+            let reader = Reader {
+                transport: session.as_ref(),
+                host: &name,
+                sudo: inv.ssh.sudo,
+                secrets,
+                // Only a VIP candidate is asked whether it holds the VIP.
+                vip: inv
+                    .vip
+                    .filter(|_| d.host.tier == "lb")
+                    .map(|v| v.to_string()),
+            };
+            reader.plan(&d).await
+        }
+    };
+    match outcome {
+        Ok(p) => {
+            run.plan = Some(p.plan);
+            run.holds_vip = p.holds_vip;
+            run.round_trips = p.round_trips;
+            reporter.step(&name, "planned");
+        }
+        Err(o) => {
+            reporter.done(&name, &o);
+            run.outcome = Some(o);
+        }
+    }
+    run.elapsed = started.elapsed();
+    run
+}
+
+/// The kind of a failed connection, for the recap.
+fn connect_error_kind(e: &SshError) -> ErrorKind {
+    match e {
+        SshError::KnownHostsUnreadable { .. }
+        | SshError::UnknownHostKey(_)
+        | SshError::HostKeyChanged(_)
+        | SshError::HostKeyRevoked(_)
+        | SshError::HostCertificate { .. } => ErrorKind::HostKey,
+        SshError::IdentityFile { .. }
+        | SshError::PassphraseRequired { .. }
+        | SshError::BadPassphrase { .. }
+        | SshError::NoAuthMethod { .. }
+        | SshError::AuthFailed { .. } => ErrorKind::Auth,
+        _ => ErrorKind::Connect,
+    }
+}
+
+/// `plan`: each planned host ends ok (nothing to change) or changed (would change).
+fn planned_outcomes<T>(runs: &mut [HostRun<T>]) {
+    for r in runs.iter_mut().filter(|r| r.outcome.is_none()) {
+        r.outcome = r.plan.as_ref().map(|p| {
+            if p.is_empty() {
+                Outcome::Ok
+            } else {
+                Outcome::Changed(p.change_count())
+            }
+        });
+    }
+}
+
+/// Says goodbye to every host at once, bounded: saying goodbye on a connection that
+/// broke waits forever (the SSH layer's queue towards the dead peer is full), so a host
+/// found unreachable is just dropped.
+async fn close_all(runs: &mut [HostRun<SshSession>]) {
+    let closing: Vec<_> = runs
+        .iter_mut()
+        .filter_map(|r| {
+            let session = Arc::try_unwrap(r.session.take()?).ok()?;
+            let broken = matches!(r.outcome, Some(Outcome::Unreachable(_)));
+            (!broken).then_some(session)
+        })
+        .map(|s| tokio::time::timeout(SESSION_CLOSE_TIMEOUT, s.close()))
+        .collect();
+    futures::future::join_all(closing).await;
+}
+
+/// 1 when anything failed (or Ctrl-C stopped an apply), 2 when a plan found changes,
+/// else 0.
+fn exit_code<T>(runs: &[HostRun<T>], mode: Mode, interrupted: bool) -> i32 {
+    let failed = interrupted
+        || runs
+            .iter()
+            .any(|r| r.outcome.as_ref().is_none_or(Outcome::is_failure));
+    let changes = runs
+        .iter()
+        .any(|r| matches!(r.outcome, Some(Outcome::Changed(_))));
+    if failed {
+        EXIT_FAIL
+    } else if changes && mode == RunMode::Plan {
+        EXIT_CHANGES
+    } else {
+        EXIT_OK
+    }
+}
+
+/// The recap: the JSON document under `--format json`, else the text recap. Masked.
+fn print_recap<T>(
+    runs: &[HostRun<T>],
+    mode: Mode,
+    code: i32,
+    total: Duration,
+    reporter: &Reporter,
+    secrets: &Secrets,
+) -> anyhow::Result<()> {
+    let ends: Vec<HostEnd> = runs
+        .iter()
+        .map(|r| HostEnd {
+            host: &r.name,
+            tier: &r.tier,
+            outcome: r.outcome.as_ref(),
+            elapsed: r.elapsed,
+            round_trips: r.round_trips,
+        })
+        .collect();
+    if reporter.is_json() {
+        let plans = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
+        let doc = Recap::new(mode, plans, &ends, code, total);
+        println!("{}", secrets.mask(&serde_json::to_string(&doc)?));
+    } else {
+        reporter.line(&secrets.mask(&recap_text(&ends, mode, total)));
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The subcommands, one file each, from a parsed command line to an exit code.
+//!
+//! Every command returns `anyhow::Result<i32>`: the exit code it chose, or an error.
+//! [`run`] is the one place that turns an error into exit code 1 and prints it (with
+//! its causes). Errors inside the pipeline are typed per stage ([`Diagnostic`] for input,
+//! [`crate::transport::SshError`], [`crate::report::Failure`] per host); anyhow only
+//! carries them to here.
+
+mod check;
+mod hosts;
+mod interrupt;
+mod live;
+mod render;
+mod trust;
+
+use crate::cli::{Cli, Command, Common};
+use crate::desired::DesiredHost;
+use crate::diag::Diagnostic;
+use crate::inventory::{self, Host, Inventory};
+use crate::render::{Project, find_root};
+use crate::secrets::Secrets;
+use crate::transport::{JumpHost, SshOptions};
+use std::collections::BTreeMap;
+
+/// Success: nothing to change (plan), converged (apply), done (offline commands).
+pub const EXIT_OK: i32 = 0;
+/// Any failure: bad input, unreachable host, failed validation or health check.
+pub const EXIT_FAIL: i32 = 1;
+/// `plan` found changes.
+pub const EXIT_CHANGES: i32 = 2;
+/// A second Ctrl-C (128 + SIGINT, as shells report it).
+pub const EXIT_ABORTED: i32 = 130;
+
+/// Runs the command; returns the process's exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Check(c) => check::check(&c),
+        Command::Render {
+            common,
+            out,
+            reveal_secrets,
+        } => render::render(&common, &out, reveal_secrets),
+        Command::Hosts(c) => hosts::hosts(&c),
+        Command::Trust(c) => trust::trust(&c).await,
+        Command::Plan(l) => live::live(&l, live::Mode::Plan).await,
+        Command::Apply(l) => live::live(&l, live::Mode::Apply).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_FAIL
+        }
+    }
+}
+
+/// Inventory + project, loaded and validated; no host touched.
+struct Loaded {
+    inv: Inventory,
+    project: Project,
+}
+
+/// Loads the project (roles, templates) and the inventory.
+fn load(c: &Common) -> Result<Loaded, Diagnostic> {
+    if !c.inventory.is_file() {
+        return Err(
+            Diagnostic::new(&c.inventory, 0, 0, "inventory file not found")
+                .with_hint("give the path of an inventory YAML file, e.g. inventories/lab.yml"),
+        );
+    }
+    let root = match &c.root {
+        Some(r) => r.clone(),
+        None => find_root(&c.inventory).ok_or_else(|| {
+            Diagnostic::new(
+                &c.inventory,
+                0,
+                0,
+                "no folder with roles/ and templates/ found above the inventory",
+            )
+            .with_hint("run from the project, or pass --root DIR")
+        })?,
+    };
+    let project = Project::load(&root)?;
+    let inv = inventory::load(&c.inventory, &project.role_names())?;
+    Ok(Loaded { inv, project })
+}
+
+/// The hosts `--limit` and `--tier` select.
+fn select<'a>(l: &'a Loaded, c: &Common) -> anyhow::Result<Vec<&'a Host>> {
+    l.inv.select(&c.limit, &c.tier).map_err(anyhow::Error::msg)
+}
+
+/// Renders every selected host. With `reveal`, templates see the real secret values;
+/// otherwise `<secret:NAME>` placeholders. Error messages are masked either way.
+fn render_all(
+    l: &Loaded,
+    hosts: &[&Host],
+    secrets: &Secrets,
+    reveal: bool,
+) -> Result<Vec<DesiredHost>, Diagnostic> {
+    let values = if reveal {
+        secrets.values().clone()
+    } else {
+        secrets_placeholders(&l.inv)
+    };
+    hosts
+        .iter()
+        .map(|h| {
+            l.project
+                .render_host(&l.inv, h, &values, secrets)
+                .map_err(|mut d| {
+                    d.message = secrets.mask(&d.message);
+                    d.hint = d.hint.map(|h| secrets.mask(&h));
+                    d
+                })
+        })
+        .collect()
+}
+
+fn secrets_placeholders(inv: &Inventory) -> BTreeMap<String, String> {
+    inv.secrets
+        .iter()
+        .map(|s| (s.name.clone(), format!("<secret:{}>", s.name)))
+        .collect()
+}
+
+/// How to reach a host, from the inventory's SSH settings.
+fn ssh_options(inv: &Inventory, h: &Host) -> SshOptions {
+    SshOptions {
+        host_name: h.name.clone(),
+        address: h.address.to_string(),
+        port: h.port,
+        user: h.user.clone(),
+        identity_file: inv.ssh.identity_file.clone(),
+        use_agent: inv.ssh.use_agent,
+        known_hosts: inv.ssh.known_hosts.clone(),
+        connect_timeout: inv.ssh.connect_timeout,
+        jump: inv.ssh.jump_host.as_ref().map(|j| JumpHost {
+            address: j.address.clone(),
+            port: j.port,
+            user: j.user.clone(),
+        }),
+    }
+}

@@ -1,0 +1,118 @@
+//! The text form of a host's plan: what `plan` shows and `apply` prints before acting.
+
+use crate::plan::{FileAction, FileChange, HostPlan};
+
+fn paint(colors: bool, code: &str, s: &str) -> String {
+    if colors {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// The text form of a host's plan.
+pub fn plan_text(p: &HostPlan, colors: bool) -> String {
+    let mut out = String::new();
+    let title = format!("{} ({}, {})", p.host, p.tier, p.address);
+    if p.is_empty() {
+        out.push_str(&format!(
+            "{} {}: no changes\n",
+            paint(colors, "32", "="),
+            title
+        ));
+        return out;
+    }
+    out.push_str(&format!(
+        "{} {}: {} change(s)\n",
+        paint(colors, "33", "~"),
+        paint(colors, "1", &title),
+        p.change_count()
+    ));
+    if !p.packages_to_install.is_empty() {
+        out.push_str(&format!(
+            "  + install packages: {}\n",
+            p.packages_to_install.join(" ")
+        ));
+    }
+    for t in &p.stale_temps {
+        out.push_str(&format!("  - remove {t} (left by an interrupted apply)\n"));
+    }
+    for r in &p.roles {
+        for f in &r.files {
+            out.push_str(&file_text(&r.role, f, colors));
+        }
+        if let Some(check) = &r.drift {
+            out.push_str(&format!(
+                "  [{}] live state differs from the files (drift check failed: {check})\n",
+                r.role
+            ));
+        }
+        for a in &r.actions {
+            out.push_str(&format!("  [{}] {a}\n", r.role));
+        }
+    }
+    out
+}
+
+/// One file's lines of the plan: what happens to it, mode and owner changes, its diff.
+fn file_text(role: &str, f: &FileChange, colors: bool) -> String {
+    let verb = match f.action {
+        FileAction::Create => "create",
+        FileAction::Update => "update",
+        FileAction::Metadata => "set owner/mode of",
+        FileAction::Unfinished => "finish the interrupted apply of",
+    };
+    let mut out = format!(
+        "  [{role}] {verb} {} ({} {}:{})\n",
+        f.path, f.mode, f.owner, f.group
+    );
+    if let Some(m) = &f.old_mode {
+        out.push_str(&format!("      mode {m} -> {}\n", f.mode));
+    }
+    if let Some(o) = &f.old_owner {
+        out.push_str(&format!("      owner {o} -> {}:{}\n", f.owner, f.group));
+    }
+    if f.action == FileAction::Unfinished {
+        out.push_str("      (already in place; an earlier apply stopped before its handlers and health checks)\n");
+    } else if f.sensitive && f.action != FileAction::Metadata {
+        out.push_str("      (content not shown: the file holds a secret)\n");
+    } else if let Some(d) = &f.diff {
+        for line in d.lines() {
+            out.push_str(&format!("      {}\n", diff_line(line, colors)));
+        }
+    } else if f.action != FileAction::Metadata {
+        out.push_str("      (binary content differs)\n");
+    }
+    out
+}
+
+/// A unified diff line, coloured on a terminal: headers bold, additions green, removals
+/// red, hunk headers cyan.
+fn diff_line(line: &str, colors: bool) -> String {
+    if line.starts_with("+++") || line.starts_with("---") {
+        paint(colors, "1", line)
+    } else if line.starts_with('+') {
+        paint(colors, "32", line)
+    } else if line.starts_with('-') {
+        paint(colors, "31", line)
+    } else if line.starts_with("@@") {
+        paint(colors, "36", line)
+    } else {
+        line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_lines_are_coloured_only_when_asked() {
+        assert_eq!(diff_line("+new", false), "+new");
+        assert_eq!(diff_line("+new", true), "\x1b[32m+new\x1b[0m");
+        assert_eq!(diff_line("-old", true), "\x1b[31m-old\x1b[0m");
+        assert_eq!(diff_line("--- a", true), "\x1b[1m--- a\x1b[0m");
+        assert_eq!(diff_line("@@ -1 +1 @@", true), "\x1b[36m@@ -1 +1 @@\x1b[0m");
+        assert_eq!(diff_line(" same", true), " same");
+    }
+}
