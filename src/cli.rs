@@ -20,7 +20,7 @@ pub enum Command {
     /// Offline: check that the inventory, roles and templates are valid and render for
     /// every host. Secrets are not needed (placeholders are rendered).
     Check(Common),
-    /// Offline: write each host's rendered files under OUT/<host>/<path>.
+    /// Offline: write each host's rendered files under OUT/HOST/PATH.
     Render {
         #[command(flatten)]
         common: Common,

@@ -2,7 +2,10 @@
 //!
 //! The pipeline flows one way (see ARCHITECTURE.md):
 //! inventory -> roles + templates -> desired state -> facts (SSH) -> plan -> apply.
-//! Every stage before [`transport`] is pure and unit-tested.
+//! Every stage before the SSH transport is pure and unit-tested.
+//!
+//! The library is the binary's inside: only what `main` and the integration tests use is
+//! public (the CLI, the commands, and the offline input stages).
 
 pub mod apply;
 pub mod cli;

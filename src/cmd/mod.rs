@@ -3,7 +3,7 @@
 //! Every command returns `anyhow::Result<i32>`: the exit code it chose, or an error.
 //! [`run`] is the one place that turns an error into exit code 1 and prints it (with
 //! its causes). Errors inside the pipeline are typed per stage ([`Diagnostic`] for input,
-//! [`crate::transport::SshError`], [`crate::report::Failure`] per host); anyhow only
+//! `transport::SshError`, `report::Failure` per host); anyhow only
 //! carries them to here.
 
 mod check;

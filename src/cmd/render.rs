@@ -1,4 +1,4 @@
-//! `render --out DIR`: offline; each selected host's files under DIR/<host>/<path>, with
+//! `render --out DIR`: offline; each selected host's files under `DIR/<host>/<path>`, with
 //! `<secret:NAME>` placeholders unless `--reveal-secrets`.
 
 use super::{EXIT_OK, load, render_all, select};

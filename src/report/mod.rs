@@ -1,6 +1,6 @@
 //! How a run ends, for people and for programs: each host's [`Outcome`] (with an
 //! [`ErrorKind`] when it failed), the recap as text or as the typed JSON document
-//! ([`Recap`], versioned by [`FORMAT_VERSION`]), and a plan as text.
+//! ([`Recap`], versioned by its `format_version`), and a plan as text.
 //!
 //! Pure: nothing here prints. [`crate::progress`] prints what this module makes.
 
@@ -10,6 +10,4 @@ mod recap;
 
 pub use outcome::{ErrorKind, Failure, Interruption, Outcome};
 pub use plan_text::plan_text;
-pub use recap::{
-    FORMAT_VERSION, HostEnd, HostRecap, Recap, RunMode, Status, outcome_word, recap_text,
-};
+pub use recap::{HostEnd, Recap, RunMode, outcome_word, recap_text};
