@@ -98,3 +98,190 @@ impl<T: Transport> Reader<'_, T> {
         Outcome::failed(ErrorKind::Facts, self.secrets.mask(&printable(message)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{DesiredFile, DesiredRole};
+    use crate::inventory::Host;
+    use crate::role::Notify;
+    use crate::transport::SshError;
+    use std::future::Future;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Runs every command with the local shell and counts them (a host that is this
+    /// machine, without sudo).
+    #[derive(Default)]
+    struct Local {
+        execs: AtomicU32,
+    }
+
+    impl Transport for Local {
+        fn exec(
+            &self,
+            command: &str,
+            _stdin: &[u8],
+        ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send {
+            self.execs.fetch_add(1, Ordering::SeqCst);
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .output();
+            async move {
+                let out = out.map_err(|e| SshError::Channel {
+                    host: "local".into(),
+                    reason: e.to_string(),
+                })?;
+                Ok(ExecOutput {
+                    status: out.status.code().map_or(255, |c| c as u32),
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                })
+            }
+        }
+    }
+
+    /// Answers every command with the same output, or breaks.
+    struct Canned(Option<ExecOutput>);
+
+    impl Transport for Canned {
+        fn exec(
+            &self,
+            _command: &str,
+            _stdin: &[u8],
+        ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send {
+            let answer = self.0.clone().ok_or(SshError::Channel {
+                host: "web1".into(),
+                reason: "connection reset".into(),
+            });
+            async move { answer }
+        }
+    }
+
+    fn desired(path: &str, content: &str) -> DesiredHost {
+        DesiredHost {
+            host: Host {
+                name: "web1".into(),
+                address: "127.0.0.1".parse().expect("ip"),
+                tier: "web".into(),
+                port: 22,
+                user: "deploy".into(),
+                vars: Default::default(),
+            },
+            roles: vec![DesiredRole {
+                name: "site".into(),
+                packages: vec![],
+                service: None,
+                files: vec![DesiredFile::new(
+                    path.into(),
+                    content.as_bytes().to_vec(),
+                    String::from_utf8_lossy(&run("id -un")).trim().to_string(),
+                    String::from_utf8_lossy(&run("id -gn")).trim().to_string(),
+                    0o644,
+                    Notify::None,
+                    None,
+                    false,
+                )],
+                validate: None,
+                handlers: vec![],
+                health: vec![],
+                drift_check: None,
+            }],
+        }
+    }
+
+    fn run(cmd: &str) -> Vec<u8> {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    }
+
+    fn reader<'a, T: Transport>(t: &'a T, secrets: &'a Secrets) -> Reader<'a, T> {
+        Reader {
+            transport: t,
+            host: "web1",
+            sudo: false,
+            secrets,
+            vip: None,
+        }
+    }
+
+    static NO_SECRETS: std::sync::LazyLock<Secrets> = std::sync::LazyLock::new(Secrets::default);
+
+    #[tokio::test]
+    async fn one_round_trip_when_contents_match_two_when_a_diff_is_needed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("site.conf");
+        let path_s = path.to_string_lossy().to_string();
+        std::fs::write(&path, "listen 80;\n").expect("write");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod");
+
+        let local = Local::default();
+        let p = reader(&local, &NO_SECRETS)
+            .plan(&desired(&path_s, "listen 80;\n"))
+            .await
+            .expect("planned");
+        assert!(p.plan.is_empty(), "{:?}", p.plan);
+        assert_eq!((p.round_trips, local.execs.load(Ordering::SeqCst)), (1, 1));
+
+        let local = Local::default();
+        let p = reader(&local, &NO_SECRETS)
+            .plan(&desired(&path_s, "listen 8080;\n"))
+            .await
+            .expect("planned");
+        assert_eq!((p.round_trips, local.execs.load(Ordering::SeqCst)), (2, 2));
+        let diff = p.plan.roles[0].files[0].diff.clone().unwrap_or_default();
+        assert!(
+            diff.contains("-listen 80;") && diff.contains("+listen 8080;"),
+            "{diff}"
+        );
+        assert!(!p.holds_vip);
+    }
+
+    #[tokio::test]
+    async fn a_failing_facts_script_fails_the_host_and_names_sudo() {
+        let t = Canned(Some(ExecOutput {
+            status: 1,
+            stdout: vec![],
+            stderr: b"sudo: a password is required\x1b[2J".to_vec(),
+        }));
+        let o = reader(&t, &NO_SECRETS)
+            .plan(&desired("/etc/x", "x"))
+            .await
+            .expect_err("fails");
+        let Outcome::Failed(f) = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(f.kind, ErrorKind::Facts);
+        assert!(f.message.contains("passwordless sudo"), "{}", f.message);
+        assert!(
+            f.message.contains("^[[2J") && !f.message.contains('\x1b'),
+            "{}",
+            f.message
+        );
+    }
+
+    #[tokio::test]
+    async fn garbled_facts_fail_the_host_and_a_broken_connection_makes_it_unreachable() {
+        let t = Canned(Some(ExecOutput {
+            status: 0,
+            stdout: b"garbage\n".to_vec(),
+            stderr: vec![],
+        }));
+        let o = reader(&t, &NO_SECRETS).plan(&desired("/etc/x", "x")).await;
+        assert!(
+            matches!(&o, Err(Outcome::Failed(f)) if f.kind == ErrorKind::Facts),
+            "{o:?}"
+        );
+        let t = Canned(None);
+        let o = reader(&t, &NO_SECRETS).plan(&desired("/etc/x", "x")).await;
+        assert!(
+            matches!(&o, Err(Outcome::Unreachable(f)) if f.kind == ErrorKind::ConnectionLost && f.message.contains("connection reset")),
+            "{o:?}"
+        );
+    }
+}
