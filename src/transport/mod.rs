@@ -5,11 +5,11 @@
 //! pipeline can be tested with in-memory fakes.
 
 pub mod known_hosts;
-pub mod ssh;
+mod ssh;
 
 pub use ssh::{
-    HostKeyReport, JumpHost, MAX_CONCURRENT_EXECS, PASSPHRASE_ENV, SshError, SshOptions,
-    SshSession, connect, scan_host_key, scan_host_key_via_jump,
+    HostKeyReport, JumpHost, SshError, SshOptions, SshSession, connect, scan_host_key,
+    scan_host_key_via_jump,
 };
 
 use std::future::Future;
