@@ -128,7 +128,7 @@ impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
 }
 
 fn select<'a>(l: &'a Loaded, c: &Common) -> Result<Vec<&'a Host>, String> {
-    l.inv.select(&c.limit, &c.tier)
+    l.inv.select(&c.limit, &c.tier).map_err(|e| e.to_string())
 }
 
 fn render_all(
