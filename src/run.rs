@@ -544,8 +544,8 @@ async fn gather(
                 secrets.mask(err.trim())
             )));
         }
-        let facts =
-            facts::parse(&String::from_utf8_lossy(&out.stdout), &q).map_err(Outcome::Failed)?;
+        let facts = facts::parse(&String::from_utf8_lossy(&out.stdout), &q)
+            .map_err(|e| Outcome::Failed(e.to_string()))?;
         let changed = plan::content_changed(&slot.desired, &facts);
         let mut old = Default::default();
         let mut trips = 1;
@@ -553,7 +553,7 @@ async fn gather(
             trips += 1;
             let out = read(facts::contents_script(&changed)).await?;
             old = facts::parse_contents(&String::from_utf8_lossy(&out.stdout))
-                .map_err(Outcome::Failed)?;
+                .map_err(|e| Outcome::Failed(e.to_string()))?;
         }
         Ok((
             plan::plan_host(&slot.desired, &facts, &old, secrets),
