@@ -21,7 +21,7 @@ use std::time::Duration;
 pub const TIER_ORDER: [&str; 4] = ["db", "app", "web", "lb"];
 
 /// Largest inventory file we read (bytes); a guard against accidents and YAML bombs.
-pub const MAX_INVENTORY_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_INVENTORY_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Inventory {
