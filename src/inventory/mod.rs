@@ -3,6 +3,10 @@
 //! Loading is strict: unknown keys, duplicate hosts or addresses, unknown tiers or roles,
 //! bad addresses, ports and CIDRs are errors with file:line:column and, for typos, the
 //! nearest valid name. Nothing here touches the network.
+//!
+//! `schema.rs` is the file as written (serde types), `validate.rs` turns it into an
+//! [`Inventory`], checking each section in file order, and `select.rs` applies `--limit`
+//! and `--tier`.
 
 mod schema;
 mod select;
