@@ -97,7 +97,6 @@ const ALIAS_HINT: &str =
 /// Message and hint for one serde-saphyr error, without position.
 fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
     use serde_saphyr::Error as E;
-    use serde_saphyr::budget::BudgetBreach as B;
     let s = |m: &str| m.to_string();
     match err {
         E::Eof { .. } => (
@@ -106,41 +105,8 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
                 "the file must hold one YAML mapping (`key: value` lines)",
             )),
         ),
-        E::MultipleDocuments { .. }
-        | E::Budget {
-            breach: B::Documents { .. },
-            ..
-        } => (
-            s("a second YAML document starts here; only one is allowed"),
-            Some(s(
-                "a line `---` starts a new document: remove it, or split the file",
-            )),
-        ),
-        E::Budget {
-            breach: B::Depth { .. },
-            ..
-        } => (
-            s("the structure is nested too deeply"),
-            Some(s("lists and mappings may nest 64 levels deep at most")),
-        ),
-        E::Budget {
-            breach: B::Aliases { .. } | B::Anchors { .. } | B::AliasAnchorRatio { .. },
-            ..
-        } => (s("too many &anchors or *aliases"), Some(s(ALIAS_HINT))),
-        E::Budget {
-            breach: B::Nodes { .. } | B::Events { .. } | B::ScalarBytes { .. },
-            ..
-        } => (
-            s("the document is too large (counting what its *aliases expand to)"),
-            Some(s(
-                "an inventory or role is a small file; if this one multiplies values \
-                 with &anchors and *aliases, write them out instead",
-            )),
-        ),
-        E::Budget { breach, .. } => (
-            format!("the document exceeds a parser limit ({breach:?})"),
-            None,
-        ),
+        E::MultipleDocuments { .. } => second_document(),
+        E::Budget { breach, .. } => describe_breach(breach),
         E::AliasReplayCounterOverflow { .. }
         | E::AliasReplayLimitExceeded { .. }
         | E::AliasExpansionLimitExceeded { .. }
@@ -153,27 +119,8 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
                 "define the anchor (`&name`) earlier in the file, or write the value out",
             )),
         ),
-        E::Unexpected { expected, .. } => (
-            match *expected {
-                "mapping start" => s("expected a mapping (`key: value` lines) here"),
-                "sequence start" => s("expected a list (`- item` lines or `[a, b]`) here"),
-                "string scalar" | "scalar" => {
-                    s("expected a single value here, not a list or mapping")
-                }
-                other => format!("expected {other} here"),
-            },
-            None,
-        ),
-        E::InvalidScalar { ty, .. } => (
-            match *ty {
-                "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128"
-                | "isize" | "usize" => s("expected a whole number"),
-                "f32" | "f64" | "floating point" => s("expected a number"),
-                "bool" | "boolean" => s("expected true or false"),
-                other => format!("expected a value of type {other}"),
-            },
-            None,
-        ),
+        E::Unexpected { expected, .. } => (expected_node(expected), None),
+        E::InvalidScalar { ty, .. } => (expected_scalar(ty), None),
         E::InvalidBooleanStrict { .. } => (s("expected true or false"), None),
         E::NullIntoString { .. } => (
             s("a value is required here, but it is empty (null)"),
@@ -210,29 +157,91 @@ fn describe_yaml_error(err: &serde_saphyr::Error) -> (String, Option<String>) {
             Some(s("remove the tag, or put the whole value in quotes")),
         ),
         E::ExternalMessage { msg, .. } => {
-            let hint = if msg.contains("tab") {
-                Some("indent with spaces: YAML does not allow tabs in indentation")
-            } else if msg.contains("recursion limit") {
-                Some("lists and mappings may nest 64 levels deep at most")
-            } else if msg.contains("unclosed") {
-                Some("a quote or bracket opened here is not closed")
-            } else if msg.contains("mismatched bracket") {
-                Some("close each `[` with `]` and each `{` with `}`")
-            } else if ["':'", "mapping values", "expected key", "block"]
-                .iter()
-                .any(|w| msg.contains(w))
-            {
-                Some("check the indentation, and the brackets and quotes just before this point")
-            } else {
-                None
-            };
-            (format!("YAML syntax error: {msg}"), hint.map(s))
+            (format!("YAML syntax error: {msg}"), syntax_hint(msg).map(s))
         }
         other => {
             let full = other.to_string();
             let first = full.lines().next().unwrap_or("invalid YAML").trim();
             (strip_location_suffix(first), None)
         }
+    }
+}
+
+/// A `---` line, or the budget's count of documents.
+fn second_document() -> (String, Option<String>) {
+    (
+        "a second YAML document starts here; only one is allowed".to_string(),
+        Some("a line `---` starts a new document: remove it, or split the file".to_string()),
+    )
+}
+
+/// Message and hint for a breach of the parser budget ([`crate::inventory::yaml_options`]).
+fn describe_breach(breach: &serde_saphyr::budget::BudgetBreach) -> (String, Option<String>) {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let s = |m: &str| m.to_string();
+    match breach {
+        B::Documents { .. } => second_document(),
+        B::Depth { .. } => (
+            s("the structure is nested too deeply"),
+            Some(s("lists and mappings may nest 64 levels deep at most")),
+        ),
+        B::Aliases { .. } | B::Anchors { .. } | B::AliasAnchorRatio { .. } => {
+            (s("too many &anchors or *aliases"), Some(s(ALIAS_HINT)))
+        }
+        B::Nodes { .. } | B::Events { .. } | B::ScalarBytes { .. } => (
+            s("the document is too large (counting what its *aliases expand to)"),
+            Some(s(
+                "an inventory or role is a small file; if this one multiplies values \
+                 with &anchors and *aliases, write them out instead",
+            )),
+        ),
+        breach => (
+            format!("the document exceeds a parser limit ({breach:?})"),
+            None,
+        ),
+    }
+}
+
+/// What the parser expected instead of the node it found, in the user's words.
+fn expected_node(expected: &str) -> String {
+    match expected {
+        "mapping start" => "expected a mapping (`key: value` lines) here".to_string(),
+        "sequence start" => "expected a list (`- item` lines or `[a, b]`) here".to_string(),
+        "string scalar" | "scalar" => {
+            "expected a single value here, not a list or mapping".to_string()
+        }
+        other => format!("expected {other} here"),
+    }
+}
+
+/// The kind of value a Rust type wants, in the user's words.
+fn expected_scalar(ty: &str) -> String {
+    match ty {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "isize"
+        | "usize" => "expected a whole number".to_string(),
+        "f32" | "f64" | "floating point" => "expected a number".to_string(),
+        "bool" | "boolean" => "expected true or false".to_string(),
+        other => format!("expected a value of type {other}"),
+    }
+}
+
+/// What to check for a syntax error, from the parser's message.
+fn syntax_hint(msg: &str) -> Option<&'static str> {
+    if msg.contains("tab") {
+        Some("indent with spaces: YAML does not allow tabs in indentation")
+    } else if msg.contains("recursion limit") {
+        Some("lists and mappings may nest 64 levels deep at most")
+    } else if msg.contains("unclosed") {
+        Some("a quote or bracket opened here is not closed")
+    } else if msg.contains("mismatched bracket") {
+        Some("close each `[` with `]` and each `{` with `}`")
+    } else if ["':'", "mapping values", "expected key", "block"]
+        .iter()
+        .any(|w| msg.contains(w))
+    {
+        Some("check the indentation, and the brackets and quotes just before this point")
+    } else {
+        None
     }
 }
 

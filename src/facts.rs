@@ -2,7 +2,7 @@
 //! round trip ([`script`]); pure parsers turn its output into [`Facts`] ([`parse`]).
 
 use crate::shell::{Init, quote};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A managed file as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +34,11 @@ pub struct Facts {
     pub holds_vip: Option<bool>,
     /// Managed paths that still have an apply's backup beside them: that apply put the
     /// file in place but did not finish (handlers, health checks).
-    pub unfinished: std::collections::BTreeSet<String>,
+    pub unfinished: BTreeSet<String>,
     /// Roles whose drift check failed: the live state differs from the files.
-    pub drifted: std::collections::BTreeSet<String>,
+    pub drifted: BTreeSet<String>,
     /// Temporary files an interrupted apply left beside managed paths.
-    pub stale_temps: std::collections::BTreeSet<String>,
+    pub stale_temps: BTreeSet<String>,
 }
 
 /// What the facts script must ask about.
@@ -100,7 +100,7 @@ pub fn script(q: &FactQuery) -> String {
 }
 
 /// `nginx` -> `nginx.service`; names with a unit suffix stay as they are.
-pub fn unit_name(service: &str) -> String {
+fn unit_name(service: &str) -> String {
     if service.contains('.') {
         service.to_string()
     } else {
@@ -108,148 +108,225 @@ pub fn unit_name(service: &str) -> String {
     }
 }
 
+/// Why a host's facts (or contents) output cannot be read. The text is what the run
+/// reports for the host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FactsError {
+    /// A line of the facts output that is not what the script prints.
+    #[error("facts output line {line}: cannot read `{text}`")]
+    Unreadable { line: usize, text: String },
+    /// No `END` line: the script did not run to its end.
+    #[error("facts output ended early (the connection dropped or the script failed)")]
+    EndedEarly,
+    /// A path asked about is neither reported missing nor hashed and stat'ed.
+    #[error("facts output lacks the file {0}")]
+    MissingFile(String),
+    #[error("facts output lacks the INIT line")]
+    MissingInit,
+    /// A line of the contents output that is not `C <base64|-> <path>`.
+    #[error("cannot read `{0}`")]
+    UnreadableContent(String),
+    #[error("bad base64 for {path}: {reason}")]
+    BadBase64 {
+        path: String,
+        reason: base64::DecodeError,
+    },
+    /// No `END` line in the contents output.
+    #[error("content output ended early")]
+    ContentEndedEarly,
+}
+
 /// Parses the facts script's output. Packages and services asked about but not
 /// mentioned are missing / unknown.
-pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, String> {
-    let mut init = None;
-    let mut files = BTreeMap::new();
-    let mut packages: BTreeMap<String, bool> =
-        q.packages.iter().map(|p| (p.to_string(), false)).collect();
-    let mut services = BTreeMap::new();
-    let mut holds_vip = None;
-    let mut ended = false;
-    let mut unit: Option<String> = None;
-    let mut hashes: BTreeMap<String, String> = BTreeMap::new();
-    let mut metas: BTreeMap<String, (u32, String, String)> = BTreeMap::new();
-    let mut unfinished = std::collections::BTreeSet::new();
-    let mut drifted = std::collections::BTreeSet::new();
-    let mut stale_temps = std::collections::BTreeSet::new();
+pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, FactsError> {
+    let mut reader = FactsReader::new(q);
     for (n, line) in output.lines().enumerate() {
-        let bad = || format!("facts output line {}: cannot read `{line}`", n + 1);
-        let mut parts = line.splitn(2, ' ');
-        let tag = parts.next().unwrap_or("");
-        let rest = parts.next().unwrap_or("");
+        reader.line(line).ok_or_else(|| FactsError::Unreadable {
+            line: n + 1,
+            text: line.to_string(),
+        })?;
+    }
+    reader.finish(q)
+}
+
+/// What the facts output has said so far, line by line.
+struct FactsReader {
+    init: Option<Init>,
+    /// Paths reported missing (`F 0 PATH`); the others are assembled by [`Self::finish`].
+    files: BTreeMap<String, Option<FileFact>>,
+    packages: BTreeMap<String, bool>,
+    services: BTreeMap<String, ServiceFact>,
+    holds_vip: Option<bool>,
+    ended: bool,
+    /// The unit whose `systemctl show` block is being read.
+    unit: Option<String>,
+    hashes: BTreeMap<String, String>,
+    metas: BTreeMap<String, (u32, String, String)>,
+    unfinished: BTreeSet<String>,
+    drifted: BTreeSet<String>,
+    stale_temps: BTreeSet<String>,
+}
+
+impl FactsReader {
+    /// Every package asked about starts as not installed.
+    fn new(q: &FactQuery) -> Self {
+        FactsReader {
+            init: None,
+            files: BTreeMap::new(),
+            packages: q.packages.iter().map(|p| (p.to_string(), false)).collect(),
+            services: BTreeMap::new(),
+            holds_vip: None,
+            ended: false,
+            unit: None,
+            hashes: BTreeMap::new(),
+            metas: BTreeMap::new(),
+            unfinished: BTreeSet::new(),
+            drifted: BTreeSet::new(),
+            stale_temps: BTreeSet::new(),
+        }
+    }
+
+    /// Reads one line (`TAG REST`); `None` when it is not what the script prints.
+    fn line(&mut self, line: &str) -> Option<()> {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
         match tag {
             "INIT" => {
-                init = Some(if rest == "systemd" {
+                self.init = Some(if rest == "systemd" {
                     Init::Systemd
                 } else {
                     Init::Other
                 });
             }
             "F" => {
-                let path = rest.strip_prefix("0 ").ok_or_else(bad)?;
-                files.insert(path.to_string(), None);
+                let path = rest.strip_prefix("0 ")?;
+                self.files.insert(path.to_string(), None);
             }
-            "H" => {
-                // sha256sum: "HASH  PATH"
-                let (hash, path) = rest.split_once("  ").ok_or_else(bad)?;
-                if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(bad());
-                }
-                hashes.insert(path.to_string(), hash.to_string());
-            }
-            "M" => {
-                let f: Vec<&str> = rest.splitn(4, ' ').collect();
-                if f.len() != 4 {
-                    return Err(bad());
-                }
-                let mode = u32::from_str_radix(f[0], 8).map_err(|_| bad())?;
-                metas.insert(f[3].to_string(), (mode, f[1].to_string(), f[2].to_string()));
-            }
-            "P" => {
-                let f: Vec<&str> = rest.split(' ').collect();
-                if f.len() < 2 {
-                    return Err(bad());
-                }
-                // dpkg-query may print name:arch for multi-arch packages
-                let name = f[0].split(':').next().unwrap_or(f[0]);
-                packages.insert(name.to_string(), f[1] == "installed");
-            }
-            "U" => {
-                let Some((key, value)) = rest.split_once('=') else {
-                    continue; // the blank line between two units' blocks
-                };
-                match key {
-                    "Id" => {
-                        let name = value.strip_suffix(".service").unwrap_or(value).to_string();
-                        services.insert(
-                            name.clone(),
-                            ServiceFact {
-                                active: "unknown".into(),
-                                enabled: "not-found".into(),
-                            },
-                        );
-                        unit = Some(name);
-                    }
-                    "ActiveState" | "UnitFileState" => {
-                        let fact = unit
-                            .as_ref()
-                            .and_then(|u| services.get_mut(u))
-                            .ok_or_else(bad)?;
-                        let v = if value.is_empty() { "not-found" } else { value };
-                        if key == "ActiveState" {
-                            fact.active = v.to_string();
-                        } else {
-                            fact.enabled = v.to_string();
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            "VIP" => holds_vip = Some(rest == "yes"),
+            "H" => self.hash(rest)?,
+            "M" => self.meta(rest)?,
+            "P" => self.package(rest)?,
+            "U" => self.unit(rest)?,
+            "VIP" => self.holds_vip = Some(rest == "yes"),
             "D" => match rest.split_once(' ') {
                 Some(("drift", role)) => {
-                    drifted.insert(role.to_string());
+                    self.drifted.insert(role.to_string());
                 }
                 Some(("ok", _)) => {}
-                _ => return Err(bad()),
+                _ => return None,
             },
             "T" => {
-                stale_temps.insert(rest.to_string());
+                self.stale_temps.insert(rest.to_string());
             }
             "B" => {
-                unfinished.insert(rest.to_string());
+                self.unfinished.insert(rest.to_string());
             }
-            "END" => ended = true,
+            "END" => self.ended = true,
             "" => {}
-            _ => return Err(bad()),
+            _ => return None,
         }
+        Some(())
     }
-    if !ended {
-        return Err(
-            "facts output ended early (the connection dropped or the script failed)".into(),
-        );
-    }
-    for p in &q.paths {
-        if files.contains_key(*p) {
-            continue; // reported missing
+
+    /// `H HASH  PATH`, from sha256sum.
+    fn hash(&mut self, rest: &str) -> Option<()> {
+        let (hash, path) = rest.split_once("  ")?;
+        if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
         }
-        match (hashes.remove(*p), metas.remove(*p)) {
-            (Some(sha256), Some((mode, owner, group))) => {
-                files.insert(
-                    p.to_string(),
-                    Some(FileFact {
-                        sha256,
-                        mode,
-                        owner,
-                        group,
-                    }),
+        self.hashes.insert(path.to_string(), hash.to_string());
+        Some(())
+    }
+
+    /// `M MODE OWNER GROUP PATH`, from stat (mode in octal).
+    fn meta(&mut self, rest: &str) -> Option<()> {
+        let f: Vec<&str> = rest.splitn(4, ' ').collect();
+        if f.len() != 4 {
+            return None;
+        }
+        let mode = u32::from_str_radix(f[0], 8).ok()?;
+        self.metas
+            .insert(f[3].to_string(), (mode, f[1].to_string(), f[2].to_string()));
+        Some(())
+    }
+
+    /// `P NAME STATUS`, from dpkg-query.
+    fn package(&mut self, rest: &str) -> Option<()> {
+        let f: Vec<&str> = rest.split(' ').collect();
+        if f.len() < 2 {
+            return None;
+        }
+        // dpkg-query may print name:arch for multi-arch packages
+        let name = f[0].split(':').next().unwrap_or(f[0]);
+        self.packages.insert(name.to_string(), f[1] == "installed");
+        Some(())
+    }
+
+    /// `U KEY=VALUE`, from systemctl show: an `Id=` line starts a unit's block.
+    fn unit(&mut self, rest: &str) -> Option<()> {
+        let Some((key, value)) = rest.split_once('=') else {
+            return Some(()); // the blank line between two units' blocks
+        };
+        match key {
+            "Id" => {
+                let name = value.strip_suffix(".service").unwrap_or(value).to_string();
+                self.services.insert(
+                    name.clone(),
+                    ServiceFact {
+                        active: "unknown".into(),
+                        enabled: "not-found".into(),
+                    },
                 );
+                self.unit = Some(name);
             }
-            _ => return Err(format!("facts output lacks the file {p}")),
+            "ActiveState" | "UnitFileState" => {
+                let fact = self.unit.as_ref().and_then(|u| self.services.get_mut(u))?;
+                let v = if value.is_empty() { "not-found" } else { value };
+                if key == "ActiveState" {
+                    fact.active = v.to_string();
+                } else {
+                    fact.enabled = v.to_string();
+                }
+            }
+            _ => {}
         }
+        Some(())
     }
-    Ok(Facts {
-        init: init.ok_or("facts output lacks the INIT line")?,
-        files,
-        packages,
-        services,
-        holds_vip,
-        unfinished,
-        drifted,
-        stale_temps,
-    })
+
+    /// The facts, once the output has ended: every path asked about is either missing
+    /// or has both its hash and its metadata.
+    fn finish(mut self, q: &FactQuery) -> Result<Facts, FactsError> {
+        if !self.ended {
+            return Err(FactsError::EndedEarly);
+        }
+        for p in &q.paths {
+            if self.files.contains_key(*p) {
+                continue; // reported missing
+            }
+            match (self.hashes.remove(*p), self.metas.remove(*p)) {
+                (Some(sha256), Some((mode, owner, group))) => {
+                    self.files.insert(
+                        p.to_string(),
+                        Some(FileFact {
+                            sha256,
+                            mode,
+                            owner,
+                            group,
+                        }),
+                    );
+                }
+                _ => return Err(FactsError::MissingFile(p.to_string())),
+            }
+        }
+        Ok(Facts {
+            init: self.init.ok_or(FactsError::MissingInit)?,
+            files: self.files,
+            packages: self.packages,
+            services: self.services,
+            holds_vip: self.holds_vip,
+            unfinished: self.unfinished,
+            drifted: self.drifted,
+            stale_temps: self.stale_temps,
+        })
+    }
 }
 
 /// A second round trip, only when a plan has changed files to show: their current
@@ -263,7 +340,7 @@ pub fn contents_script(paths: &[&str]) -> String {
 }
 
 /// Parses [`contents_script`]'s output into path -> content (absent files are missing).
-pub fn parse_contents(output: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+pub fn parse_contents(output: &str) -> Result<BTreeMap<String, Vec<u8>>, FactsError> {
     use base64::Engine;
     let mut out = BTreeMap::new();
     let mut ended = false;
@@ -272,21 +349,21 @@ pub fn parse_contents(output: &str) -> Result<BTreeMap<String, Vec<u8>>, String>
             ended = true;
             continue;
         }
-        let Some(rest) = line.strip_prefix("C ") else {
-            return Err(format!("cannot read `{line}`"));
-        };
-        let (b64, path) = rest
-            .split_once(' ')
-            .ok_or_else(|| format!("cannot read `{line}`"))?;
+        let unreadable = || FactsError::UnreadableContent(line.to_string());
+        let rest = line.strip_prefix("C ").ok_or_else(unreadable)?;
+        let (b64, path) = rest.split_once(' ').ok_or_else(unreadable)?;
         if b64 != "-" {
             let data = base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|e| format!("bad base64 for {path}: {e}"))?;
+                .map_err(|reason| FactsError::BadBase64 {
+                    path: path.to_string(),
+                    reason,
+                })?;
             out.insert(path.to_string(), data);
         }
     }
     if !ended {
-        return Err("content output ended early".into());
+        return Err(FactsError::ContentEndedEarly);
     }
     Ok(out)
 }
@@ -364,6 +441,32 @@ END
         );
         assert!(parse("INIT systemd\nH zz  /etc/x\nEND\n", &q()).is_err());
         assert!(parse("garbage\n", &q()).is_err());
+    }
+
+    #[test]
+    fn error_messages_say_which_line_and_what() {
+        let e = |out: &str| parse(out, &q()).expect_err("must fail").to_string();
+        assert_eq!(
+            e("INIT systemd\nwhat\nEND\n"),
+            "facts output line 2: cannot read `what`"
+        );
+        assert_eq!(
+            e("INIT systemd\n"),
+            "facts output ended early (the connection dropped or the script failed)"
+        );
+        assert_eq!(
+            e(&RECORDED.replace("F 0 /etc/foo bar\n", "")),
+            "facts output lacks the file /etc/foo bar"
+        );
+        assert_eq!(
+            e(&RECORDED.replace("INIT systemd\n", "")),
+            "facts output lacks the INIT line"
+        );
+        let c = |out: &str| parse_contents(out).expect_err("must fail").to_string();
+        assert_eq!(c("X y\nEND\n"), "cannot read `X y`");
+        assert_eq!(c("C abc\nEND\n"), "cannot read `C abc`");
+        assert!(c("C !! /etc/x\nEND\n").starts_with("bad base64 for /etc/x: "));
+        assert_eq!(c("C - /etc/x\n"), "content output ended early");
     }
 
     #[test]

@@ -7,22 +7,22 @@
 //! The library is the binary's inside: only what `main` and the integration tests use is
 //! public (the CLI, the commands, and the offline input stages).
 
-pub mod apply;
+mod apply;
 pub mod cli;
 pub mod cmd;
-pub mod desired;
+mod desired;
 pub mod diag;
-pub mod facts;
-pub mod gather;
+mod facts;
+mod gather;
 pub mod inventory;
-pub mod ordered_map;
-pub mod plan;
-pub mod progress;
-pub mod render;
-pub mod report;
+mod ordered_map;
+mod plan;
+mod progress;
+mod render;
+mod report;
 pub mod role;
-pub mod rollout;
-pub mod secrets;
-pub mod shell;
-pub mod suggest;
-pub mod transport;
+mod rollout;
+mod secrets;
+mod shell;
+mod suggest;
+mod transport;

@@ -1,7 +1,7 @@
 //! Planning: desired state vs facts -> the changes to make. Pure; an empty plan means
 //! the host is converged. `plan` prints this value and `apply` executes the same value.
 
-use crate::desired::{DesiredFile, DesiredHost};
+use crate::desired::{DesiredFile, DesiredHost, DesiredRole};
 use crate::facts::Facts;
 use crate::role::{HealthCheck, Notify, NotifyKind, TreeValidate};
 use crate::secrets::Secrets;
@@ -159,80 +159,11 @@ pub fn plan_host(
         .filter(|p| !facts.packages.get(*p).copied().unwrap_or(false))
         .map(str::to_string)
         .collect();
-    let mut roles = Vec::new();
-    for role in &desired.roles {
-        let mut files = Vec::new();
-        for f in &role.files {
-            let current = facts.files.get(&f.dest).cloned().flatten();
-            let change = match &current {
-                None => Some((FileAction::Create, None, None)),
-                Some(c) => {
-                    let meta = c.mode != f.mode || c.owner != f.owner || c.group != f.group;
-                    let old_mode = (c.mode != f.mode).then(|| mode_str(c.mode));
-                    let old_owner = (c.owner != f.owner || c.group != f.group)
-                        .then(|| format!("{}:{}", c.owner, c.group));
-                    if c.sha256 != f.sha256 {
-                        Some((FileAction::Update, old_mode, old_owner))
-                    } else if meta {
-                        Some((FileAction::Metadata, old_mode, old_owner))
-                    } else if facts.unfinished.contains(&f.dest) {
-                        Some((FileAction::Unfinished, None, None))
-                    } else {
-                        None
-                    }
-                }
-            };
-            let Some((action, old_mode, old_owner)) = change else {
-                continue;
-            };
-            let diff = match action {
-                FileAction::Metadata | FileAction::Unfinished => None,
-                _ if f.sensitive => None,
-                _ => {
-                    let before = old.get(&f.dest).map(Vec::as_slice).unwrap_or(b"");
-                    unified_diff(&f.dest, before, &f.content).map(|d| secrets.mask(&d))
-                }
-            };
-            files.push(FileChange {
-                path: f.dest.clone(),
-                action,
-                mode: mode_str(f.mode),
-                owner: f.owner.clone(),
-                group: f.group.clone(),
-                old_mode,
-                old_owner,
-                diff,
-                sensitive: f.sensitive,
-                notify: f.notify.clone(),
-                file: f.clone(),
-            });
-        }
-        let mut actions = role_actions(role, &files, facts, &packages_to_install);
-        let drift = role
-            .drift_check
-            .clone()
-            .filter(|_| facts.drifted.contains(&role.name));
-        if drift.is_some()
-            && let Some(svc) = &role.service
-            && !actions.iter().any(|a| {
-                matches!(a, Action::Reload { service } | Action::Restart { service } | Action::Start { service } if *service == svc.name)
-            })
-        {
-            actions.push(if svc.reload {
-                Action::Reload { service: svc.name.clone() }
-            } else {
-                Action::Restart { service: svc.name.clone() }
-            });
-        }
-        roles.push(RolePlan {
-            drift,
-            role: role.name.clone(),
-            files,
-            actions,
-            validate: role.validate.clone(),
-            health: role.health.clone(),
-        });
-    }
+    let roles = desired
+        .roles
+        .iter()
+        .map(|role| plan_role(role, facts, old, secrets, &packages_to_install))
+        .collect();
     HostPlan {
         host: desired.host.name.clone(),
         tier: desired.host.tier.clone(),
@@ -244,11 +175,120 @@ pub fn plan_host(
     }
 }
 
+/// One role: its file changes, the actions they call for, and a reload if it drifted.
+fn plan_role(
+    role: &DesiredRole,
+    facts: &Facts,
+    old: &BTreeMap<String, Vec<u8>>,
+    secrets: &Secrets,
+    installing: &[String],
+) -> RolePlan {
+    let files: Vec<FileChange> = role
+        .files
+        .iter()
+        .filter_map(|f| file_change(f, facts, old, secrets))
+        .collect();
+    let mut actions = role_actions(role, &files, facts, installing);
+    let drift = role
+        .drift_check
+        .clone()
+        .filter(|_| facts.drifted.contains(&role.name));
+    if drift.is_some()
+        && let Some(action) = drift_action(role, &actions)
+    {
+        actions.push(action);
+    }
+    RolePlan {
+        drift,
+        role: role.name.clone(),
+        files,
+        actions,
+        validate: role.validate.clone(),
+        health: role.health.clone(),
+    }
+}
+
+/// The change one file needs, with its diff; `None` when it is in place.
+fn file_change(
+    f: &DesiredFile,
+    facts: &Facts,
+    old: &BTreeMap<String, Vec<u8>>,
+    secrets: &Secrets,
+) -> Option<FileChange> {
+    let (action, old_mode, old_owner) = file_action(f, facts)?;
+    let diff = match action {
+        FileAction::Metadata | FileAction::Unfinished => None,
+        _ if f.sensitive => None,
+        _ => {
+            let before = old.get(&f.dest).map(Vec::as_slice).unwrap_or(b"");
+            unified_diff(&f.dest, before, &f.content).map(|d| secrets.mask(&d))
+        }
+    };
+    Some(FileChange {
+        path: f.dest.clone(),
+        action,
+        mode: mode_str(f.mode),
+        owner: f.owner.clone(),
+        group: f.group.clone(),
+        old_mode,
+        old_owner,
+        diff,
+        sensitive: f.sensitive,
+        notify: f.notify.clone(),
+        file: f.clone(),
+    })
+}
+
+/// What a file needs, with its old mode and old `owner:group` where they differ:
+/// content first, then metadata, then an unfinished apply's backup; `None` when in place.
+fn file_action(
+    f: &DesiredFile,
+    facts: &Facts,
+) -> Option<(FileAction, Option<String>, Option<String>)> {
+    let Some(c) = facts.files.get(&f.dest).cloned().flatten() else {
+        return Some((FileAction::Create, None, None));
+    };
+    let meta = c.mode != f.mode || c.owner != f.owner || c.group != f.group;
+    let old_mode = (c.mode != f.mode).then(|| mode_str(c.mode));
+    let old_owner =
+        (c.owner != f.owner || c.group != f.group).then(|| format!("{}:{}", c.owner, c.group));
+    if c.sha256 != f.sha256 {
+        Some((FileAction::Update, old_mode, old_owner))
+    } else if meta {
+        Some((FileAction::Metadata, old_mode, old_owner))
+    } else if facts.unfinished.contains(&f.dest) {
+        Some((FileAction::Unfinished, None, None))
+    } else {
+        None
+    }
+}
+
+/// A drifted role's service is reloaded (restarted if it cannot reload), unless an
+/// action already reloads, restarts or starts it.
+fn drift_action(role: &DesiredRole, actions: &[Action]) -> Option<Action> {
+    let svc = role.service.as_ref()?;
+    let handled = actions.iter().any(|a| {
+        matches!(a, Action::Reload { service } | Action::Restart { service } | Action::Start { service } if *service == svc.name)
+    });
+    if handled {
+        return None;
+    }
+    Some(if svc.reload {
+        Action::Reload {
+            service: svc.name.clone(),
+        }
+    } else {
+        Action::Restart {
+            service: svc.name.clone(),
+        }
+    })
+}
+
 /// Handlers once per service, restart winning over reload; a service that is not
 /// running (or whose package is being installed, so it runs Debian's default config)
 /// is restarted if its files changed, else started.
 fn role_actions(
-    role: &crate::desired::DesiredRole,
+    role: &DesiredRole,
     files: &[FileChange],
     facts: &Facts,
     installing: &[String],
@@ -318,7 +358,7 @@ fn role_actions(
 }
 
 /// A unified diff with 3 lines of context, or `None` when either side is not UTF-8.
-pub fn unified_diff(path: &str, before: &[u8], after: &[u8]) -> Option<String> {
+fn unified_diff(path: &str, before: &[u8], after: &[u8]) -> Option<String> {
     let (Ok(a), Ok(b)) = (std::str::from_utf8(before), std::str::from_utf8(after)) else {
         return None;
     };
@@ -337,7 +377,7 @@ pub fn unified_diff(path: &str, before: &[u8], after: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::{DesiredRole, sha256_hex};
+    use crate::desired::sha256_hex;
     use crate::facts::{FileFact, ServiceFact};
     use crate::inventory::Host;
     use crate::role::Service;

@@ -5,7 +5,7 @@
 use crate::desired::{DesiredFile, DesiredHost, DesiredRole};
 use crate::diag::Diagnostic;
 use crate::inventory::{Host, Inventory};
-use crate::role::{self, Role, Source};
+use crate::role::{self, Role, RoleFile, Source, TreeValidate};
 use crate::secrets::Secrets;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// The project's roles and templates, loaded and parsed.
 pub struct Project {
-    pub root: PathBuf,
-    pub roles: BTreeMap<String, Role>,
-    pub templates_dir: PathBuf,
+    roles: BTreeMap<String, Role>,
+    templates_dir: PathBuf,
     tera: tera::Tera,
 }
 
@@ -45,7 +44,6 @@ impl Project {
             roles.insert(name, r);
         }
         Ok(Project {
-            root: root.to_path_buf(),
             roles,
             templates_dir,
             tera,
@@ -74,18 +72,7 @@ impl Project {
                 Diagnostic::new(&inv.path, 0, 0, format!("unknown role `{role_name}`"))
             })?;
             let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
-            let ctx_map = context(inv, host, vars, secrets);
-            let ctx = tera::Context::from_serialize(&ctx_map).map_err(|e| {
-                Diagnostic::new(
-                    &inv.path,
-                    0,
-                    0,
-                    format!(
-                        "host `{}`: vars cannot be used in templates: {e}",
-                        host.name
-                    ),
-                )
-            })?;
+            let ctx = tera_context(inv, host, vars, secrets)?;
             let rctx = RenderCtx {
                 tera: &self.tera,
                 ctx: &ctx,
@@ -93,68 +80,7 @@ impl Project {
                 role,
                 host,
             };
-            let mut files = Vec::new();
-            for f in &role.files {
-                let content = match &f.source {
-                    Source::Template(name) => self
-                        .tera
-                        .render(name, &ctx)
-                        .map_err(|e| tera_diag(&self.templates_dir, &e, Some(&host.name)))?
-                        .into_bytes(),
-                    Source::Static(p) => {
-                        let path = role.dir.join("files").join(p);
-                        std::fs::read(&path).map_err(|e| {
-                            Diagnostic::new(&path, 0, 0, format!("cannot read: {e}"))
-                        })?
-                    }
-                };
-                let sensitive = std::str::from_utf8(&content)
-                    .map(|t| real.appears_in(t))
-                    .unwrap_or(true);
-                files.push(DesiredFile::new(
-                    f.dest.clone(),
-                    content,
-                    f.owner.clone(),
-                    f.group.clone(),
-                    f.mode,
-                    f.notify.clone(),
-                    f.validate.as_deref().map(|v| rctx.command(v)).transpose()?,
-                    sensitive,
-                ));
-            }
-            let handlers = role
-                .handlers
-                .iter()
-                .map(|(n, c)| Ok((n.clone(), rctx.command(c)?)))
-                .collect::<Result<Vec<_>, Diagnostic>>()?;
-            let mut health = Vec::new();
-            for h in &role.health {
-                let mut h = h.clone();
-                h.command = rctx.command(&h.command)?;
-                health.push(h);
-            }
-            let validate = match &role.validate {
-                Some(v) => Some(crate::role::TreeValidate {
-                    tree: v.tree.clone(),
-                    command: rctx.command(&v.command)?,
-                }),
-                None => None,
-            };
-            let drift_check = role
-                .drift_check
-                .as_deref()
-                .map(|c| rctx.command(c))
-                .transpose()?;
-            roles.push(DesiredRole {
-                drift_check,
-                name: role.name.clone(),
-                packages: role.packages.clone(),
-                service: role.service.clone(),
-                files,
-                validate,
-                handlers,
-                health,
-            });
+            roles.push(rctx.role(real)?);
         }
         Ok(DesiredHost {
             host: host.clone(),
@@ -163,6 +89,28 @@ impl Project {
     }
 }
 
+/// The Tera context of one role on one host: its merged vars and the built-in names.
+fn tera_context(
+    inv: &Inventory,
+    host: &Host,
+    vars: Map<String, Value>,
+    secrets: &BTreeMap<String, String>,
+) -> Result<tera::Context, Diagnostic> {
+    let ctx_map = context(inv, host, vars, secrets);
+    tera::Context::from_serialize(&ctx_map).map_err(|e| {
+        Diagnostic::new(
+            &inv.path,
+            0,
+            0,
+            format!(
+                "host `{}`: vars cannot be used in templates: {e}",
+                host.name
+            ),
+        )
+    })
+}
+
+/// One role being rendered for one host.
 struct RenderCtx<'a> {
     tera: &'a tera::Tera,
     ctx: &'a tera::Context,
@@ -172,6 +120,80 @@ struct RenderCtx<'a> {
 }
 
 impl RenderCtx<'_> {
+    /// The role's desired state: its files, then its templated commands (handlers,
+    /// health checks, tree validation, drift check), in that order.
+    fn role(&self, real: &Secrets) -> Result<DesiredRole, Diagnostic> {
+        let role = self.role;
+        let files = role
+            .files
+            .iter()
+            .map(|f| self.file(f, real))
+            .collect::<Result<Vec<_>, Diagnostic>>()?;
+        let handlers = role
+            .handlers
+            .iter()
+            .map(|(n, c)| Ok((n.clone(), self.command(c)?)))
+            .collect::<Result<Vec<_>, Diagnostic>>()?;
+        let mut health = Vec::new();
+        for h in &role.health {
+            let mut h = h.clone();
+            h.command = self.command(&h.command)?;
+            health.push(h);
+        }
+        let validate = match &role.validate {
+            Some(v) => Some(TreeValidate {
+                tree: v.tree.clone(),
+                command: self.command(&v.command)?,
+            }),
+            None => None,
+        };
+        let drift_check = role
+            .drift_check
+            .as_deref()
+            .map(|c| self.command(c))
+            .transpose()?;
+        Ok(DesiredRole {
+            drift_check,
+            name: role.name.clone(),
+            packages: role.packages.clone(),
+            service: role.service.clone(),
+            files,
+            validate,
+            handlers,
+            health,
+        })
+    }
+
+    /// One file: its content (a rendered template or a static file), then its validator.
+    /// It is sensitive when it holds a secret's value, or is not text.
+    fn file(&self, f: &RoleFile, real: &Secrets) -> Result<DesiredFile, Diagnostic> {
+        let content = match &f.source {
+            Source::Template(name) => self
+                .tera
+                .render(name, self.ctx)
+                .map_err(|e| tera_diag(self.templates_dir, &e, Some(&self.host.name)))?
+                .into_bytes(),
+            Source::Static(p) => {
+                let path = self.role.dir.join("files").join(p);
+                std::fs::read(&path)
+                    .map_err(|e| Diagnostic::new(&path, 0, 0, format!("cannot read: {e}")))?
+            }
+        };
+        let sensitive = std::str::from_utf8(&content)
+            .map(|t| real.appears_in(t))
+            .unwrap_or(true);
+        Ok(DesiredFile::new(
+            f.dest.clone(),
+            content,
+            f.owner.clone(),
+            f.group.clone(),
+            f.mode,
+            f.notify.clone(),
+            f.validate.as_deref().map(|v| self.command(v)).transpose()?,
+            sensitive,
+        ))
+    }
+
     /// Commands in role.yml (validators, handlers, health checks) may use vars too.
     fn command(&self, cmd: &str) -> Result<String, Diagnostic> {
         if !cmd.contains("{{") && !cmd.contains("{%") {
@@ -190,7 +212,7 @@ impl RenderCtx<'_> {
 }
 
 /// Variable precedence, lowest first: role defaults < inventory vars < tier vars < host vars.
-pub fn merge_vars(
+fn merge_vars(
     role_defaults: &Map<String, Value>,
     inventory: &Map<String, Value>,
     tier: &Map<String, Value>,
@@ -216,7 +238,7 @@ fn host_json(h: &Host) -> Value {
 }
 
 /// The template context: merged vars at the top level plus the built-in names.
-pub fn context(
+fn context(
     inv: &Inventory,
     host: &Host,
     vars: Map<String, Value>,
@@ -269,7 +291,7 @@ fn collect_templates(
 }
 
 /// A Tera error as a located diagnostic: templates/NAME:LINE:COL: message.
-pub fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> Diagnostic {
+fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> Diagnostic {
     let for_host = host
         .map(|h| format!(" (rendering for host `{h}`)"))
         .unwrap_or_default();
@@ -314,37 +336,40 @@ pub fn tera_diag(templates_dir: &Path, e: &tera::Error, host: Option<&str>) -> D
             0,
             format!("extends `{parent}`, which does not exist under templates/"),
         ),
-        _ => {
-            // Tera renders some errors (unknown filter, missing include) as a report:
-            // "error: MESSAGE\n --> NAME:LINE:COL\n ...": take the position from it.
-            let text = e.to_string();
-            if let Some(pos) = text
-                .lines()
-                .find_map(|l| l.trim_start().strip_prefix("--> "))
-            {
-                let mut parts = pos.rsplitn(3, ':');
-                let col = parts.next().and_then(|c| c.trim().parse::<u64>().ok());
-                let line = parts.next().and_then(|l| l.trim().parse::<u64>().ok());
-                if let (Some(col), Some(line), Some(name)) = (col, line, parts.next()) {
-                    let first = text.lines().next().unwrap_or("template error");
-                    let first = first.strip_prefix("error: ").unwrap_or(first);
-                    return Diagnostic::new(
-                        &templates_dir.join(name.trim()),
-                        line,
-                        col,
-                        format!("{first}{for_host}"),
-                    );
-                }
-            }
-            let mut msg = text;
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            Diagnostic::new(templates_dir, 0, 0, format!("{msg}{for_host}"))
+        _ => report_diag(templates_dir, e, &for_host),
+    }
+}
+
+/// Any other Tera error. Tera renders some (unknown filter, missing include) as a
+/// report: "error: MESSAGE\n --> NAME:LINE:COL\n ...": the position is taken from it;
+/// else the whole chain of causes, without a position.
+fn report_diag(templates_dir: &Path, e: &tera::Error, for_host: &str) -> Diagnostic {
+    let text = e.to_string();
+    if let Some(pos) = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))
+    {
+        let mut parts = pos.rsplitn(3, ':');
+        let col = parts.next().and_then(|c| c.trim().parse::<u64>().ok());
+        let line = parts.next().and_then(|l| l.trim().parse::<u64>().ok());
+        if let (Some(col), Some(line), Some(name)) = (col, line, parts.next()) {
+            let first = text.lines().next().unwrap_or("template error");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            return Diagnostic::new(
+                &templates_dir.join(name.trim()),
+                line,
+                col,
+                format!("{first}{for_host}"),
+            );
         }
     }
+    let mut msg = text;
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    Diagnostic::new(templates_dir, 0, 0, format!("{msg}{for_host}"))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::diag::{Diagnostic, from_yaml_error};
 use crate::inventory::{read_yaml_text, yaml_options};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -187,7 +187,7 @@ pub fn list(roles_dir: &Path) -> Vec<String> {
 }
 
 /// Parses a mode string such as "0644" or "644".
-pub fn parse_mode(s: &str) -> Option<u32> {
+fn parse_mode(s: &str) -> Option<u32> {
     let digits = s.strip_prefix('0').filter(|r| r.len() == 3).unwrap_or(s);
     if digits.len() != 3 || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
         return None;
@@ -203,6 +203,7 @@ pub fn load(roles_dir: &Path, name: &str, templates_dir: &Path) -> Result<Role, 
     parse(&path, &text, name, templates_dir)
 }
 
+/// Parses and checks a role.yml; `path` is used for messages and to find `files/`.
 pub fn parse(
     path: &Path,
     text: &str,
@@ -212,187 +213,35 @@ pub fn parse(
     let raw: RawRole = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| from_yaml_error(path, &e))?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let at = |loc: serde_saphyr::Location, msg: String| Diagnostic::at(path, loc, msg);
-
     let handlers: Vec<(String, String)> = raw
         .handlers
         .0
         .into_iter()
         .map(|(k, v)| (k.value, v))
         .collect();
-    let service = match raw.service {
-        None => None,
-        Some(s) => {
-            if !is_unit_name(&s.name.value) {
-                return Err(at(
-                    s.name.referenced,
-                    format!("`{}` is not a service name", s.name.value),
-                ));
-            }
-            Some(Service {
-                name: s.name.value,
-                enabled: s.enabled,
-                reload: s.reload,
-            })
-        }
+    let service = raw.service.map(|s| check_service(path, s)).transpose()?;
+    let packages = check_packages(path, raw.packages)?;
+    let checks = FileChecks {
+        path,
+        dir: &dir,
+        name,
+        templates_dir,
+        has_service: service.is_some(),
+        handlers: &handlers,
     };
-    let mut packages = Vec::new();
-    for p in raw.packages {
-        if !is_package_name(&p.value) {
-            return Err(at(
-                p.referenced,
-                format!("`{}` is not a Debian package name", p.value),
-            ));
-        }
-        packages.push(p.value);
-    }
-
     let mut files: Vec<RoleFile> = Vec::new();
     for f in raw.files {
-        let loc = f.referenced;
-        let f = f.value;
-        let source = match (f.template, f.src) {
-            (Some(t), None) => {
-                if !is_relative_inside(&t) {
-                    return Err(at(
-                        loc,
-                        format!(
-                            "template `{t}` must be a name under templates/ (no leading `/`, no `..`)"
-                        ),
-                    ));
-                }
-                if !templates_dir.join(&t).is_file() {
-                    return Err(at(
-                        loc,
-                        format!("template `{t}` not found under {}", templates_dir.display()),
-                    )
-                    .with_hint("template names are relative to templates/"));
-                }
-                Source::Template(t)
-            }
-            (None, Some(s)) => {
-                if !is_relative_inside(&s) {
-                    return Err(at(
-                        loc,
-                        format!(
-                            "src `{s}` must be a path under roles/{name}/files/ (no leading `/`, no `..`)"
-                        ),
-                    ));
-                }
-                let p = dir.join("files").join(&s);
-                if !p.is_file() {
-                    return Err(at(
-                        loc,
-                        format!("file `{s}` not found under {}", dir.join("files").display()),
-                    ));
-                }
-                Source::Static(PathBuf::from(s))
-            }
-            _ => {
-                return Err(at(
-                    loc,
-                    "a file needs exactly one of `template` or `src`".into(),
-                ));
-            }
-        };
-        let dest = f.dest.value.clone();
-        if !dest.starts_with('/')
-            || dest.ends_with('/')
-            || dest.contains("/../")
-            || dest.contains(['\n', '\0', '\\'])
-        {
-            return Err(at(
-                f.dest.referenced,
-                format!("dest `{dest}` must be an absolute file path"),
-            ));
-        }
-        if files.iter().any(|o| o.dest == dest) {
-            return Err(at(
-                f.dest.referenced,
-                format!("dest `{dest}` is listed twice in this role"),
-            ));
-        }
-        let mode = match &f.mode {
-            None => 0o644,
-            Some(m) => parse_mode(&m.value).ok_or_else(|| {
-                at(
-                    m.referenced,
-                    format!("mode `{}` is not an octal mode", m.value),
-                )
-                .with_hint("write it as a quoted string such as \"0644\" or \"0640\"")
-            })?,
-        };
-        let notify = match &f.notify {
-            None => Notify::None,
-            Some(n) => match n.value.as_str() {
-                "none" => Notify::None,
-                "reload" | "restart" if service.is_none() => {
-                    return Err(at(
-                        n.referenced,
-                        format!("notify `{}` needs a `service:` in this role", n.value),
-                    ));
-                }
-                "reload" => Notify::Service(NotifyKind::Reload),
-                "restart" => Notify::Service(NotifyKind::Restart),
-                other if handlers.iter().any(|(h, _)| h == other) => {
-                    Notify::Handler(other.to_string())
-                }
-                other => {
-                    let mut names: Vec<&str> = vec!["none", "reload", "restart"];
-                    names.extend(handlers.iter().map(|(h, _)| h.as_str()));
-                    let mut d = at(
-                        n.referenced,
-                        format!(
-                            "notify `{other}` is not reload, restart, none or a handler of this role"
-                        ),
-                    );
-                    if let Some(near) = crate::suggest::nearest(other, &names) {
-                        d.hint = Some(format!("did you mean `{near}`?"));
-                    }
-                    return Err(d);
-                }
-            },
-        };
-        for (field, v) in [("owner", &f.owner), ("group", &f.group)] {
-            if let Some(v) = v
-                && !is_unit_name(v)
-            {
-                return Err(at(
-                    loc,
-                    format!("{field} `{v}` is not a valid user or group name"),
-                ));
-            }
-        }
-        files.push(RoleFile {
-            source,
-            dest,
-            owner: f.owner.unwrap_or_else(|| "root".into()),
-            group: f.group.unwrap_or_else(|| "root".into()),
-            mode,
-            notify,
-            validate: f.validate,
-        });
+        let file = checks.file(f, &files)?;
+        files.push(file);
     }
-    let validate = raw.validate.map(|v| TreeValidate {
-        tree: v.tree,
-        command: v.command,
-    });
-    if let Some(v) = &validate
-        && (!v.tree.starts_with('/') || !v.command.contains("{tree}"))
-    {
-        return Err(Diagnostic::new(
-            path,
-            0,
-            0,
-            "validate: `tree` must be an absolute folder and `command` must use {tree}",
-        ));
-    }
+    let validate = check_tree_validate(path, raw.validate)?;
     if let Some(d) = &raw.drift_check
         && service.is_none()
     {
-        return Err(at(
+        return Err(Diagnostic::at(
+            path,
             d.referenced,
-            "drift_check needs a `service:` in this role (it is what re-applies the state)".into(),
+            "drift_check needs a `service:` in this role (it is what re-applies the state)",
         ));
     }
     Ok(Role {
@@ -406,17 +255,242 @@ pub fn parse(
         files,
         validate,
         handlers,
-        health: raw
-            .health
-            .into_iter()
-            .map(|h| HealthCheck {
-                name: h.name,
-                command: h.command,
-                retries: h.retries.clamp(1, 600),
-                interval_ms: h.interval_ms.min(60_000),
-            })
-            .collect(),
+        health: raw.health.into_iter().map(health_check).collect(),
     })
+}
+
+/// `service:`, a systemd unit name.
+fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
+    if !is_unit_name(&s.name.value) {
+        return Err(Diagnostic::at(
+            path,
+            s.name.referenced,
+            format!("`{}` is not a service name", s.name.value),
+        ));
+    }
+    Ok(Service {
+        name: s.name.value,
+        enabled: s.enabled,
+        reload: s.reload,
+    })
+}
+
+/// `packages:`, Debian package names.
+fn check_packages(path: &Path, raw: Vec<Spanned<String>>) -> Result<Vec<String>, Diagnostic> {
+    let mut packages = Vec::new();
+    for p in raw {
+        if !is_package_name(&p.value) {
+            return Err(Diagnostic::at(
+                path,
+                p.referenced,
+                format!("`{}` is not a Debian package name", p.value),
+            ));
+        }
+        packages.push(p.value);
+    }
+    Ok(packages)
+}
+
+/// `validate:`, a whole-tree validator: an absolute folder and a command using `{tree}`.
+fn check_tree_validate(
+    path: &Path,
+    raw: Option<RawTreeValidate>,
+) -> Result<Option<TreeValidate>, Diagnostic> {
+    let validate = raw.map(|v| TreeValidate {
+        tree: v.tree,
+        command: v.command,
+    });
+    if let Some(v) = &validate
+        && (!v.tree.starts_with('/') || !v.command.contains("{tree}"))
+    {
+        return Err(Diagnostic::new(
+            path,
+            0,
+            0,
+            "validate: `tree` must be an absolute folder and `command` must use {tree}",
+        ));
+    }
+    Ok(validate)
+}
+
+/// A health check with its retries (1 to 600) and interval (at most a minute) bounded.
+fn health_check(h: RawHealth) -> HealthCheck {
+    HealthCheck {
+        name: h.name,
+        command: h.command,
+        retries: h.retries.clamp(1, 600),
+        interval_ms: h.interval_ms.min(60_000),
+    }
+}
+
+/// What the checks of one `files:` entry need to know about the role.
+struct FileChecks<'a> {
+    /// role.yml, for messages.
+    path: &'a Path,
+    /// The role's folder (`files/` is under it).
+    dir: &'a Path,
+    name: &'a str,
+    templates_dir: &'a Path,
+    has_service: bool,
+    handlers: &'a [(String, String)],
+}
+
+impl FileChecks<'_> {
+    fn at(&self, loc: Location, msg: String) -> Diagnostic {
+        Diagnostic::at(self.path, loc, msg)
+    }
+
+    /// One `files:` entry, checked in order: source, dest (and not twice), mode, notify,
+    /// owner and group. `earlier` are the role's entries before it.
+    fn file(&self, f: Spanned<RawFile>, earlier: &[RoleFile]) -> Result<RoleFile, Diagnostic> {
+        let loc = f.referenced;
+        let f = f.value;
+        let source = self.source(loc, f.template, f.src)?;
+        let dest = self.dest(&f.dest, earlier)?;
+        let mode = match &f.mode {
+            None => 0o644,
+            Some(m) => parse_mode(&m.value).ok_or_else(|| {
+                self.at(
+                    m.referenced,
+                    format!("mode `{}` is not an octal mode", m.value),
+                )
+                .with_hint("write it as a quoted string such as \"0644\" or \"0640\"")
+            })?,
+        };
+        let notify = match &f.notify {
+            None => Notify::None,
+            Some(n) => self.notify(n)?,
+        };
+        for (field, v) in [("owner", &f.owner), ("group", &f.group)] {
+            if let Some(v) = v
+                && !is_unit_name(v)
+            {
+                return Err(self.at(
+                    loc,
+                    format!("{field} `{v}` is not a valid user or group name"),
+                ));
+            }
+        }
+        Ok(RoleFile {
+            source,
+            dest,
+            owner: f.owner.unwrap_or_else(|| "root".into()),
+            group: f.group.unwrap_or_else(|| "root".into()),
+            mode,
+            notify,
+            validate: f.validate,
+        })
+    }
+
+    /// Exactly one of `template` (found under templates/) or `src` (under files/).
+    fn source(
+        &self,
+        loc: Location,
+        template: Option<String>,
+        src: Option<String>,
+    ) -> Result<Source, Diagnostic> {
+        match (template, src) {
+            (Some(t), None) => {
+                if !is_relative_inside(&t) {
+                    return Err(self.at(
+                        loc,
+                        format!(
+                            "template `{t}` must be a name under templates/ (no leading `/`, no `..`)"
+                        ),
+                    ));
+                }
+                if !self.templates_dir.join(&t).is_file() {
+                    return Err(self
+                        .at(
+                            loc,
+                            format!(
+                                "template `{t}` not found under {}",
+                                self.templates_dir.display()
+                            ),
+                        )
+                        .with_hint("template names are relative to templates/"));
+                }
+                Ok(Source::Template(t))
+            }
+            (None, Some(s)) => {
+                if !is_relative_inside(&s) {
+                    return Err(self.at(
+                        loc,
+                        format!(
+                            "src `{s}` must be a path under roles/{}/files/ (no leading `/`, no `..`)",
+                            self.name
+                        ),
+                    ));
+                }
+                let files = self.dir.join("files");
+                if !files.join(&s).is_file() {
+                    return Err(self.at(
+                        loc,
+                        format!("file `{s}` not found under {}", files.display()),
+                    ));
+                }
+                Ok(Source::Static(PathBuf::from(s)))
+            }
+            _ => Err(self.at(
+                loc,
+                "a file needs exactly one of `template` or `src`".into(),
+            )),
+        }
+    }
+
+    /// An absolute file path, not already a dest of this role.
+    fn dest(&self, dest: &Spanned<String>, earlier: &[RoleFile]) -> Result<String, Diagnostic> {
+        let d = dest.value.clone();
+        if !d.starts_with('/')
+            || d.ends_with('/')
+            || d.contains("/../")
+            || d.contains(['\n', '\0', '\\'])
+        {
+            return Err(self.at(
+                dest.referenced,
+                format!("dest `{d}` must be an absolute file path"),
+            ));
+        }
+        if earlier.iter().any(|o| o.dest == d) {
+            return Err(self.at(
+                dest.referenced,
+                format!("dest `{d}` is listed twice in this role"),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// `notify:` none, reload or restart (which need the role's service), or a handler.
+    fn notify(&self, n: &Spanned<String>) -> Result<Notify, Diagnostic> {
+        Ok(match n.value.as_str() {
+            "none" => Notify::None,
+            "reload" | "restart" if !self.has_service => {
+                return Err(self.at(
+                    n.referenced,
+                    format!("notify `{}` needs a `service:` in this role", n.value),
+                ));
+            }
+            "reload" => Notify::Service(NotifyKind::Reload),
+            "restart" => Notify::Service(NotifyKind::Restart),
+            other if self.handlers.iter().any(|(h, _)| h == other) => {
+                Notify::Handler(other.to_string())
+            }
+            other => {
+                let mut names: Vec<&str> = vec!["none", "reload", "restart"];
+                names.extend(self.handlers.iter().map(|(h, _)| h.as_str()));
+                let mut d = self.at(
+                    n.referenced,
+                    format!(
+                        "notify `{other}` is not reload, restart, none or a handler of this role"
+                    ),
+                );
+                if let Some(near) = crate::suggest::nearest(other, &names) {
+                    d.hint = Some(format!("did you mean `{near}`?"));
+                }
+                return Err(d);
+            }
+        })
+    }
 }
 
 /// A relative path that stays inside its base folder: no root, no `..`.

@@ -6,11 +6,11 @@ use crate::inventory::{Inventory, SecretSource};
 use std::collections::BTreeMap;
 
 /// What replaces a secret in any output.
-pub const MASK: &str = "********";
+const MASK: &str = "********";
 
 /// Secrets shorter than this are not masked by substring (they would mask ordinary
 /// text); the loader refuses them instead.
-pub const MIN_SECRET_LEN: usize = 6;
+const MIN_SECRET_LEN: usize = 6;
 
 /// The secret values of one run, by name.
 #[derive(Clone, Default)]
@@ -33,7 +33,7 @@ impl Secrets {
     }
 
     /// As [`Secrets::load`], with the environment given as a function (for tests).
-    pub fn load_with(
+    fn load_with(
         inv: &Inventory,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Secrets, Diagnostic> {
@@ -77,7 +77,8 @@ impl Secrets {
     }
 
     /// Secrets from literal values (tests).
-    pub fn from_pairs(pairs: &[(&str, &str)]) -> Secrets {
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Secrets {
         Secrets {
             values: pairs
                 .iter()
@@ -86,22 +87,9 @@ impl Secrets {
         }
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.values.keys().map(String::as_str)
-    }
-
     /// Values by name, for the template context.
     pub fn values(&self) -> &BTreeMap<String, String> {
         &self.values
-    }
-
-    /// The same map with every value replaced by the mask (for `render` without
-    /// `--reveal-secrets`).
-    pub fn masked(&self) -> BTreeMap<String, String> {
-        self.values
-            .keys()
-            .map(|k| (k.clone(), format!("<secret:{k}>")))
-            .collect()
     }
 
     /// Whether `text` holds any secret value (or any line of a multi-line one).
@@ -109,7 +97,7 @@ impl Secrets {
         self.needles().any(|n| text.contains(n))
     }
 
-    /// Replaces every secret value in `text` with [`MASK`]. Multi-line secrets (PEM keys)
+    /// Replaces every secret value in `text` with `********`. Multi-line secrets (PEM keys)
     /// are masked whole and line by line, so a diff hunk showing part of one is masked too.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_string();

@@ -2,7 +2,7 @@
 
 /// Edit distance between two strings (by chars), counting a swap of two neighbours
 /// as one edit (optimal string alignment), since that is the commonest typo.
-pub fn distance(a: &str, b: &str) -> usize {
+fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];

@@ -8,8 +8,7 @@ pub mod known_hosts;
 mod ssh;
 
 pub use ssh::{
-    HostKeyReport, JumpHost, SshError, SshOptions, SshSession, connect, scan_host_key,
-    scan_host_key_via_jump,
+    JumpHost, SshError, SshOptions, SshSession, connect, scan_host_key, scan_host_key_via_jump,
 };
 
 use std::future::Future;
@@ -23,13 +22,6 @@ pub struct ExecOutput {
     pub stdout: Vec<u8>,
     /// Everything the command wrote to its standard error.
     pub stderr: Vec<u8>,
-}
-
-impl ExecOutput {
-    /// Whether the command exited with status 0.
-    pub fn success(&self) -> bool {
-        self.status == 0
-    }
 }
 
 /// A way to run commands on one host. Implemented by SshSession; tests use in-memory fakes.

@@ -7,7 +7,7 @@
 //! - `connect.rs`: [`connect()`]: TCP or jump host tunnel, handshake, authentication, all
 //!   within the connect timeout; the russh client configuration.
 //! - `host_keys.rs`: the russh handler that checks the offered key against `known_hosts`,
-//!   and [`HostKeyReport`], the details of a refused key.
+//!   and `HostKeyReport`, the details of a refused key.
 //! - `scan.rs`: [`scan_host_key`] and [`scan_host_key_via_jump`], reading a host key for
 //!   `trust`.
 //! - `identity.rs`: the identity file (passphrase from `FOOBAR_SSH_PASSPHRASE`) and the
@@ -43,7 +43,6 @@ use tokio::sync::Semaphore;
 
 pub use connect::connect;
 pub use error::SshError;
-pub use host_keys::HostKeyReport;
 pub use options::{JumpHost, SshOptions};
 pub use scan::{scan_host_key, scan_host_key_via_jump};
 

@@ -1,0 +1,162 @@
+//! The inventory: one YAML file that describes the stack (hosts, tiers, SSH, vars, secrets).
+//!
+//! Loading is strict: unknown keys, duplicate hosts or addresses, unknown tiers or roles,
+//! bad addresses, ports and CIDRs are errors with file:line:column and, for typos, the
+//! nearest valid name. Nothing here touches the network.
+//!
+//! `schema.rs` is the file as written (serde types), `validate.rs` turns it into an
+//! [`Inventory`], checking each section in file order, and `select.rs` applies `--limit`
+//! and `--tier`.
+
+mod schema;
+mod select;
+mod validate;
+
+pub use select::SelectError;
+pub use validate::parse;
+
+use crate::diag::Diagnostic;
+use serde_json::{Map, Value};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Tiers in dependency order: each is worked after the ones before it.
+pub const TIER_ORDER: [&str; 4] = ["db", "app", "web", "lb"];
+
+/// Largest inventory file we read (bytes); a guard against accidents and YAML bombs.
+const MAX_INVENTORY_BYTES: u64 = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub path: PathBuf,
+    pub domain: String,
+    pub vip: Option<Ipv4Addr>,
+    pub ssh: SshSettings,
+    pub admin_networks: Vec<String>,
+    /// Declared tiers, in [`TIER_ORDER`].
+    pub tiers: Vec<Tier>,
+    /// Hosts in inventory order.
+    pub hosts: Vec<Host>,
+    pub vars: Map<String, Value>,
+    pub secrets: Vec<SecretSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    pub use_agent: bool,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+    pub jump_host: Option<JumpHostSettings>,
+    pub sudo: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct JumpHostSettings {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub vars: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub address: IpAddr,
+    pub tier: String,
+    pub port: u16,
+    pub user: String,
+    pub vars: Map<String, Value>,
+}
+
+/// Where a secret's value comes from. The value itself is never in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretSpec {
+    pub name: String,
+    pub source: SecretSource,
+    /// Where the secret is declared, for error messages.
+    pub line: u64,
+    pub column: u64,
+}
+
+/// YAML parser limits: generous for any real inventory, fatal to alias bombs.
+pub fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 64,
+            max_aliases: 1000,
+            max_nodes: 200_000,
+            max_total_scalar_bytes: 4 * 1024 * 1024,
+            max_documents: 1,
+        },
+    }
+}
+
+/// Reads a YAML file with the size limit, as UTF-8.
+pub fn read_yaml_text(path: &Path) -> Result<String, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Diagnostic::new(path, 0, 0, format!("cannot read: {e}"))
+            .with_hint("check the path; relative paths are taken from the current folder")
+    })?;
+    if meta.len() > MAX_INVENTORY_BYTES {
+        return Err(Diagnostic::new(
+            path,
+            0,
+            0,
+            format!(
+                "file is {} bytes, more than the {} bytes allowed",
+                meta.len(),
+                MAX_INVENTORY_BYTES
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Diagnostic::new(path, 0, 0, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|e| Diagnostic::new(path, 0, 0, format!("not valid UTF-8: {e}")))
+}
+
+/// Loads and validates an inventory. `known_roles` are the roles under roles/.
+pub fn load(path: &Path, known_roles: &[String]) -> Result<Inventory, Diagnostic> {
+    let text = read_yaml_text(path)?;
+    parse(path, &text, known_roles)
+}
+
+impl Inventory {
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// Hosts of a tier, in inventory order.
+    pub fn hosts_of(&self, tier: &str) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(move |h| h.tier == tier)
+    }
+
+    /// Every role any tier uses.
+    pub fn roles_used(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in &self.tiers {
+            for r in &t.roles {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+}

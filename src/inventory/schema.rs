@@ -1,0 +1,85 @@
+//! The inventory file as written: serde types that mirror the YAML, before any check.
+
+use crate::ordered_map::OrderedMap;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInventory {
+    pub(super) domain: Spanned<String>,
+    #[serde(default)]
+    pub(super) vip: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) ssh: Option<RawSsh>,
+    #[serde(default)]
+    pub(super) admin_networks: Vec<Spanned<String>>,
+    pub(super) tiers: OrderedMap<RawTier>,
+    pub(super) hosts: OrderedMap<RawHost>,
+    #[serde(default)]
+    pub(super) vars: Map<String, Value>,
+    #[serde(default)]
+    pub(super) secrets: OrderedMap<RawSecret>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSsh {
+    #[serde(default)]
+    pub(super) user: Option<String>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) identity_file: Option<String>,
+    #[serde(default)]
+    pub(super) use_agent: Option<bool>,
+    #[serde(default)]
+    pub(super) known_hosts: Option<String>,
+    #[serde(default)]
+    pub(super) connect_timeout: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) jump_host: Option<RawJump>,
+    #[serde(default)]
+    pub(super) sudo: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJump {
+    pub(super) address: String,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTier {
+    pub(super) roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) vars: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHost {
+    pub(super) address: Spanned<String>,
+    pub(super) tier: Spanned<String>,
+    #[serde(default)]
+    pub(super) port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) user: Option<String>,
+    #[serde(default)]
+    pub(super) vars: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSecret {
+    #[serde(default)]
+    pub(super) env: Option<String>,
+    #[serde(default)]
+    pub(super) file: Option<String>,
+}

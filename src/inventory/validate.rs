@@ -1,0 +1,546 @@
+//! From the file as written to an [`Inventory`]: every semantic check, in the order the
+//! file is read (domain, vip, ssh, admin networks, tiers, hosts, vip use, secrets), so the
+//! first error reported is the first one in the file's sections.
+
+use super::schema::{RawHost, RawInventory, RawSecret, RawSsh, RawTier};
+use super::{
+    Host, Inventory, JumpHostSettings, SecretSource, SecretSpec, SshSettings, TIER_ORDER, Tier,
+    yaml_options,
+};
+use crate::diag::{Diagnostic, from_yaml_error};
+use crate::ordered_map::OrderedMap;
+use crate::suggest::nearest;
+use serde_saphyr::{Location, Spanned};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Parses and validates inventory text; `path` is used for messages and relative paths.
+pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventory, Diagnostic> {
+    let raw: RawInventory = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| from_yaml_error(path, &e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let domain = check_domain(path, &raw.domain)?;
+    let vip = check_vip(path, raw.vip.as_ref())?;
+    let ssh = ssh_settings(path, base, raw.ssh.unwrap_or_default())?;
+    let admin_networks = check_admin_networks(path, &raw.admin_networks)?;
+    let mut tiers_by_name = build_tiers(path, raw.tiers, known_roles)?;
+    let hosts = build_hosts(path, raw.hosts, &tiers_by_name, &ssh)?;
+    if let (Some(vip), Some(spanned)) = (vip, &raw.vip) {
+        check_vip_unused(path, vip, spanned, &hosts)?;
+    }
+    let secrets = build_secrets(path, base, raw.secrets)?;
+    let tiers = TIER_ORDER
+        .iter()
+        .filter_map(|t| tiers_by_name.remove(*t))
+        .collect();
+    Ok(Inventory {
+        path: path.to_path_buf(),
+        domain,
+        vip,
+        ssh,
+        admin_networks,
+        tiers,
+        hosts,
+        vars: raw.vars,
+        secrets,
+    })
+}
+
+/// A diagnostic at a position in the inventory.
+fn at(path: &Path, loc: Location, msg: String) -> Diagnostic {
+    Diagnostic::at(path, loc, msg)
+}
+
+/// A path from the inventory: `~/` is the home folder, relative paths are taken from the
+/// inventory's folder.
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = expand_home(p);
+    if p.is_absolute() { p } else { base.join(p) }
+}
+
+/// The site's domain name, trimmed: not empty, no spaces, at least one dot.
+fn check_domain(path: &Path, domain: &Spanned<String>) -> Result<String, Diagnostic> {
+    let trimmed = domain.value.trim().to_string();
+    if trimmed.is_empty() || trimmed.contains(char::is_whitespace) || !trimmed.contains('.') {
+        return Err(at(
+            path,
+            domain.referenced,
+            format!("`{}` is not a domain name", domain.value),
+        )
+        .with_hint("write the site's name, for example www.foobar.com"));
+    }
+    Ok(trimmed)
+}
+
+/// The optional VIP, an IPv4 address.
+fn check_vip(path: &Path, vip: Option<&Spanned<String>>) -> Result<Option<Ipv4Addr>, Diagnostic> {
+    let Some(v) = vip else {
+        return Ok(None);
+    };
+    let ip = v.value.parse::<Ipv4Addr>().map_err(|_| {
+        at(
+            path,
+            v.referenced,
+            format!("vip `{}` is not an IPv4 address", v.value),
+        )
+        .with_hint("write the virtual IP as four numbers, for example 172.30.77.10")
+    })?;
+    Ok(Some(ip))
+}
+
+/// The `ssh:` section with its defaults: root, port 22, the agent, ~/.ssh/known_hosts,
+/// 10 s to connect, sudo unless the user is root.
+fn ssh_settings(path: &Path, base: &Path, raw: RawSsh) -> Result<SshSettings, Diagnostic> {
+    let user = raw.user.unwrap_or_else(|| "root".to_string());
+    let port = optional_port(path, raw.port.as_ref(), 22)?;
+    let connect_timeout = match &raw.connect_timeout {
+        Some(t) if t.value > 0.0 && t.value <= 600.0 => Duration::from_secs_f64(t.value),
+        Some(t) => {
+            return Err(at(
+                path,
+                t.referenced,
+                format!("connect_timeout {} is out of range", t.value),
+            )
+            .with_hint("give seconds above 0 and at most 600, for example 10"));
+        }
+        None => Duration::from_secs(10),
+    };
+    let jump_host = match raw.jump_host {
+        None => None,
+        Some(j) => Some(JumpHostSettings {
+            address: j.address,
+            port: optional_port(path, j.port.as_ref(), 22)?,
+            user: j.user.unwrap_or_else(|| user.clone()),
+        }),
+    };
+    Ok(SshSettings {
+        sudo: raw.sudo.unwrap_or(user != "root"),
+        user,
+        port,
+        identity_file: raw.identity_file.as_deref().map(|p| resolve(base, p)),
+        use_agent: raw.use_agent.unwrap_or(true),
+        known_hosts: raw
+            .known_hosts
+            .as_deref()
+            .map(|p| resolve(base, p))
+            .unwrap_or_else(|| expand_home("~/.ssh/known_hosts")),
+        connect_timeout,
+        jump_host,
+    })
+}
+
+/// `admin_networks:`, each an address or a CIDR.
+fn check_admin_networks(
+    path: &Path,
+    networks: &[Spanned<String>],
+) -> Result<Vec<String>, Diagnostic> {
+    let mut out = Vec::new();
+    for n in networks {
+        if !is_cidr(&n.value) {
+            return Err(at(
+                path,
+                n.referenced,
+                format!("admin network `{}` is not an address or CIDR", n.value),
+            )
+            .with_hint("write it as 192.0.2.0/24 or 192.0.2.7"));
+        }
+        out.push(n.value.clone());
+    }
+    Ok(out)
+}
+
+/// `tiers:` by name: known tier names, known roles, no role twice in a tier.
+fn build_tiers(
+    path: &Path,
+    raw: OrderedMap<RawTier>,
+    known_roles: &[String],
+) -> Result<BTreeMap<String, Tier>, Diagnostic> {
+    let mut tiers_by_name = BTreeMap::new();
+    for (name, t) in raw.0 {
+        if !TIER_ORDER.contains(&name.value.as_str()) {
+            let mut d = at(
+                path,
+                name.referenced,
+                format!("unknown tier `{}`", name.value),
+            );
+            d.hint = Some(match nearest(&name.value, &TIER_ORDER) {
+                Some(n) => format!("did you mean `{n}`? tiers are {}", TIER_ORDER.join(", ")),
+                None => format!("tiers are {}", TIER_ORDER.join(", ")),
+            });
+            return Err(d);
+        }
+        let roles = check_tier_roles(path, &name.value, t.roles, known_roles)?;
+        tiers_by_name.insert(
+            name.value.clone(),
+            Tier {
+                name: name.value,
+                roles,
+                vars: t.vars,
+            },
+        );
+    }
+    Ok(tiers_by_name)
+}
+
+/// One tier's roles: each is a role under roles/ and is listed once.
+fn check_tier_roles(
+    path: &Path,
+    tier: &str,
+    raw: Vec<Spanned<String>>,
+    known_roles: &[String],
+) -> Result<Vec<String>, Diagnostic> {
+    let mut roles = Vec::new();
+    for r in raw {
+        if !known_roles.contains(&r.value) {
+            let names: Vec<&str> = known_roles.iter().map(String::as_str).collect();
+            let mut d = at(path, r.referenced, format!("unknown role `{}`", r.value));
+            d.hint = Some(match nearest(&r.value, &names) {
+                Some(n) => format!("did you mean `{n}`?"),
+                None => format!("roles under roles/: {}", names.join(", ")),
+            });
+            return Err(d);
+        }
+        if roles.contains(&r.value) {
+            return Err(at(
+                path,
+                r.referenced,
+                format!("role `{}` is listed twice for tier `{tier}`", r.value),
+            ));
+        }
+        roles.push(r.value);
+    }
+    Ok(roles)
+}
+
+/// `hosts:` in file order: valid names, one address each, declared tiers; at least one.
+fn build_hosts(
+    path: &Path,
+    raw: OrderedMap<RawHost>,
+    tiers_by_name: &BTreeMap<String, Tier>,
+    ssh: &SshSettings,
+) -> Result<Vec<Host>, Diagnostic> {
+    let mut hosts = Vec::new();
+    let mut seen_addr: HashMap<IpAddr, String> = HashMap::new();
+    for (name, h) in raw.0 {
+        let host = build_host(path, name, h, &seen_addr, tiers_by_name, ssh)?;
+        seen_addr.insert(host.address, host.name.clone());
+        hosts.push(host);
+    }
+    if hosts.is_empty() {
+        return Err(Diagnostic::new(path, 0, 0, "the inventory lists no hosts")
+            .with_hint("add at least one host under `hosts:`"));
+    }
+    Ok(hosts)
+}
+
+/// One host: its name, its address (not used by an earlier host), its tier, its port.
+fn build_host(
+    path: &Path,
+    name: Spanned<String>,
+    h: RawHost,
+    seen_addr: &HashMap<IpAddr, String>,
+    tiers_by_name: &BTreeMap<String, Tier>,
+    ssh: &SshSettings,
+) -> Result<Host, Diagnostic> {
+    if !is_host_name(&name.value) {
+        return Err(at(
+            path,
+            name.referenced,
+            format!("host name `{}` is not valid", name.value),
+        )
+        .with_hint("use letters, digits and '-', starting with a letter (e.g. web1)"));
+    }
+    let address: IpAddr = h.address.value.parse().map_err(|_| {
+        at(
+            path,
+            h.address.referenced,
+            format!(
+                "host `{}`: address `{}` is not an IP address",
+                name.value, h.address.value
+            ),
+        )
+        .with_hint("write the host's IPv4 or IPv6 address, for example 172.30.77.21")
+    })?;
+    if let Some(other) = seen_addr.get(&address) {
+        return Err(at(
+            path,
+            h.address.referenced,
+            format!(
+                "host `{}`: address {} is already used by host `{}`",
+                name.value, address, other
+            ),
+        )
+        .with_hint("each host needs its own address"));
+    }
+    if !tiers_by_name.contains_key(&h.tier.value) {
+        let declared: Vec<&str> = tiers_by_name.keys().map(String::as_str).collect();
+        let mut d = at(
+            path,
+            h.tier.referenced,
+            format!(
+                "host `{}`: tier `{}` is not declared under `tiers:`",
+                name.value, h.tier.value
+            ),
+        );
+        d.hint = Some(match nearest(&h.tier.value, &declared) {
+            Some(n) => format!("did you mean `{n}`?"),
+            None => format!("declared tiers: {}", declared.join(", ")),
+        });
+        return Err(d);
+    }
+    Ok(Host {
+        port: optional_port(path, h.port.as_ref(), ssh.port)?,
+        name: name.value,
+        address,
+        tier: h.tier.value,
+        user: h.user.unwrap_or_else(|| ssh.user.clone()),
+        vars: h.vars,
+    })
+}
+
+/// The VIP must not be a host's own address.
+fn check_vip_unused(
+    path: &Path,
+    vip: Ipv4Addr,
+    spanned: &Spanned<String>,
+    hosts: &[Host],
+) -> Result<(), Diagnostic> {
+    match hosts.iter().find(|h| h.address == IpAddr::V4(vip)) {
+        None => Ok(()),
+        Some(h) => Err(at(
+            path,
+            spanned.referenced,
+            format!("vip {vip} is also the address of host `{}`", h.name),
+        )
+        .with_hint("the VIP must be an unused address that keepalived moves between hosts")),
+    }
+}
+
+/// `secrets:`, each with exactly one source (`env` or `file`), never a value.
+fn build_secrets(
+    path: &Path,
+    base: &Path,
+    raw: OrderedMap<RawSecret>,
+) -> Result<Vec<SecretSpec>, Diagnostic> {
+    let mut secrets = Vec::new();
+    for (name, s) in raw.0 {
+        let source = match (s.env, s.file) {
+            (Some(e), None) if !e.is_empty() => SecretSource::Env(e),
+            (None, Some(f)) if !f.is_empty() => SecretSource::File(resolve(base, &f)),
+            _ => {
+                return Err(at(
+                    path,
+                    name.referenced,
+                    format!("secret `{}` needs exactly one of `env` or `file`", name.value),
+                )
+                .with_hint("for example `env: FOOBAR_DB_PASSWORD` or `file: /etc/foobar/db_password`; never the value itself"));
+            }
+        };
+        secrets.push(SecretSpec {
+            name: name.value,
+            source,
+            line: name.referenced.line(),
+            column: name.referenced.column(),
+        });
+    }
+    Ok(secrets)
+}
+
+/// A port when one is given (1 to 65535), else `default`.
+fn optional_port(path: &Path, p: Option<&Spanned<i64>>, default: u16) -> Result<u16, Diagnostic> {
+    match p {
+        Some(p) => check_port(path, p),
+        None => Ok(default),
+    }
+}
+
+fn check_port(path: &Path, p: &Spanned<i64>) -> Result<u16, Diagnostic> {
+    u16::try_from(p.value)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| {
+            at(
+                path,
+                p.referenced,
+                format!("port {} is out of range", p.value),
+            )
+            .with_hint("a TCP port is between 1 and 65535")
+        })
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+fn is_host_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// `addr` or `addr/prefix`, IPv4 or IPv6.
+fn is_cidr(s: &str) -> bool {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix {
+        None => true,
+        Some(p) => p.parse::<u8>().is_ok_and(|n| n <= max),
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    fn roles() -> Vec<String> {
+        ["nginx", "haproxy", "keepalived", "app", "mysql"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    pub(in crate::inventory) const GOOD: &str = "\
+domain: www.foobar.com
+vip: 172.30.77.10
+ssh:
+  user: deploy
+  identity_file: keys/id
+tiers:
+  web:
+    roles: [nginx]
+    vars:
+      a: tier
+  lb:
+    roles: [haproxy, keepalived]
+hosts:
+  lb1:
+    address: 172.30.77.11
+    tier: lb
+  web1:
+    address: 172.30.77.21
+    tier: web
+    vars:
+      a: host
+secrets:
+  pw:
+    env: PW
+";
+
+    pub(in crate::inventory) fn parse_str(text: &str) -> Result<Inventory, Diagnostic> {
+        parse(Path::new("inv/test.yml"), text, &roles())
+    }
+
+    #[test]
+    fn parses_a_good_inventory() {
+        let inv = parse_str(GOOD).expect("valid");
+        assert_eq!(inv.domain, "www.foobar.com");
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(inv.hosts[0].name, "lb1");
+        assert!(inv.ssh.sudo, "non-root user gets sudo by default");
+        assert_eq!(inv.ssh.identity_file, Some(PathBuf::from("inv/keys/id")));
+        // tiers come out in dependency order whatever the file's order
+        let names: Vec<&str> = inv.tiers.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, vec!["web", "lb"]);
+        assert_eq!(inv.secrets[0].source, SecretSource::Env("PW".into()));
+    }
+
+    fn err(text: &str) -> String {
+        parse_str(text).expect_err("must fail").to_string()
+    }
+
+    #[test]
+    fn unknown_key_names_position_and_nearest_key() {
+        let e = err(&GOOD.replace("    address: 172.30.77.21", "    adress: 172.30.77.21"));
+        assert!(e.starts_with("inv/test.yml:18:"), "{e}");
+        assert!(e.contains("did you mean `address`?"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_host_is_an_error_with_position() {
+        let text = GOOD.replace("  web1:\n", "  lb1:\n");
+        let e = err(&text);
+        assert!(e.starts_with("inv/test.yml:17:"), "{e}");
+        assert!(e.to_lowercase().contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_address_names_both_hosts() {
+        let e = err(&GOOD.replace("172.30.77.21", "172.30.77.11"));
+        assert!(e.contains("inv/test.yml:18:14: host `web1`: address 172.30.77.11 is already used by host `lb1`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_tier_and_role_suggest() {
+        let e = err(&GOOD.replace("    tier: web", "    tier: wbe"));
+        assert!(
+            e.contains("tier `wbe` is not declared") && e.contains("did you mean `web`?"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("roles: [nginx]", "roles: [ngnix]"));
+        assert!(
+            e.contains("inv/test.yml:8:13: unknown role `ngnix`") && e.contains("`nginx`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("  web:\n", "  webs:\n"));
+        assert!(e.contains("unknown tier `webs`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let e = err(&GOOD.replace("172.30.77.21", "172.30.77.300"));
+        assert!(
+            e.contains("inv/test.yml:18:14:") && e.contains("not an IP address"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("  user: deploy", "  user: deploy\n  port: 70000"));
+        assert!(
+            e.contains("inv/test.yml:5:9: port 70000 is out of range"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("vip: 172.30.77.10", "vip: 172.30.77.11"));
+        assert!(
+            e.contains("vip 172.30.77.11 is also the address of host `lb1`"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("    env: PW", "    env: PW\n    file: x"));
+        assert!(e.contains("secret `pw` needs exactly one of"), "{e}");
+        let e = err(&GOOD
+            .replace("port: 22", "")
+            .replace("  user: deploy", "  user: deploy\n  port: abc"));
+        assert!(e.starts_with("inv/test.yml:5:"), "{e}");
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let e = err(&text);
+        assert!(e.starts_with("inv/test.yml"), "{e}");
+    }
+
+    #[test]
+    fn cidr_check() {
+        assert!(is_cidr("10.0.0.0/8"));
+        assert!(is_cidr("172.30.77.1"));
+        assert!(is_cidr("::1/128"));
+        assert!(!is_cidr("10.0.0.0/33"));
+        assert!(!is_cidr("banana"));
+    }
+}
