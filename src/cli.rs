@@ -21,15 +21,25 @@ pub enum Command {
     /// every host. Secrets are not needed (placeholders are rendered).
     Check(Common),
     /// Offline: write each host's rendered files under OUT/HOST/PATH.
+    ///
+    /// OUT must be missing or empty, unless --replace. Files are written as new files
+    /// (then renamed into place) with their mode: 0600 for sensitive files and for every
+    /// file under --reveal-secrets, else 0644. Symlinks inside OUT are never followed.
     Render {
         #[command(flatten)]
         common: Common,
-        /// Folder to write into (created if missing).
+        /// Folder to write into (created if missing; must be empty unless --replace).
         #[arg(long)]
         out: PathBuf,
-        /// Write real secret values instead of <secret:NAME> placeholders.
+        /// Write real secret values instead of <secret:NAME> placeholders (every file is
+        /// then written with mode 0600).
         #[arg(long)]
         reveal_secrets: bool,
+        /// Replace an earlier render in OUT: the selected hosts' folders are deleted and
+        /// written anew, other hosts' folders are kept. Refused when OUT holds anything
+        /// but folders named after the inventory's hosts (it is then not a render).
+        #[arg(long)]
+        replace: bool,
     },
     /// Dry run: connect, gather facts and show every change (diffs, packages, service
     /// actions) without touching anything. Exit 2 when there are changes.
