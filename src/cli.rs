@@ -49,7 +49,22 @@ pub enum Command {
     Apply(Live),
     /// Record the host keys of the selected hosts in the inventory's known_hosts file,
     /// after printing each fingerprint. Refuses changed or revoked keys.
-    Trust(Common),
+    ///
+    /// A new key is verified before it is recorded: against --fingerprint (a different
+    /// key is refused), or else, when stdin is a terminal, by showing its fingerprint and
+    /// asking `Trust this key? [y/N]`. Without a terminal and without --fingerprint the key
+    /// is still recorded (for scripts), but the output says it was NOT verified: compare the printed
+    /// fingerprint with the host's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`
+    /// on its console). The key types known_hosts already holds for a host are asked for
+    /// first.
+    Trust {
+        #[command(flatten)]
+        common: Common,
+        /// The fingerprint the host's key must have, as `ssh-keygen -lf` prints it on the
+        /// host (`SHA256:...`). A key with another one is refused; nothing is asked.
+        #[arg(long, value_name = "SHA256:...")]
+        fingerprint: Option<String>,
+    },
     /// List the inventory's hosts: one line `NAME ADDRESS TIER` per host.
     Hosts(Common),
 }
