@@ -1,5 +1,9 @@
 //! `render --out DIR`: offline; each selected host's files under `DIR/<host>/<path>`, with
 //! `<secret:NAME>` placeholders unless `--reveal-secrets`.
+//!
+//! DIR must be missing or empty, or hold an earlier render and `--replace` be given. Each
+//! file is written as a new file with its final mode (0600 when sensitive or revealed) and
+//! renamed into place; no symlink below DIR is ever followed ([`write_file`]).
 
 use super::{EXIT_OK, load, render_all, select};
 use crate::cli::Common;
