@@ -21,15 +21,25 @@ pub enum Command {
     /// every host. Secrets are not needed (placeholders are rendered).
     Check(Common),
     /// Offline: write each host's rendered files under OUT/HOST/PATH.
+    ///
+    /// OUT must be missing or empty, unless --replace. Files are written as new files
+    /// (then renamed into place) with their mode: 0600 for sensitive files and for every
+    /// file under --reveal-secrets, else 0644. Symlinks inside OUT are never followed.
     Render {
         #[command(flatten)]
         common: Common,
-        /// Folder to write into (created if missing).
+        /// Folder to write into (created if missing; must be empty unless --replace).
         #[arg(long)]
         out: PathBuf,
-        /// Write real secret values instead of <secret:NAME> placeholders.
+        /// Write real secret values instead of <secret:NAME> placeholders (every file is
+        /// then written with mode 0600).
         #[arg(long)]
         reveal_secrets: bool,
+        /// Replace an earlier render in OUT: the selected hosts' folders are deleted and
+        /// written anew, other hosts' folders are kept. Refused when OUT holds anything
+        /// but folders named after the inventory's hosts (it is then not a render).
+        #[arg(long)]
+        replace: bool,
     },
     /// Dry run: connect, gather facts and show every change (diffs, packages, service
     /// actions) without touching anything. Exit 2 when there are changes.
@@ -39,7 +49,22 @@ pub enum Command {
     Apply(Live),
     /// Record the host keys of the selected hosts in the inventory's known_hosts file,
     /// after printing each fingerprint. Refuses changed or revoked keys.
-    Trust(Common),
+    ///
+    /// A new key is verified before it is recorded: against --fingerprint (a different
+    /// key is refused), or else, when stdin is a terminal, by showing its fingerprint and
+    /// asking `Trust this key? [y/N]`. Without a terminal and without --fingerprint the key
+    /// is still recorded (for scripts), but the output says it was NOT verified: compare the printed
+    /// fingerprint with the host's own (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`
+    /// on its console). The key types known_hosts already holds for a host are asked for
+    /// first.
+    Trust {
+        #[command(flatten)]
+        common: Common,
+        /// The fingerprint the host's key must have, as `ssh-keygen -lf` prints it on the
+        /// host (`SHA256:...`). A key with another one is refused; nothing is asked.
+        #[arg(long, value_name = "SHA256:...")]
+        fingerprint: Option<String>,
+    },
     /// List the inventory's hosts: one line `NAME ADDRESS TIER` per host.
     Hosts(Common),
 }

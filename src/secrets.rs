@@ -92,13 +92,20 @@ impl Secrets {
         &self.values
     }
 
-    /// Whether `text` holds any secret value (or any line of a multi-line one).
+    /// Whether `text` holds any secret value (or any line of a multi-line one, as
+    /// [`Secrets::mask`] finds them).
     pub fn appears_in(&self, text: &str) -> bool {
         self.needles().any(|n| text.contains(n))
+            || text.lines().any(|l| self.is_short_secret_line(l))
     }
 
-    /// Replaces every secret value in `text` with `********`. Multi-line secrets (PEM keys)
-    /// are masked whole and line by line, so a diff hunk showing part of one is masked too.
+    /// Replaces every secret value in `text` with [`MASK`]. Multi-line secrets (PEM keys)
+    /// are masked whole and line by line, so a diff hunk showing part of one is masked too:
+    /// lines of [`MIN_SECRET_LEN`] characters or more wherever they appear, shorter lines
+    /// when they make a whole line of `text` (see [`Secrets::is_short_secret_line`]).
+    ///
+    /// Mask text before it is escaped (JSON, shell quoting): the escaped form of a secret
+    /// is not found here.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_string();
         let mut needles: Vec<&str> = self.needles().collect();
@@ -108,12 +115,29 @@ impl Secrets {
                 out = out.replace(n, MASK);
             }
         }
-        out
+        if !self.values.values().any(|v| v.trim().contains('\n')) {
+            return out;
+        }
+        out.split_inclusive('\n')
+            .map(|line| {
+                if !self.is_short_secret_line(line) {
+                    return line.to_string();
+                }
+                let marker = diff_marker(line).map(String::from).unwrap_or_default();
+                let end = &line[line.trim_end_matches(['\n', '\r']).len()..];
+                format!("{marker}{MASK}{end}")
+            })
+            .collect()
     }
 
+    /// Substrings masked wherever they appear: each whole value (also without surrounding
+    /// whitespace, so a file's final newline does not hide it) and each line of a
+    /// multi-line value that has at least [`MIN_SECRET_LEN`] characters, except PEM armour.
     fn needles(&self) -> impl Iterator<Item = &str> {
         self.values.values().flat_map(|v| {
-            let whole = std::iter::once(v.as_str());
+            let trimmed = v.trim();
+            let whole = std::iter::once(v.as_str())
+                .chain((trimmed != v && !trimmed.is_empty()).then_some(trimmed));
             let lines = v
                 .lines()
                 .map(str::trim)
@@ -121,6 +145,35 @@ impl Secrets {
             whole.chain(lines)
         })
     }
+
+    /// Whether this line of output is, apart from a diff marker (`+`, `-`, space) and
+    /// surrounding whitespace, exactly one of the short lines (under [`MIN_SECRET_LEN`]
+    /// characters) of a multi-line secret, such as the last line of a PEM body (`xyz=`).
+    ///
+    /// Why only whole lines: a fragment of 1 to 5 characters is everywhere in ordinary text
+    /// (`END`, `=`, `abc`), so masking it as a substring would wreck every output. Such
+    /// lines show up whole in diffs and in printed files, which is how a multi-line secret
+    /// is shown line by line; elsewhere (inside another line) at most those few characters
+    /// of one line could appear, which are not the value and cannot be told from ordinary
+    /// text. Lines without a letter or digit (`}`, `==`, empty) hold no secret material
+    /// and are left alone, as is the PEM armour.
+    fn is_short_secret_line(&self, line: &str) -> bool {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let body = diff_marker(body).map_or(body, |m| &body[m.len()..]).trim();
+        if body.is_empty() || body.len() >= MIN_SECRET_LEN {
+            return false;
+        }
+        self.values
+            .values()
+            .filter(|v| v.trim().contains('\n'))
+            .flat_map(|v| v.lines().map(str::trim))
+            .any(|l| l == body && !l.starts_with("-----") && l.chars().any(char::is_alphanumeric))
+    }
+}
+
+/// The diff marker a line starts with (`+`, `-` or a space), if any.
+fn diff_marker(line: &str) -> Option<&'static str> {
+    ["+", "-", " "].into_iter().find(|m| line.starts_with(m))
 }
 
 #[cfg(test)]
@@ -148,5 +201,36 @@ mod tests {
     fn debug_never_prints_values() {
         let s = Secrets::from_pairs(&[("pw", "hunter2hunter2")]);
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    /// Review finding 8, reproduction: a multi-line secret whose lines are under
+    /// [`MIN_SECRET_LEN`] characters (the short last line of a PEM body, or a value made of
+    /// short lines) showed through a diff line by line: `+xyz=` stayed readable.
+    #[test]
+    fn short_lines_of_a_multi_line_secret_never_show_in_a_diff() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nAAAABBBBCCCC\nxyz=\n-----END PRIVATE KEY-----\n";
+        let short = "ab12\ncd34\nef56\n";
+        let s = Secrets::from_pairs(&[("key", pem), ("short", short)]);
+        let diff = concat!(
+            "--- a\n+++ b\n@@ -1,2 +1,4 @@\n-old\n",
+            "+AAAABBBBCCCC\n+xyz=\n",
+            "+ab12\n+cd34\n-ef56\n  ef56  \n",
+        );
+        let masked = s.mask(diff);
+        for fragment in ["xyz=", "ab12", "cd34", "ef56", "AAAABBBB"] {
+            assert!(!masked.contains(fragment), "{fragment} in {masked}");
+        }
+        // Diff markers and the armour stay readable.
+        assert!(masked.contains("\n+********\n+********\n"), "{masked}");
+        assert!(masked.contains("\n-********\n"), "{masked}");
+        assert!(
+            masked.starts_with("--- a\n+++ b\n@@ -1,2 +1,4 @@\n-old\n"),
+            "{masked}"
+        );
+        // The whole value, also without its final newline, is one mask.
+        assert_eq!(s.mask("x ab12\ncd34\nef56 y"), "x ******** y");
+        // A short fragment inside ordinary text is not a secret line: masking it everywhere
+        // would wreck the output (see `needles`).
+        assert_eq!(s.mask("vab12 cd345"), "vab12 cd345");
     }
 }

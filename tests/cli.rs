@@ -223,3 +223,67 @@ fn help_explains_commands_and_exit_codes() {
         assert!(out.contains(word), "--help lacks {word}: {out}");
     }
 }
+
+// Review finding 1 (branch h10-cli): self-contained, the binary run under `timeout 60`.
+
+/// Review finding 1, reproduction: `render INV --out o`, then
+/// `render INV --out o --reveal-secrets` left `o/web1/etc/nginx/secret.conf` at 0644 with
+/// the real password in it, and a symlink planted in `o` was followed. Now the second
+/// render needs `--replace`, writes the revealed file 0600, and replaces the symlink.
+#[test]
+fn render_over_an_earlier_render_needs_replace_and_writes_revealed_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = support::TempDir::new("render-replace");
+    let inv = inventory(&t.0, 22, |s| s);
+    let out_dir = t.0.join("o");
+    let fixture = fixture();
+    let render = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "render".as_ref(),
+            inv.as_os_str(),
+            "--root".as_ref(),
+            fixture.as_os_str(),
+            "--out".as_ref(),
+            out_dir.as_os_str(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        run(Command::new("timeout")
+            .arg("60")
+            .arg(env!("CARGO_BIN_EXE_foobar-provision"))
+            .args(&args))
+    };
+    let (code, out, err) = render(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let victim = t.0.join("victim");
+    std::fs::write(&victim, "untouched\n").expect("write victim");
+    let planted = out_dir.join("web2/etc/nginx/sites-enabled/site.conf");
+    std::fs::remove_file(&planted).expect("remove rendered file");
+    std::os::unix::fs::symlink(&victim, &planted).expect("plant symlink");
+
+    let (code, out, err) = render(&["--reveal-secrets"]);
+    assert_eq!(code, 1, "a non-empty OUT needs --replace: {out}{err}");
+    assert!(err.contains("--replace"), "{err}");
+
+    let (code, out, err) = render(&["--reveal-secrets", "--replace"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let secret = out_dir.join("web1/etc/nginx/secret.conf");
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("rendered"),
+        "password canary-pw-1234;\n"
+    );
+    let mode = std::fs::metadata(&secret)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "a revealed file is private");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "untouched\n"
+    );
+    let meta = std::fs::symlink_metadata(&planted).expect("stat");
+    assert!(
+        meta.file_type().is_file(),
+        "the symlink was replaced by the file"
+    );
+}

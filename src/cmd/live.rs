@@ -225,7 +225,7 @@ fn print_recap<T>(
     if reporter.is_json() {
         let plans = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
         let doc = Recap::new(mode, plans, &ends, code, total);
-        println!("{}", secrets.mask(&serde_json::to_string(&doc)?));
+        println!("{}", doc.to_json_masked(secrets)?);
     } else {
         reporter.line(&secrets.mask(&recap_text(&ends, mode, total)));
     }

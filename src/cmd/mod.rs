@@ -39,9 +39,13 @@ pub async fn run(cli: Cli) -> i32 {
             common,
             out,
             reveal_secrets,
-        } => render::render(&common, &out, reveal_secrets),
+            replace,
+        } => render::render(&common, &out, reveal_secrets, replace),
         Command::Hosts(c) => hosts::hosts(&c),
-        Command::Trust(c) => trust::trust(&c).await,
+        Command::Trust {
+            common,
+            fingerprint,
+        } => trust::trust(&common, fingerprint.as_deref()).await,
         Command::Plan(l) => live::live(&l, live::Mode::Plan).await,
         Command::Apply(l) => live::live(&l, live::Mode::Apply).await,
     };

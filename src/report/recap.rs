@@ -3,6 +3,7 @@
 
 use super::outcome::{ErrorKind, Outcome};
 use crate::plan::HostPlan;
+use crate::secrets::Secrets;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -124,6 +125,36 @@ impl<'a> Recap<'a> {
             seconds: total.as_secs_f64(),
         }
     }
+
+    /// The document as one line of JSON, with every secret masked.
+    ///
+    /// Masking runs on each string of the document before it is serialised: in the JSON
+    /// text a secret is escaped (`pa"ss` reads `pa\"ss`, a newline `\n`) and would no
+    /// longer be found. Handler commands hold rendered secrets; they are masked like every
+    /// other string, so no secret value is ever serialised. (Object keys are field names.)
+    ///
+    /// # Errors
+    /// Those of `serde_json` (none for this document in practice).
+    pub fn to_json_masked(&self, secrets: &Secrets) -> serde_json::Result<String> {
+        let mut doc = serde_json::to_value(self)?;
+        mask_strings(&mut doc, secrets);
+        serde_json::to_string(&doc)
+    }
+}
+
+/// Masks every string in a JSON value, in place.
+fn mask_strings(v: &mut serde_json::Value, secrets: &Secrets) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => {
+            if secrets.appears_in(s) {
+                *s = secrets.mask(s);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|x| mask_strings(x, secrets)),
+        Value::Object(fields) => fields.values_mut().for_each(|x| mask_strings(x, secrets)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// The word a host ends with, in progress lines and the text recap.
@@ -196,7 +227,9 @@ fn detail_lines(o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Action, RolePlan};
     use crate::report::{Failure, Interruption};
+    use crate::shell::Init;
 
     fn end<'a>(host: &'a str, outcome: Option<&'a Outcome>) -> HostEnd<'a> {
         HostEnd {
@@ -269,5 +302,70 @@ mod tests {
             apply.contains("changed (2)") && !apply.contains("would"),
             "{apply}"
         );
+    }
+
+    /// A plan whose only change runs a handler with this command.
+    fn plan_running(command: &str) -> HostPlan {
+        HostPlan {
+            host: "app1".into(),
+            tier: "app".into(),
+            address: "192.0.2.1".into(),
+            init: Init::Systemd,
+            packages_to_install: Vec::new(),
+            stale_temps: Vec::new(),
+            roles: vec![RolePlan {
+                role: "app".into(),
+                drift: None,
+                files: Vec::new(),
+                actions: vec![Action::Run {
+                    handler: "reload".into(),
+                    command: command.into(),
+                }],
+                validate: None,
+                health: Vec::new(),
+            }],
+        }
+    }
+
+    /// Review finding 8, reproduction: a secret `pa"ss\word1` inside a handler command (and
+    /// in an error) appeared unmasked in `--format json`, because masking ran on the
+    /// serialised text, where the secret reads `pa\"ss\\word1`. Same for a multi-line
+    /// secret, whose newlines are escaped as `\n`.
+    #[test]
+    fn json_recap_masks_secrets_that_json_escapes() {
+        let quoted = r#"pa"ss\word1"#;
+        let multi = "first-line-of-it\nsecond-line-of-it";
+        let secrets = Secrets::from_pairs(&[("db_password", quoted), ("token", multi)]);
+        let plan = plan_running(&format!("set-password '{quoted}' && echo '{multi}'"));
+        let failed = Outcome::Failed(Failure::new(
+            ErrorKind::Handler,
+            format!("handler failed: {quoted} / {multi}"),
+        ));
+        let hosts = [end("app1", Some(&failed))];
+        let doc = Recap::new(RunMode::Apply, vec![&plan], &hosts, 1, Duration::ZERO);
+        let text = doc
+            .to_json_masked(&secrets)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        // Neither the escaped nor the unescaped form, nor the parsed document, holds them.
+        for needle in [
+            "pa\\\"ss\\\\word1",
+            "first-line-of-it\\nsecond",
+            "word1",
+            "line-of-it",
+        ] {
+            assert!(!text.contains(needle), "{needle} in {text}");
+        }
+        let command = v["plan"][0]["roles"][0]["actions"][0]["command"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(!secrets.appears_in(command), "{command}");
+        assert!(command.starts_with("set-password '********'"), "{command}");
+        let error = v["recap"][0]["error"].as_str().unwrap_or_default();
+        assert_eq!(error, "handler failed: ******** / ********");
+        // The document is otherwise intact.
+        assert_eq!(v["format_version"], FORMAT_VERSION);
+        assert_eq!(v["plan"][0]["roles"][0]["actions"][0]["handler"], "reload");
     }
 }

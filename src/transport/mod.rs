@@ -7,9 +7,7 @@
 pub mod known_hosts;
 mod ssh;
 
-pub use ssh::{
-    JumpHost, SshError, SshOptions, SshSession, connect, scan_host_key, scan_host_key_via_jump,
-};
+pub use ssh::{JumpHost, SshError, SshOptions, SshSession, connect, scan_host_key_via_jump};
 
 use std::future::Future;
 

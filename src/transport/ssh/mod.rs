@@ -44,7 +44,9 @@ use tokio::sync::Semaphore;
 pub use connect::connect;
 pub use error::SshError;
 pub use options::{JumpHost, SshOptions};
-pub use scan::{scan_host_key, scan_host_key_via_jump};
+#[cfg(test)]
+pub use scan::scan_host_key;
+pub use scan::scan_host_key_via_jump;
 
 use exec::MAX_CONCURRENT_EXECS;
 use host_keys::Client;
