@@ -72,7 +72,7 @@ pub fn script(q: &FactQuery) -> String {
     if !q.packages.is_empty() {
         let pkgs: Vec<String> = q.packages.iter().map(|p| quote(p)).collect();
         s.push_str(&format!(
-            "dpkg-query -W -f='P ${{Package}} ${{db:Status-Status}}\\n' {} 2>/dev/null || true\n",
+            "dpkg-query -W -f='P ${{Package}} ${{db:Status-Status}}\\n' -- {} 2>/dev/null || true\n",
             pkgs.join(" ")
         ));
     }
@@ -480,7 +480,7 @@ END
             "{s}"
         );
         assert!(
-            s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' nginx haproxy"),
+            s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' -- nginx haproxy"),
             "{s}"
         );
         assert!(s.contains("grep -qF ' 172.30.77.10/'"), "{s}");

@@ -363,7 +363,7 @@ impl FileChecks<'_> {
         };
         for (field, v) in [("owner", &f.owner), ("group", &f.group)] {
             if let Some(v) = v
-                && !is_unit_name(v)
+                && !is_user_name(v)
             {
                 return Err(self.at(
                     loc,
@@ -441,15 +441,19 @@ impl FileChecks<'_> {
     /// An absolute file path, not already a dest of this role.
     fn dest(&self, dest: &Spanned<String>, earlier: &[RoleFile]) -> Result<String, Diagnostic> {
         let d = dest.value.clone();
-        if !d.starts_with('/')
-            || d.ends_with('/')
-            || d.contains("/../")
-            || d.contains(['\n', '\0', '\\'])
-        {
+        if !d.starts_with('/') || d.ends_with('/') || d.contains("/../") || d.contains('\\') {
             return Err(self.at(
                 dest.referenced,
                 format!("dest `{d}` must be an absolute file path"),
             ));
+        }
+        if d.contains(char::is_control) {
+            return Err(self
+                .at(
+                    dest.referenced,
+                    format!("dest {d:?} holds a control character"),
+                )
+                .with_hint("a path is printable text: remove the line break, tab or \\r"));
         }
         if earlier.iter().any(|o| o.dest == d) {
             return Err(self.at(
@@ -504,15 +508,26 @@ fn is_relative_inside(p: &str) -> bool {
         })
 }
 
+/// A systemd unit name: starts with a letter or digit (a leading `-` would be an option).
 fn is_unit_name(s: &str) -> bool {
-    !s.is_empty()
+    s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
+/// A user or group name: starts with a letter, digit or `_` (Debian's `_apt`), never `-`.
+fn is_user_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A Debian package name (policy 5.6.1): starts with a lowercase letter or digit.
 fn is_package_name(s: &str) -> bool {
     s.len() >= 2
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
@@ -608,6 +623,40 @@ health:
             .expect_err("typo")
             .to_string();
         assert!(e.contains("did you mean `packages`?"), "{e}");
+    }
+
+    /// Issue 10, finding 15: `packages: [--allow-unauthenticated]` passed the name check and
+    /// became an apt option; a service or owner starting with `-` likewise; a `\r` in a dest.
+    #[test]
+    fn names_starting_with_a_dash_and_control_characters_are_refused() {
+        let d = fixture();
+        for (from, to, want) in [
+            (
+                "packages: [nginx]",
+                "packages: [nginx, --allow-unauthenticated]",
+                "`--allow-unauthenticated` is not a Debian package name",
+            ),
+            (
+                "name: nginx",
+                "name: -nginx",
+                "`-nginx` is not a service name",
+            ),
+            (
+                "    notify: reload",
+                "    notify: reload\n    owner: -R",
+                "owner `-R` is not a valid user or group name",
+            ),
+            (
+                "dest: /etc/nginx/site.conf",
+                "dest: \"/etc/nginx/site\\r.conf\"",
+                "dest \"/etc/nginx/site\\r.conf\" holds a control character",
+            ),
+        ] {
+            let text = ROLE.replace(from, to);
+            assert_ne!(text, ROLE, "{from}");
+            let e = parse_role(&d, &text).expect_err(to).to_string();
+            assert!(e.contains(want), "{to}: {e}");
+        }
     }
 
     #[test]
