@@ -259,7 +259,8 @@ pub fn parse(
     })
 }
 
-/// `service:`, a systemd unit name.
+/// `service:`, a systemd unit name. `nginx.service` is kept as `nginx`, the name the facts
+/// report the unit under (other suffixes, `.socket`..., stay as written).
 fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
     if !is_unit_name(&s.name.value) {
         return Err(Diagnostic::at(
@@ -268,8 +269,14 @@ fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
             format!("`{}` is not a service name", s.name.value),
         ));
     }
+    // Never empty: a unit name starts with a letter or digit.
+    let name = s
+        .name
+        .value
+        .strip_suffix(".service")
+        .unwrap_or(&s.name.value);
     Ok(Service {
-        name: s.name.value,
+        name: name.to_string(),
         enabled: s.enabled,
         reload: s.reload,
     })
@@ -657,6 +664,22 @@ health:
             let e = parse_role(&d, &text).expect_err(to).to_string();
             assert!(e.contains(want), "{to}: {e}");
         }
+    }
+
+    /// Issue 10, finding 12: `service: name: nginx.service` was kept as written while the
+    /// facts store the unit as `nginx`: a converged host planned start+enable forever.
+    #[test]
+    fn service_name_with_the_unit_suffix_matches_the_facts() {
+        let d = fixture();
+        let r = parse_role(&d, &ROLE.replace("name: nginx", "name: nginx.service")).expect("valid");
+        let name = r.service.map(|s| s.name).unwrap_or_default();
+        let q = crate::facts::FactQuery {
+            services: vec![&name],
+            ..Default::default()
+        };
+        let out = "INIT systemd\nU Id=nginx.service\nU ActiveState=active\nU UnitFileState=enabled\nEND\n";
+        let facts = crate::facts::parse(out, &q).expect("parses");
+        assert!(facts.services.contains_key(&name), "{name}: {facts:?}");
     }
 
     #[test]
