@@ -67,10 +67,12 @@ impl Project {
             Diagnostic::new(&inv.path, 0, 0, format!("host `{}` has no tier", host.name))
         })?;
         let mut roles = Vec::new();
+        let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
         for role_name in &tier.roles {
             let role = self.roles.get(role_name).ok_or_else(|| {
                 Diagnostic::new(&inv.path, 0, 0, format!("unknown role `{role_name}`"))
             })?;
+            claim_dests(&mut owners, role, host)?;
             let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
             let ctx = tera_context(inv, host, vars, secrets)?;
             let rctx = RenderCtx {
@@ -87,6 +89,30 @@ impl Project {
             roles,
         })
     }
+}
+
+/// Records which role writes each of `role`'s dests on `host`; a dest an earlier role of
+/// the host writes too is refused (each apply would flip the file and run both roles'
+/// handlers).
+fn claim_dests<'a>(
+    owners: &mut BTreeMap<&'a str, &'a str>,
+    role: &'a Role,
+    host: &Host,
+) -> Result<(), Diagnostic> {
+    for f in &role.files {
+        if let Some(other) = owners.insert(&f.dest, &role.name) {
+            return Err(Diagnostic::at(
+                &role.dir.join("role.yml"),
+                f.dest_at,
+                format!(
+                    "dest `{}` is also written by role `{other}` on host `{}` (tier `{}`)",
+                    f.dest, host.name, host.tier
+                ),
+            )
+            .with_hint("a path on a host belongs to one role: drop it from one role, or give it another path"));
+        }
+    }
+    Ok(())
 }
 
 /// The Tera context of one role on one host: its merged vars and the built-in names.

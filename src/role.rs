@@ -64,6 +64,8 @@ pub enum Notify {
 pub struct RoleFile {
     pub source: Source,
     pub dest: String,
+    /// Where role.yml gives `dest`, for messages.
+    pub dest_at: Location,
     pub owner: String,
     pub group: String,
     /// Permission bits, e.g. 0o644.
@@ -381,6 +383,7 @@ impl FileChecks<'_> {
         Ok(RoleFile {
             source,
             dest,
+            dest_at: f.dest.referenced,
             owner: f.owner.unwrap_or_else(|| "root".into()),
             group: f.group.unwrap_or_else(|| "root".into()),
             mode,
