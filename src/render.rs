@@ -191,23 +191,30 @@ impl RenderCtx<'_> {
     }
 
     /// One file: its content (a rendered template or a static file), then its validator.
-    /// It is sensitive when it holds a secret's value, or is not text.
+    /// It is sensitive when its template (or one it includes or extends) reads `secrets`
+    /// (whatever filters changed the value on its way), when it holds a secret's value,
+    /// or is not text.
     fn file(&self, f: &RoleFile, real: &Secrets) -> Result<DesiredFile, Diagnostic> {
+        let mut reads_secrets = false;
         let content = match &f.source {
-            Source::Template(name) => self
-                .tera
-                .render(name, self.ctx)
-                .map_err(|e| tera_diag(self.templates_dir, &e, Some(&self.host.name)))?
-                .into_bytes(),
+            Source::Template(name) => {
+                let text = self
+                    .tera
+                    .render(name, self.ctx)
+                    .map_err(|e| tera_diag(self.templates_dir, &e, Some(&self.host.name)))?;
+                reads_secrets = self.reads_secrets(name);
+                text.into_bytes()
+            }
             Source::Static(p) => {
                 let path = self.role.dir.join("files").join(p);
                 std::fs::read(&path)
                     .map_err(|e| Diagnostic::new(&path, 0, 0, format!("cannot read: {e}")))?
             }
         };
-        let sensitive = std::str::from_utf8(&content)
-            .map(|t| real.appears_in(t))
-            .unwrap_or(true);
+        let sensitive = reads_secrets
+            || std::str::from_utf8(&content)
+                .map(|t| real.appears_in(t))
+                .unwrap_or(true);
         Ok(DesiredFile::new(
             f.dest.clone(),
             content,
@@ -218,6 +225,15 @@ impl RenderCtx<'_> {
             f.validate.as_deref().map(|v| self.command(v)).transpose()?,
             sensitive,
         ))
+    }
+
+    /// Whether template `name`, its includes or its parents read `secrets` (or the whole
+    /// context); when Tera cannot tell, it is taken to.
+    fn reads_secrets(&self, name: &str) -> bool {
+        self.tera
+            .get_template_variables(name)
+            .map(|vars| vars.contains("secrets") || vars.contains("__tera_context"))
+            .unwrap_or(true)
     }
 
     /// Commands in role.yml (validators, handlers, health checks) may use vars too.
@@ -401,6 +417,92 @@ fn report_diag(templates_dir: &Path, e: &tera::Error, for_host: &str) -> Diagnos
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A project on disk: `files` are (path under the root, content); the inventory is
+    /// one `web` tier with host web1 running role `web`, plus `inventory_extra`.
+    struct TestProject {
+        _dir: tempfile::TempDir,
+        project: Project,
+        inv: Inventory,
+    }
+
+    fn test_project(
+        files: &[(&str, &str)],
+        inventory_extra: &str,
+    ) -> Result<TestProject, Diagnostic> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (p, content) in files {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, content).expect("write");
+        }
+        std::fs::create_dir_all(dir.path().join("templates")).expect("mkdir");
+        let project = Project::load(dir.path())?;
+        let text = format!(
+            "domain: www.example.test\ntiers:\n  web:\n    roles: [web]\nhosts:\n  web1:\n    address: 127.0.0.1\n    tier: web\nsecrets:\n  pw:\n    env: PW\n{inventory_extra}"
+        );
+        let inv =
+            crate::inventory::parse(&dir.path().join("inv.yml"), &text, &project.role_names())?;
+        Ok(TestProject {
+            _dir: dir,
+            project,
+            inv,
+        })
+    }
+
+    impl TestProject {
+        /// web1's desired state with `secret` as the value of `secrets.pw`.
+        fn render(&self, secret: &str) -> Result<DesiredHost, Diagnostic> {
+            let real = Secrets::from_pairs(&[("pw", secret)]);
+            self.project
+                .render_host(&self.inv, &self.inv.hosts[0], real.values(), &real)
+        }
+    }
+
+    /// Issue 10, finding 6: with the secret `p<w"d&secret99`, a template using
+    /// `| escape_xml`, `| upper`, `| replace(...)` or `| truncate` made a file that was not
+    /// marked sensitive, and its diff was printed.
+    #[test]
+    fn a_file_whose_template_reads_secrets_is_sensitive_whatever_the_filters() {
+        for expr in [
+            "secrets.pw | escape_xml",
+            "secrets.pw | upper",
+            "secrets.pw | replace(from=\"&\", to=\"and\")",
+            "secrets.pw | truncate(length=4)",
+        ] {
+            let role = "files:\n  - template: web/a.tera\n    dest: /etc/a\n";
+            let t = test_project(
+                &[
+                    ("roles/web/role.yml", role),
+                    ("templates/web/a.tera", &format!("pw {{{{ {expr} }}}}\n")),
+                ],
+                "",
+            )
+            .expect("loads");
+            let d = t.render("p<w\"d&secret99").expect("renders");
+            let f = &d.roles[0].files[0];
+            assert!(
+                f.sensitive,
+                "{expr}: {}",
+                String::from_utf8_lossy(&f.content)
+            );
+        }
+        // Through an include too; a template that reads no secret is not sensitive.
+        let role = "files:\n  - template: web/a.tera\n    dest: /etc/a\n  - template: web/c.tera\n    dest: /etc/c\n";
+        let t = test_project(
+            &[
+                ("roles/web/role.yml", role),
+                ("templates/web/a.tera", "{% include \"web/b.tera\" %}"),
+                ("templates/web/b.tera", "{{ secrets.pw | lower }}"),
+                ("templates/web/c.tera", "{{ domain }}"),
+            ],
+            "",
+        )
+        .expect("loads");
+        let d = t.render("p<w\"d&secret99").expect("renders");
+        let sensitive: Vec<bool> = d.roles[0].files.iter().map(|f| f.sensitive).collect();
+        assert_eq!(sensitive, vec![true, false]);
+    }
 
     fn m(pairs: &[(&str, i64)]) -> Map<String, Value> {
         pairs
