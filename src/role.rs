@@ -147,21 +147,21 @@ struct RawFile {
     #[serde(default)]
     notify: Option<Spanned<String>>,
     #[serde(default)]
-    validate: Option<String>,
+    validate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTreeValidate {
     tree: String,
-    command: String,
+    command: Spanned<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     name: String,
-    command: String,
+    command: Spanned<String>,
     #[serde(default = "default_retries")]
     retries: u32,
     #[serde(default = "default_interval")]
@@ -215,6 +215,9 @@ pub fn parse(
     let raw: RawRole = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| from_yaml_error(path, &e))?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for (k, v) in &raw.handlers.0 {
+        check_command(path, k.referenced, &format!("handler `{}`", k.value), v)?;
+    }
     let handlers: Vec<(String, String)> = raw
         .handlers
         .0
@@ -237,6 +240,13 @@ pub fn parse(
         files.push(file);
     }
     let validate = check_tree_validate(path, raw.validate)?;
+    if let Some(d) = &raw.drift_check {
+        check_command(path, d.referenced, "drift_check", &d.value)?;
+    }
+    for h in &raw.health {
+        let what = format!("health check `{}`", h.name);
+        check_command(path, h.command.referenced, &what, &h.command.value)?;
+    }
     if let Some(d) = &raw.drift_check
         && service.is_none()
     {
@@ -305,9 +315,12 @@ fn check_tree_validate(
     path: &Path,
     raw: Option<RawTreeValidate>,
 ) -> Result<Option<TreeValidate>, Diagnostic> {
+    if let Some(v) = &raw {
+        check_command(path, v.command.referenced, "validate", &v.command.value)?;
+    }
     let validate = raw.map(|v| TreeValidate {
         tree: v.tree,
-        command: v.command,
+        command: v.command.value,
     });
     if let Some(v) = &validate
         && (!v.tree.starts_with('/') || !v.command.contains("{tree}"))
@@ -322,11 +335,41 @@ fn check_tree_validate(
     Ok(validate)
 }
 
+/// A command of role.yml (handler, validator, health or drift check), checked where it is
+/// written: it must not read `secrets`, which would put the value in the host's process
+/// list and sudo's log.
+fn check_command(path: &Path, loc: Location, what: &str, cmd: &str) -> Result<(), Diagnostic> {
+    if command_reads_secrets(cmd) {
+        return Err(Diagnostic::at(
+            path,
+            loc,
+            format!("{what}: the command reads `secrets`, which would show its value in `ps` on the host and in sudo's log"),
+        )
+        .with_hint("write the secret into a root-only file the role manages (a template, mode \"0600\") and have the command read that file"));
+    }
+    Ok(())
+}
+
+/// Whether a command's template reads `secrets` (or the whole context). A command Tera
+/// cannot parse is left to rendering, which reports it.
+fn command_reads_secrets(cmd: &str) -> bool {
+    if !cmd.contains("{{") && !cmd.contains("{%") {
+        return false;
+    }
+    let mut t = tera::Tera::default();
+    if t.add_raw_template("command", cmd).is_err() {
+        return false;
+    }
+    t.get_template_variables("command")
+        .map(|v| v.contains("secrets") || v.contains("__tera_context"))
+        .unwrap_or(true)
+}
+
 /// A health check with its retries (1 to 600) and interval (at most a minute) bounded.
 fn health_check(h: RawHealth) -> HealthCheck {
     HealthCheck {
         name: h.name,
-        command: h.command,
+        command: h.command.value,
         retries: h.retries.clamp(1, 600),
         interval_ms: h.interval_ms.min(60_000),
     }
@@ -366,6 +409,9 @@ impl FileChecks<'_> {
                 .with_hint("write it as a quoted string such as \"0644\" or \"0640\"")
             })?,
         };
+        if let Some(v) = &f.validate {
+            check_command(self.path, v.referenced, "validate", &v.value)?;
+        }
         let notify = match &f.notify {
             None => Notify::None,
             Some(n) => self.notify(n)?,
@@ -388,7 +434,7 @@ impl FileChecks<'_> {
             group: f.group.unwrap_or_else(|| "root".into()),
             mode,
             notify,
-            validate: f.validate,
+            validate: f.validate.map(|v| v.value),
         })
     }
 
@@ -683,6 +729,47 @@ health:
         let out = "INIT systemd\nU Id=nginx.service\nU ActiveState=active\nU UnitFileState=enabled\nEND\n";
         let facts = crate::facts::parse(out, &q).expect("parses");
         assert!(facts.services.contains_key(&name), "{name}: {facts:?}");
+    }
+
+    /// Issue 10, finding 17: a role command reading `secrets.*` put the value in the remote
+    /// argv (`ps` on the host, sudo's log). Every kind of command is checked, at its line.
+    #[test]
+    fn commands_that_read_secrets_are_refused() {
+        let d = fixture();
+        for (from, to, line) in [
+            (
+                "    command: curl -fsS http://127.0.0.1/",
+                "    command: \"mysql -p{{ secrets.pw }} -e 'SELECT 1'\"",
+                11,
+            ),
+            (
+                "    notify: reload\n",
+                "    notify: reload\n    validate: \"check --key {{ secrets.pw | upper }} {tmp}\"\n",
+                9,
+            ),
+            (
+                "health:",
+                "handlers:\n  h: \"{% set p = secrets.pw %}echo {{ p }}\"\nhealth:",
+                10,
+            ),
+            (
+                "health:",
+                "validate:\n  tree: /etc/nginx\n  command: \"x {tree} {{ secrets.pw }}\"\nhealth:",
+                11,
+            ),
+            (
+                "health:",
+                "drift_check: \"test {{ secrets['pw'] }}\"\nhealth:",
+                9,
+            ),
+        ] {
+            let text = ROLE.replace(from, to);
+            assert_ne!(text, ROLE, "{from}");
+            let e = parse_role(&d, &text).expect_err(to).to_string();
+            assert!(e.contains(&format!("role.yml:{line}:")), "{to}: {e}");
+            assert!(e.contains("reads `secrets`"), "{to}: {e}");
+            assert!(e.contains("hint: "), "{to}: {e}");
+        }
     }
 
     #[test]
