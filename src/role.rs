@@ -643,6 +643,13 @@ health:
         )
     }
 
+    /// The error for ROLE with `from` replaced by `to` (which must change it).
+    fn edited_role_error(d: &tempdir::Dir, from: &str, to: &str) -> String {
+        let text = ROLE.replace(from, to);
+        assert_ne!(text, ROLE, "{from}");
+        parse_role(d, &text).expect_err(to).to_string()
+    }
+
     #[test]
     fn parses_a_role() {
         let d = fixture();
@@ -708,9 +715,7 @@ health:
                 "dest \"/etc/nginx/site\\r.conf\" holds a control character",
             ),
         ] {
-            let text = ROLE.replace(from, to);
-            assert_ne!(text, ROLE, "{from}");
-            let e = parse_role(&d, &text).expect_err(to).to_string();
+            let e = edited_role_error(&d, from, to);
             assert!(e.contains(want), "{to}: {e}");
         }
     }
@@ -763,9 +768,7 @@ health:
                 9,
             ),
         ] {
-            let text = ROLE.replace(from, to);
-            assert_ne!(text, ROLE, "{from}");
-            let e = parse_role(&d, &text).expect_err(to).to_string();
+            let e = edited_role_error(&d, from, to);
             assert!(e.contains(&format!("role.yml:{line}:")), "{to}: {e}");
             assert!(e.contains("reads `secrets`"), "{to}: {e}");
             assert!(e.contains("hint: "), "{to}: {e}");
