@@ -34,6 +34,7 @@ impl Project {
         let roles_dir = root.join("roles");
         let templates_dir = root.join("templates");
         let mut tera = tera::Tera::default();
+        tera.register_filter("shell_quote", shell_quote);
         let mut sources = Vec::new();
         collect_templates(&templates_dir, &templates_dir, &mut sources)?;
         tera.add_raw_templates(sources.iter().map(|(n, c)| (n.as_str(), c.as_str())))
@@ -74,6 +75,7 @@ impl Project {
             })?;
             claim_dests(&mut owners, role, host)?;
             let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
+            check_identifiers(inv, host, role, &vars)?;
             let ctx = tera_context(inv, host, vars, secrets)?;
             let rctx = RenderCtx {
                 tera: &self.tera,
@@ -89,6 +91,56 @@ impl Project {
             roles,
         })
     }
+}
+
+/// `{{ value | shell_quote }}`: a string or number as one word for a POSIX shell.
+fn shell_quote(v: tera::Value, _: tera::Kwargs, _: &tera::State) -> tera::TeraResult<String> {
+    if v.is_undefined() {
+        Err(tera::Error::message(
+            "the value given to shell_quote is not defined",
+        ))
+    } else if let Some(s) = v.as_str() {
+        Ok(crate::shell::quote(s))
+    } else if v.is_number() || v.is_bool() {
+        Ok(crate::shell::quote(&v.to_string()))
+    } else {
+        Err(tera::Error::message(
+            "shell_quote takes a string or a number",
+        ))
+    }
+}
+
+/// The vars `role` lists under `identifiers:`, as `host` sees them, are identifiers; an
+/// error names the inventory line that sets the value (or the role's role.yml).
+fn check_identifiers(
+    inv: &Inventory,
+    host: &Host,
+    role: &Role,
+    vars: &Map<String, Value>,
+) -> Result<(), Diagnostic> {
+    for name in &role.identifiers {
+        let Some(v) = vars.get(name) else {
+            continue; // undefined: rendering says so where it is used
+        };
+        if v.as_str().is_some_and(role::is_identifier) {
+            continue;
+        }
+        let value = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        let msg = format!(
+            "var `{name}` is `{}`, not an identifier (role `{}` uses it as a name; host `{}`)",
+            crate::inventory::shown(&value),
+            role.name,
+            host.name
+        );
+        let d = match inv.var_at.of(host, name) {
+            Some(at) => Diagnostic::at(&inv.path, at, msg),
+            None => Diagnostic::new(&role.dir.join("role.yml"), 0, 0, msg),
+        };
+        return Err(d.with_hint(
+            "use letters, digits and `_`, starting with a letter or `_`, at most 64 (e.g. foo_bar)",
+        ));
+    }
+    Ok(())
 }
 
 /// Records which role writes each of `role`'s dests on `host`; a dest an earlier role of
@@ -509,6 +561,51 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect()
+    }
+
+    /// The repository's own project (roles/, templates/) and inventories/lab.yml with
+    /// `edit` applied to its text.
+    fn lab(edit: impl Fn(&str) -> String) -> Result<(Project, Inventory), Diagnostic> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = Project::load(root)?;
+        let path = root.join("inventories/lab.yml");
+        let text = std::fs::read_to_string(&path).expect("lab.yml");
+        let inv = crate::inventory::parse(&path, &edit(&text), &project.role_names())?;
+        Ok((project, inv))
+    }
+
+    /// Every host of `inv` rendered with placeholder secrets, as `check` does.
+    fn render_all(project: &Project, inv: &Inventory) -> Result<Vec<DesiredHost>, Diagnostic> {
+        let values = inv
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), format!("<secret:{}>", s.name)))
+            .collect();
+        let real = Secrets::default();
+        inv.hosts
+            .iter()
+            .map(|h| project.render_host(inv, h, &values, &real))
+            .collect()
+    }
+
+    /// Issue 10, finding 2: `db_name: foo-bar` passed `check` and rendered
+    /// `FROM foo-bar.visits`: the mysql health check failed and the role was rolled back on
+    /// every apply. An identifier var is refused at the inventory line that sets it.
+    #[test]
+    fn identifier_vars_are_identifiers() {
+        let (project, inv) =
+            lab(|t| t.replace("  db_name: foobar ", "  db_name: foo-bar")).expect("loads");
+        let e = render_all(&project, &inv)
+            .map(|_| ())
+            .expect_err("foo-bar is refused")
+            .to_string();
+        assert!(
+            e.contains("inventories/lab.yml:49:3: var `db_name` is `foo-bar`, not an identifier"),
+            "{e}"
+        );
+        assert!(e.contains("hint: "), "{e}");
+        let (project, inv) = lab(|t| t.to_string()).expect("loads");
+        render_all(&project, &inv).expect("the lab renders");
     }
 
     #[test]

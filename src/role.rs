@@ -24,6 +24,9 @@ pub struct Role {
     /// Run with the facts: when it fails, the live state drifted from the files (rules
     /// edited by hand, ...), and the service is reloaded (or restarted) to re-apply them.
     pub drift_check: Option<String>,
+    /// Vars the role uses as identifiers (SQL names, unit or user names...): each must be
+    /// letters, digits and `_`, checked for every host before it renders.
+    pub identifiers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +117,8 @@ struct RawRole {
     health: Vec<RawHealth>,
     #[serde(default)]
     drift_check: Option<Spanned<String>>,
+    #[serde(default)]
+    identifiers: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +273,7 @@ pub fn parse(
         validate,
         handlers,
         health: raw.health.into_iter().map(health_check).collect(),
+        identifiers: check_identifier_names(path, raw.identifiers)?,
     })
 }
 
@@ -296,18 +302,33 @@ fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
 
 /// `packages:`, Debian package names.
 fn check_packages(path: &Path, raw: Vec<Spanned<String>>) -> Result<Vec<String>, Diagnostic> {
-    let mut packages = Vec::new();
-    for p in raw {
-        if !is_package_name(&p.value) {
-            return Err(Diagnostic::at(
-                path,
-                p.referenced,
-                format!("`{}` is not a Debian package name", p.value),
-            ));
+    check_names(path, raw, is_package_name, |p| {
+        Diagnostic::new(path, 0, 0, format!("`{p}` is not a Debian package name"))
+    })
+}
+
+/// A list of names, each valid by `valid`; else `error` for the first one that is not,
+/// at its position.
+fn check_names(
+    path: &Path,
+    raw: Vec<Spanned<String>>,
+    valid: fn(&str) -> bool,
+    error: impl Fn(&str) -> Diagnostic,
+) -> Result<Vec<String>, Diagnostic> {
+    let mut out = Vec::new();
+    for n in raw {
+        if !valid(&n.value) {
+            let d = error(&n.value);
+            return Err(Diagnostic {
+                line: n.referenced.line(),
+                column: n.referenced.column(),
+                file: path.to_path_buf(),
+                ..d
+            });
         }
-        packages.push(p.value);
+        out.push(n.value);
     }
-    Ok(packages)
+    Ok(out)
 }
 
 /// `validate:`, a whole-tree validator: an absolute folder and a command using `{tree}`.
@@ -336,18 +357,96 @@ fn check_tree_validate(
 }
 
 /// A command of role.yml (handler, validator, health or drift check), checked where it is
-/// written: it must not read `secrets`, which would put the value in the host's process
-/// list and sudo's log.
+/// written: it must not read `secrets` (the value would be in the host's process list and
+/// sudo's log), every value it prints is shell-quoted, and no tag prints one otherwise.
 fn check_command(path: &Path, loc: Location, what: &str, cmd: &str) -> Result<(), Diagnostic> {
-    if command_reads_secrets(cmd) {
-        return Err(Diagnostic::at(
-            path,
-            loc,
-            format!("{what}: the command reads `secrets`, which would show its value in `ps` on the host and in sudo's log"),
-        )
-        .with_hint("write the secret into a root-only file the role manages (a template, mode \"0600\") and have the command read that file"));
+    let problem = if command_reads_secrets(cmd) {
+        Some((
+            "the command reads `secrets`, which would show its value in `ps` on the host and in sudo's log".to_string(),
+            "write the secret into a root-only file the role manages (a template, mode \"0600\") and have the command read that file",
+        ))
+    } else if let Some(tag) = unquoted_output(cmd) {
+        Some((
+            format!("`{tag}` is not shell-quoted"),
+            "a value in a command ends with `| shell_quote`, e.g. curl -H 'Host: '{{ domain | shell_quote }}",
+        ))
+    } else {
+        forbidden_tag(cmd).map(|tag| {
+            (
+                format!("`{tag}` is not allowed in a command"),
+                "commands may use {{ value | shell_quote }}, {% if %}, {% for %} and {% set %}",
+            )
+        })
+    };
+    match problem {
+        None => Ok(()),
+        Some((msg, hint)) => {
+            Err(Diagnostic::at(path, loc, format!("{what}: {msg}")).with_hint(hint))
+        }
     }
-    Ok(())
+}
+
+/// The tags `open ... close` of `cmd`, whole.
+fn tags<'a>(cmd: &'a str, open: &str, close: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut rest = cmd;
+    while let Some(start) = rest.find(open) {
+        let after = &rest[start + open.len()..];
+        let len = after.find(close).map_or(after.len(), |e| e + close.len());
+        out.push(&rest[start..start + open.len() + len]);
+        rest = &after[len..];
+    }
+    out
+}
+
+/// The first `{{ ... }}` of a command whose last filter is not `shell_quote`: every value
+/// that reaches a root shell is quoted as one word.
+fn unquoted_output(cmd: &str) -> Option<&str> {
+    tags(cmd, "{{", "}}").into_iter().find(|tag| {
+        let inner = tag
+            .trim_start_matches("{{")
+            .trim_end_matches("}}")
+            .trim_matches('-');
+        inner
+            .rsplit_once('|')
+            .is_none_or(|(_, last)| last.trim() != "shell_quote")
+    })
+}
+
+/// The first `{% ... %}` of a command that could print a value unquoted (include, macro,
+/// filter, ...): only control flow and `set` are allowed.
+fn forbidden_tag(cmd: &str) -> Option<&str> {
+    const ALLOWED: [&str; 9] = [
+        "if", "elif", "else", "endif", "for", "endfor", "set", "break", "continue",
+    ];
+    tags(cmd, "{%", "%}").into_iter().find(|tag| {
+        let word = tag
+            .trim_start_matches("{%")
+            .trim_start_matches('-')
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .find(|w| !w.is_empty())
+            .unwrap_or("");
+        !ALLOWED.contains(&word)
+    })
+}
+
+/// `identifiers:`, names of vars.
+fn check_identifier_names(
+    path: &Path,
+    raw: Vec<Spanned<String>>,
+) -> Result<Vec<String>, Diagnostic> {
+    check_names(path, raw, is_identifier, |n| {
+        Diagnostic::new(path, 0, 0, format!("identifiers: `{n}` is not a var name"))
+            .with_hint("list the names of vars, e.g. [db_name, db_user]")
+    })
+}
+
+/// Letters, digits and `_`, starting with a letter or `_`, at most 64 characters: a name
+/// that is the same word in SQL, a shell and a config file.
+pub fn is_identifier(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Whether a command's template reads `secrets` (or the whole context). A command Tera
@@ -773,6 +872,34 @@ health:
             assert!(e.contains("reads `secrets`"), "{to}: {e}");
             assert!(e.contains("hint: "), "{to}: {e}");
         }
+    }
+
+    /// Issue 10, finding 2: a var reached a role command unquoted (`curl ... '{{ domain }}'`,
+    /// run as root). Every `{{ ... }}` in a command must end with `| shell_quote`.
+    #[test]
+    fn command_values_must_be_shell_quoted() {
+        let d = fixture();
+        let cmd = "    command: curl -fsS http://127.0.0.1/";
+        for (to, want) in [
+            (
+                "    command: \"curl -H 'Host: {{ domain }}' http://127.0.0.1/\"",
+                "health check `up`: `{{ domain }}` is not shell-quoted",
+            ),
+            (
+                "    command: \"curl {{ domain | shell_quote | upper }}\"",
+                "`{{ domain | shell_quote | upper }}` is not shell-quoted",
+            ),
+            (
+                "    command: \"{% include 'x' %}\"",
+                "`{% include 'x' %}` is not allowed in a command",
+            ),
+        ] {
+            let e = edited_role_error(&d, cmd, to);
+            assert!(e.contains("role.yml:11:") && e.contains(want), "{to}: {e}");
+            assert!(e.contains("hint: "), "{to}: {e}");
+        }
+        let ok = "    command: \"curl -H 'Host: '{{- domain | shell_quote -}} {% if x %}{{ x|shell_quote }}{% endif %}\"";
+        parse_role(&d, &ROLE.replace(cmd, ok)).expect("quoted");
     }
 
     #[test]
