@@ -467,6 +467,9 @@ fn report_diag(templates_dir: &Path, e: &tera::Error, for_host: &str) -> Diagnos
 }
 
 #[cfg(test)]
+mod hostile_values;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -575,7 +578,10 @@ mod tests {
     }
 
     /// Every host of `inv` rendered with placeholder secrets, as `check` does.
-    fn render_all(project: &Project, inv: &Inventory) -> Result<Vec<DesiredHost>, Diagnostic> {
+    pub(super) fn render_all(
+        project: &Project,
+        inv: &Inventory,
+    ) -> Result<Vec<DesiredHost>, Diagnostic> {
         let values = inv
             .secrets
             .iter()

@@ -89,7 +89,7 @@ fn check_vip(path: &Path, vip: Option<&Spanned<String>>) -> Result<Option<Ipv4Ad
         at(
             path,
             v.referenced,
-            format!("vip `{}` is not an IPv4 address", v.value),
+            format!("vip `{}` is not an IPv4 address", shown(&v.value)),
         )
         .with_hint("write the virtual IP as four numbers, for example 172.30.77.10")
     })?;
@@ -148,7 +148,10 @@ fn check_admin_networks(
             return Err(at(
                 path,
                 n.referenced,
-                format!("admin network `{}` is not an address or CIDR", n.value),
+                format!(
+                    "admin network `{}` is not an address or CIDR",
+                    shown(&n.value)
+                ),
             )
             .with_hint("write it as 192.0.2.0/24 or 192.0.2.7"));
         }
@@ -170,7 +173,7 @@ fn build_tiers(
             let mut d = at(
                 path,
                 name.referenced,
-                format!("unknown tier `{}`", name.value),
+                format!("unknown tier `{}`", shown(&name.value)),
             );
             d.hint = Some(match nearest(&name.value, &TIER_ORDER) {
                 Some(n) => format!("did you mean `{n}`? tiers are {}", TIER_ORDER.join(", ")),
@@ -204,7 +207,11 @@ fn check_tier_roles(
     for r in raw {
         if !known_roles.contains(&r.value) {
             let names: Vec<&str> = known_roles.iter().map(String::as_str).collect();
-            let mut d = at(path, r.referenced, format!("unknown role `{}`", r.value));
+            let mut d = at(
+                path,
+                r.referenced,
+                format!("unknown role `{}`", shown(&r.value)),
+            );
             d.hint = Some(match nearest(&r.value, &names) {
                 Some(n) => format!("did you mean `{n}`?"),
                 None => format!("roles under roles/: {}", names.join(", ")),
@@ -261,7 +268,7 @@ fn build_host(
         return Err(at(
             path,
             name.referenced,
-            format!("host name `{}` is not valid", name.value),
+            format!("host name `{}` is not valid", shown(&name.value)),
         )
         .with_hint("use letters, digits and '-', starting with a letter (e.g. web1)"));
     }
@@ -271,7 +278,8 @@ fn build_host(
             h.address.referenced,
             format!(
                 "host `{}`: address `{}` is not an IP address",
-                name.value, h.address.value
+                name.value,
+                shown(&h.address.value)
             ),
         )
         .with_hint("write the host's IPv4 or IPv6 address, for example 172.30.77.21")
@@ -294,7 +302,8 @@ fn build_host(
             h.tier.referenced,
             format!(
                 "host `{}`: tier `{}` is not declared under `tiers:`",
-                name.value, h.tier.value
+                name.value,
+                shown(&h.tier.value)
             ),
         );
         d.hint = Some(match nearest(&h.tier.value, &declared) {
@@ -346,7 +355,7 @@ fn build_secrets(
                 return Err(at(
                     path,
                     name.referenced,
-                    format!("secret `{}` needs exactly one of `env` or `file`", name.value),
+                    format!("secret `{}` needs exactly one of `env` or `file`", shown(&name.value)),
                 )
                 .with_hint("for example `env: FOOBAR_DB_PASSWORD` or `file: /etc/foobar/db_password`; never the value itself"));
             }
