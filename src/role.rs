@@ -3,7 +3,7 @@
 //! health checks. Adding a role needs no Rust change.
 
 use crate::diag::{Diagnostic, from_yaml_error};
-use crate::inventory::{read_yaml_text, yaml_options};
+use crate::inventory::{read_yaml_text, shown, yaml_options};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serde_saphyr::{Location, Spanned};
@@ -367,13 +367,13 @@ fn check_command(path: &Path, loc: Location, what: &str, cmd: &str) -> Result<()
         ))
     } else if let Some(tag) = unquoted_output(cmd) {
         Some((
-            format!("`{tag}` is not shell-quoted"),
+            format!("`{}` is not shell-quoted", shown(tag)),
             "a value in a command ends with `| shell_quote`, e.g. curl -H 'Host: '{{ domain | shell_quote }}",
         ))
     } else {
         forbidden_tag(cmd).map(|tag| {
             (
-                format!("`{tag}` is not allowed in a command"),
+                format!("`{}` is not allowed in a command", shown(tag)),
                 "commands may use {{ value | shell_quote }}, {% if %}, {% for %} and {% set %}",
             )
         })
