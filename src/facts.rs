@@ -72,7 +72,7 @@ pub fn script(q: &FactQuery) -> String {
     if !q.packages.is_empty() {
         let pkgs: Vec<String> = q.packages.iter().map(|p| quote(p)).collect();
         s.push_str(&format!(
-            "dpkg-query -W -f='P ${{Package}} ${{db:Status-Status}}\\n' {} 2>/dev/null || true\n",
+            "dpkg-query -W -f='P ${{Package}} ${{db:Status-Status}}\\n' -- {} 2>/dev/null || true\n",
             pkgs.join(" ")
         ));
     }
@@ -91,8 +91,11 @@ pub fn script(q: &FactQuery) -> String {
         ));
     }
     for (role, cmd) in &q.drift {
+        // The command on lines of its own: a `#` in it cannot comment out the rest.
         s.push_str(&format!(
-            "if ( {cmd} ) >/dev/null 2>&1; then echo 'D ok {role}'; else echo 'D drift {role}'; fi\n"
+            "if (\n{cmd}\n) >/dev/null 2>&1; then echo {}; else echo {}; fi\n",
+            quote(&format!("D ok {role}")),
+            quote(&format!("D drift {role}"))
         ));
     }
     s.push_str("echo END\n");
@@ -477,13 +480,25 @@ END
             "{s}"
         );
         assert!(
-            s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' nginx haproxy"),
+            s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' -- nginx haproxy"),
             "{s}"
         );
         assert!(s.contains("grep -qF ' 172.30.77.10/'"), "{s}");
         assert!(s.contains("systemctl show -p Id -p ActiveState -p UnitFileState -- nginx.service 2>/dev/null | sed"), "{s}");
-        assert!(s.contains("if ( nft list table inet foobar ) >/dev/null 2>&1; then echo 'D ok firewall'; else echo 'D drift firewall'; fi\n"), "{s}");
+        assert!(s.contains("if (\nnft list table inet foobar\n) >/dev/null 2>&1; then echo 'D ok firewall'; else echo 'D drift firewall'; fi\n"), "{s}");
         assert!(s.ends_with("echo END\n"));
+    }
+
+    /// Issue 10, finding 13: `drift_check: "true # comment"` commented out the rest of the
+    /// generated line (`) >/dev/null 2>&1; then ...`): the whole facts script failed.
+    #[test]
+    fn drift_check_with_a_comment_keeps_the_script_whole() {
+        let query = FactQuery {
+            drift: vec![("ok", "true # a comment"), ("bad", "false # another")],
+            ..Default::default()
+        };
+        let facts = gather_locally(&query);
+        assert_eq!(facts.drifted.iter().collect::<Vec<_>>(), vec!["bad"]);
     }
 
     /// Runs the facts script with a local shell and parses its output.

@@ -34,6 +34,7 @@ impl Project {
         let roles_dir = root.join("roles");
         let templates_dir = root.join("templates");
         let mut tera = tera::Tera::default();
+        tera.register_filter("shell_quote", shell_quote);
         let mut sources = Vec::new();
         collect_templates(&templates_dir, &templates_dir, &mut sources)?;
         tera.add_raw_templates(sources.iter().map(|(n, c)| (n.as_str(), c.as_str())))
@@ -67,11 +68,14 @@ impl Project {
             Diagnostic::new(&inv.path, 0, 0, format!("host `{}` has no tier", host.name))
         })?;
         let mut roles = Vec::new();
+        let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
         for role_name in &tier.roles {
             let role = self.roles.get(role_name).ok_or_else(|| {
                 Diagnostic::new(&inv.path, 0, 0, format!("unknown role `{role_name}`"))
             })?;
+            claim_dests(&mut owners, role, host)?;
             let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
+            check_identifiers(inv, host, role, &vars)?;
             let ctx = tera_context(inv, host, vars, secrets)?;
             let rctx = RenderCtx {
                 tera: &self.tera,
@@ -87,6 +91,80 @@ impl Project {
             roles,
         })
     }
+}
+
+/// `{{ value | shell_quote }}`: a string or number as one word for a POSIX shell.
+fn shell_quote(v: tera::Value, _: tera::Kwargs, _: &tera::State) -> tera::TeraResult<String> {
+    if v.is_undefined() {
+        Err(tera::Error::message(
+            "the value given to shell_quote is not defined",
+        ))
+    } else if let Some(s) = v.as_str() {
+        Ok(crate::shell::quote(s))
+    } else if v.is_number() || v.is_bool() {
+        Ok(crate::shell::quote(&v.to_string()))
+    } else {
+        Err(tera::Error::message(
+            "shell_quote takes a string or a number",
+        ))
+    }
+}
+
+/// The vars `role` lists under `identifiers:`, as `host` sees them, are identifiers; an
+/// error names the inventory line that sets the value (or the role's role.yml).
+fn check_identifiers(
+    inv: &Inventory,
+    host: &Host,
+    role: &Role,
+    vars: &Map<String, Value>,
+) -> Result<(), Diagnostic> {
+    for name in &role.identifiers {
+        let Some(v) = vars.get(name) else {
+            continue; // undefined: rendering says so where it is used
+        };
+        if v.as_str().is_some_and(role::is_identifier) {
+            continue;
+        }
+        let value = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        let msg = format!(
+            "var `{name}` is `{}`, not an identifier (role `{}` uses it as a name; host `{}`)",
+            crate::inventory::shown(&value),
+            role.name,
+            host.name
+        );
+        let d = match inv.var_at.of(host, name) {
+            Some(at) => Diagnostic::at(&inv.path, at, msg),
+            None => Diagnostic::new(&role.dir.join("role.yml"), 0, 0, msg),
+        };
+        return Err(d.with_hint(
+            "use letters, digits and `_`, starting with a letter or `_`, at most 64 (e.g. foo_bar)",
+        ));
+    }
+    Ok(())
+}
+
+/// Records which role writes each of `role`'s dests on `host`; a dest an earlier role of
+/// the host writes too is refused (each apply would flip the file and run both roles'
+/// handlers).
+fn claim_dests<'a>(
+    owners: &mut BTreeMap<&'a str, &'a str>,
+    role: &'a Role,
+    host: &Host,
+) -> Result<(), Diagnostic> {
+    for f in &role.files {
+        if let Some(other) = owners.insert(&f.dest, &role.name) {
+            return Err(Diagnostic::at(
+                &role.dir.join("role.yml"),
+                f.dest_at,
+                format!(
+                    "dest `{}` is also written by role `{other}` on host `{}` (tier `{}`)",
+                    f.dest, host.name, host.tier
+                ),
+            )
+            .with_hint("a path on a host belongs to one role: drop it from one role, or give it another path"));
+        }
+    }
+    Ok(())
 }
 
 /// The Tera context of one role on one host: its merged vars and the built-in names.
@@ -165,23 +243,30 @@ impl RenderCtx<'_> {
     }
 
     /// One file: its content (a rendered template or a static file), then its validator.
-    /// It is sensitive when it holds a secret's value, or is not text.
+    /// It is sensitive when its template (or one it includes or extends) reads `secrets`
+    /// (whatever filters changed the value on its way), when it holds a secret's value,
+    /// or is not text.
     fn file(&self, f: &RoleFile, real: &Secrets) -> Result<DesiredFile, Diagnostic> {
+        let mut reads_secrets = false;
         let content = match &f.source {
-            Source::Template(name) => self
-                .tera
-                .render(name, self.ctx)
-                .map_err(|e| tera_diag(self.templates_dir, &e, Some(&self.host.name)))?
-                .into_bytes(),
+            Source::Template(name) => {
+                let text = self
+                    .tera
+                    .render(name, self.ctx)
+                    .map_err(|e| tera_diag(self.templates_dir, &e, Some(&self.host.name)))?;
+                reads_secrets = self.reads_secrets(name);
+                text.into_bytes()
+            }
             Source::Static(p) => {
                 let path = self.role.dir.join("files").join(p);
                 std::fs::read(&path)
                     .map_err(|e| Diagnostic::new(&path, 0, 0, format!("cannot read: {e}")))?
             }
         };
-        let sensitive = std::str::from_utf8(&content)
-            .map(|t| real.appears_in(t))
-            .unwrap_or(true);
+        let sensitive = reads_secrets
+            || std::str::from_utf8(&content)
+                .map(|t| real.appears_in(t))
+                .unwrap_or(true);
         Ok(DesiredFile::new(
             f.dest.clone(),
             content,
@@ -192,6 +277,15 @@ impl RenderCtx<'_> {
             f.validate.as_deref().map(|v| self.command(v)).transpose()?,
             sensitive,
         ))
+    }
+
+    /// Whether template `name`, its includes or its parents read `secrets` (or the whole
+    /// context); when Tera cannot tell, it is taken to.
+    fn reads_secrets(&self, name: &str) -> bool {
+        self.tera
+            .get_template_variables(name)
+            .map(|vars| vars.contains("secrets") || vars.contains("__tera_context"))
+            .unwrap_or(true)
     }
 
     /// Commands in role.yml (validators, handlers, health checks) may use vars too.
@@ -373,14 +467,151 @@ fn report_diag(templates_dir: &Path, e: &tera::Error, for_host: &str) -> Diagnos
 }
 
 #[cfg(test)]
+mod hostile_values;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A project on disk: `files` are (path under the root, content); the inventory is
+    /// one `web` tier with host web1 running role `web`, plus `inventory_extra`.
+    struct TestProject {
+        _dir: tempfile::TempDir,
+        project: Project,
+        inv: Inventory,
+    }
+
+    fn test_project(
+        files: &[(&str, &str)],
+        inventory_extra: &str,
+    ) -> Result<TestProject, Diagnostic> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (p, content) in files {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, content).expect("write");
+        }
+        std::fs::create_dir_all(dir.path().join("templates")).expect("mkdir");
+        let project = Project::load(dir.path())?;
+        let text = format!(
+            "domain: www.example.test\ntiers:\n  web:\n    roles: [web]\nhosts:\n  web1:\n    address: 127.0.0.1\n    tier: web\nsecrets:\n  pw:\n    env: PW\n{inventory_extra}"
+        );
+        let inv =
+            crate::inventory::parse(&dir.path().join("inv.yml"), &text, &project.role_names())?;
+        Ok(TestProject {
+            _dir: dir,
+            project,
+            inv,
+        })
+    }
+
+    impl TestProject {
+        /// web1's desired state with `secret` as the value of `secrets.pw`.
+        fn render(&self, secret: &str) -> Result<DesiredHost, Diagnostic> {
+            let real = Secrets::from_pairs(&[("pw", secret)]);
+            self.project
+                .render_host(&self.inv, &self.inv.hosts[0], real.values(), &real)
+        }
+    }
+
+    /// Issue 10, finding 6: with the secret `p<w"d&secret99`, a template using
+    /// `| escape_xml`, `| upper`, `| replace(...)` or `| truncate` made a file that was not
+    /// marked sensitive, and its diff was printed.
+    #[test]
+    fn a_file_whose_template_reads_secrets_is_sensitive_whatever_the_filters() {
+        for expr in [
+            "secrets.pw | escape_xml",
+            "secrets.pw | upper",
+            "secrets.pw | replace(from=\"&\", to=\"and\")",
+            "secrets.pw | truncate(length=4)",
+        ] {
+            let role = "files:\n  - template: web/a.tera\n    dest: /etc/a\n";
+            let t = test_project(
+                &[
+                    ("roles/web/role.yml", role),
+                    ("templates/web/a.tera", &format!("pw {{{{ {expr} }}}}\n")),
+                ],
+                "",
+            )
+            .expect("loads");
+            let d = t.render("p<w\"d&secret99").expect("renders");
+            let f = &d.roles[0].files[0];
+            assert!(
+                f.sensitive,
+                "{expr}: {}",
+                String::from_utf8_lossy(&f.content)
+            );
+        }
+        // Through an include too; a template that reads no secret is not sensitive.
+        let role = "files:\n  - template: web/a.tera\n    dest: /etc/a\n  - template: web/c.tera\n    dest: /etc/c\n";
+        let t = test_project(
+            &[
+                ("roles/web/role.yml", role),
+                ("templates/web/a.tera", "{% include \"web/b.tera\" %}"),
+                ("templates/web/b.tera", "{{ secrets.pw | lower }}"),
+                ("templates/web/c.tera", "{{ domain }}"),
+            ],
+            "",
+        )
+        .expect("loads");
+        let d = t.render("p<w\"d&secret99").expect("renders");
+        let sensitive: Vec<bool> = d.roles[0].files.iter().map(|f| f.sensitive).collect();
+        assert_eq!(sensitive, vec![true, false]);
+    }
 
     fn m(pairs: &[(&str, i64)]) -> Map<String, Value> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect()
+    }
+
+    /// The repository's own project (roles/, templates/) and inventories/lab.yml with
+    /// `edit` applied to its text.
+    fn lab(edit: impl Fn(&str) -> String) -> Result<(Project, Inventory), Diagnostic> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let project = Project::load(root)?;
+        let path = root.join("inventories/lab.yml");
+        let text = std::fs::read_to_string(&path).expect("lab.yml");
+        let inv = crate::inventory::parse(&path, &edit(&text), &project.role_names())?;
+        Ok((project, inv))
+    }
+
+    /// Every host of `inv` rendered with placeholder secrets, as `check` does.
+    pub(super) fn render_all(
+        project: &Project,
+        inv: &Inventory,
+    ) -> Result<Vec<DesiredHost>, Diagnostic> {
+        let values = inv
+            .secrets
+            .iter()
+            .map(|s| (s.name.clone(), format!("<secret:{}>", s.name)))
+            .collect();
+        let real = Secrets::default();
+        inv.hosts
+            .iter()
+            .map(|h| project.render_host(inv, h, &values, &real))
+            .collect()
+    }
+
+    /// Issue 10, finding 2: `db_name: foo-bar` passed `check` and rendered
+    /// `FROM foo-bar.visits`: the mysql health check failed and the role was rolled back on
+    /// every apply. An identifier var is refused at the inventory line that sets it.
+    #[test]
+    fn identifier_vars_are_identifiers() {
+        let (project, inv) =
+            lab(|t| t.replace("  db_name: foobar ", "  db_name: foo-bar")).expect("loads");
+        let e = render_all(&project, &inv)
+            .map(|_| ())
+            .expect_err("foo-bar is refused")
+            .to_string();
+        assert!(
+            e.contains("inventories/lab.yml:49:3: var `db_name` is `foo-bar`, not an identifier"),
+            "{e}"
+        );
+        assert!(e.contains("hint: "), "{e}");
+        let (project, inv) = lab(|t| t.to_string()).expect("loads");
+        render_all(&project, &inv).expect("the lab renders");
     }
 
     #[test]

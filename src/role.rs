@@ -3,7 +3,7 @@
 //! health checks. Adding a role needs no Rust change.
 
 use crate::diag::{Diagnostic, from_yaml_error};
-use crate::inventory::{read_yaml_text, yaml_options};
+use crate::inventory::{read_yaml_text, shown, yaml_options};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serde_saphyr::{Location, Spanned};
@@ -24,6 +24,9 @@ pub struct Role {
     /// Run with the facts: when it fails, the live state drifted from the files (rules
     /// edited by hand, ...), and the service is reloaded (or restarted) to re-apply them.
     pub drift_check: Option<String>,
+    /// Vars the role uses as identifiers (SQL names, unit or user names...): each must be
+    /// letters, digits and `_`, checked for every host before it renders.
+    pub identifiers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +67,8 @@ pub enum Notify {
 pub struct RoleFile {
     pub source: Source,
     pub dest: String,
+    /// Where role.yml gives `dest`, for messages.
+    pub dest_at: Location,
     pub owner: String,
     pub group: String,
     /// Permission bits, e.g. 0o644.
@@ -112,6 +117,8 @@ struct RawRole {
     health: Vec<RawHealth>,
     #[serde(default)]
     drift_check: Option<Spanned<String>>,
+    #[serde(default)]
+    identifiers: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -145,21 +152,21 @@ struct RawFile {
     #[serde(default)]
     notify: Option<Spanned<String>>,
     #[serde(default)]
-    validate: Option<String>,
+    validate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTreeValidate {
     tree: String,
-    command: String,
+    command: Spanned<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     name: String,
-    command: String,
+    command: Spanned<String>,
     #[serde(default = "default_retries")]
     retries: u32,
     #[serde(default = "default_interval")]
@@ -213,6 +220,9 @@ pub fn parse(
     let raw: RawRole = serde_saphyr::from_str_with_options(text, yaml_options())
         .map_err(|e| from_yaml_error(path, &e))?;
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for (k, v) in &raw.handlers.0 {
+        check_command(path, k.referenced, &format!("handler `{}`", k.value), v)?;
+    }
     let handlers: Vec<(String, String)> = raw
         .handlers
         .0
@@ -235,6 +245,13 @@ pub fn parse(
         files.push(file);
     }
     let validate = check_tree_validate(path, raw.validate)?;
+    if let Some(d) = &raw.drift_check {
+        check_command(path, d.referenced, "drift_check", &d.value)?;
+    }
+    for h in &raw.health {
+        let what = format!("health check `{}`", h.name);
+        check_command(path, h.command.referenced, &what, &h.command.value)?;
+    }
     if let Some(d) = &raw.drift_check
         && service.is_none()
     {
@@ -256,10 +273,12 @@ pub fn parse(
         validate,
         handlers,
         health: raw.health.into_iter().map(health_check).collect(),
+        identifiers: check_identifier_names(path, raw.identifiers)?,
     })
 }
 
-/// `service:`, a systemd unit name.
+/// `service:`, a systemd unit name. `nginx.service` is kept as `nginx`, the name the facts
+/// report the unit under (other suffixes, `.socket`..., stay as written).
 fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
     if !is_unit_name(&s.name.value) {
         return Err(Diagnostic::at(
@@ -268,8 +287,14 @@ fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
             format!("`{}` is not a service name", s.name.value),
         ));
     }
+    // Never empty: a unit name starts with a letter or digit.
+    let name = s
+        .name
+        .value
+        .strip_suffix(".service")
+        .unwrap_or(&s.name.value);
     Ok(Service {
-        name: s.name.value,
+        name: name.to_string(),
         enabled: s.enabled,
         reload: s.reload,
     })
@@ -277,18 +302,33 @@ fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
 
 /// `packages:`, Debian package names.
 fn check_packages(path: &Path, raw: Vec<Spanned<String>>) -> Result<Vec<String>, Diagnostic> {
-    let mut packages = Vec::new();
-    for p in raw {
-        if !is_package_name(&p.value) {
-            return Err(Diagnostic::at(
-                path,
-                p.referenced,
-                format!("`{}` is not a Debian package name", p.value),
-            ));
+    check_names(path, raw, is_package_name, |p| {
+        Diagnostic::new(path, 0, 0, format!("`{p}` is not a Debian package name"))
+    })
+}
+
+/// A list of names, each valid by `valid`; else `error` for the first one that is not,
+/// at its position.
+fn check_names(
+    path: &Path,
+    raw: Vec<Spanned<String>>,
+    valid: fn(&str) -> bool,
+    error: impl Fn(&str) -> Diagnostic,
+) -> Result<Vec<String>, Diagnostic> {
+    let mut out = Vec::new();
+    for n in raw {
+        if !valid(&n.value) {
+            let d = error(&n.value);
+            return Err(Diagnostic {
+                line: n.referenced.line(),
+                column: n.referenced.column(),
+                file: path.to_path_buf(),
+                ..d
+            });
         }
-        packages.push(p.value);
+        out.push(n.value);
     }
-    Ok(packages)
+    Ok(out)
 }
 
 /// `validate:`, a whole-tree validator: an absolute folder and a command using `{tree}`.
@@ -296,9 +336,12 @@ fn check_tree_validate(
     path: &Path,
     raw: Option<RawTreeValidate>,
 ) -> Result<Option<TreeValidate>, Diagnostic> {
+    if let Some(v) = &raw {
+        check_command(path, v.command.referenced, "validate", &v.command.value)?;
+    }
     let validate = raw.map(|v| TreeValidate {
         tree: v.tree,
-        command: v.command,
+        command: v.command.value,
     });
     if let Some(v) = &validate
         && (!v.tree.starts_with('/') || !v.command.contains("{tree}"))
@@ -313,11 +356,119 @@ fn check_tree_validate(
     Ok(validate)
 }
 
+/// A command of role.yml (handler, validator, health or drift check), checked where it is
+/// written: it must not read `secrets` (the value would be in the host's process list and
+/// sudo's log), every value it prints is shell-quoted, and no tag prints one otherwise.
+fn check_command(path: &Path, loc: Location, what: &str, cmd: &str) -> Result<(), Diagnostic> {
+    let problem = if command_reads_secrets(cmd) {
+        Some((
+            "the command reads `secrets`, which would show its value in `ps` on the host and in sudo's log".to_string(),
+            "write the secret into a root-only file the role manages (a template, mode \"0600\") and have the command read that file",
+        ))
+    } else if let Some(tag) = unquoted_output(cmd) {
+        Some((
+            format!("`{}` is not shell-quoted", shown(tag)),
+            "a value in a command ends with `| shell_quote`, e.g. curl -H 'Host: '{{ domain | shell_quote }}",
+        ))
+    } else {
+        forbidden_tag(cmd).map(|tag| {
+            (
+                format!("`{}` is not allowed in a command", shown(tag)),
+                "commands may use {{ value | shell_quote }}, {% if %}, {% for %} and {% set %}",
+            )
+        })
+    };
+    match problem {
+        None => Ok(()),
+        Some((msg, hint)) => {
+            Err(Diagnostic::at(path, loc, format!("{what}: {msg}")).with_hint(hint))
+        }
+    }
+}
+
+/// The tags `open ... close` of `cmd`, whole.
+fn tags<'a>(cmd: &'a str, open: &str, close: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut rest = cmd;
+    while let Some(start) = rest.find(open) {
+        let after = &rest[start + open.len()..];
+        let len = after.find(close).map_or(after.len(), |e| e + close.len());
+        out.push(&rest[start..start + open.len() + len]);
+        rest = &after[len..];
+    }
+    out
+}
+
+/// The first `{{ ... }}` of a command whose last filter is not `shell_quote`: every value
+/// that reaches a root shell is quoted as one word.
+fn unquoted_output(cmd: &str) -> Option<&str> {
+    tags(cmd, "{{", "}}").into_iter().find(|tag| {
+        let inner = tag
+            .trim_start_matches("{{")
+            .trim_end_matches("}}")
+            .trim_matches('-');
+        inner
+            .rsplit_once('|')
+            .is_none_or(|(_, last)| last.trim() != "shell_quote")
+    })
+}
+
+/// The first `{% ... %}` of a command that could print a value unquoted (include, macro,
+/// filter, ...): only control flow and `set` are allowed.
+fn forbidden_tag(cmd: &str) -> Option<&str> {
+    const ALLOWED: [&str; 9] = [
+        "if", "elif", "else", "endif", "for", "endfor", "set", "break", "continue",
+    ];
+    tags(cmd, "{%", "%}").into_iter().find(|tag| {
+        let word = tag
+            .trim_start_matches("{%")
+            .trim_start_matches('-')
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .find(|w| !w.is_empty())
+            .unwrap_or("");
+        !ALLOWED.contains(&word)
+    })
+}
+
+/// `identifiers:`, names of vars.
+fn check_identifier_names(
+    path: &Path,
+    raw: Vec<Spanned<String>>,
+) -> Result<Vec<String>, Diagnostic> {
+    check_names(path, raw, is_identifier, |n| {
+        Diagnostic::new(path, 0, 0, format!("identifiers: `{n}` is not a var name"))
+            .with_hint("list the names of vars, e.g. [db_name, db_user]")
+    })
+}
+
+/// Letters, digits and `_`, starting with a letter or `_`, at most 64 characters: a name
+/// that is the same word in SQL, a shell and a config file.
+pub fn is_identifier(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether a command's template reads `secrets` (or the whole context). A command Tera
+/// cannot parse is left to rendering, which reports it.
+fn command_reads_secrets(cmd: &str) -> bool {
+    if !cmd.contains("{{") && !cmd.contains("{%") {
+        return false;
+    }
+    let mut t = tera::Tera::default();
+    if t.add_raw_template("command", cmd).is_err() {
+        return false;
+    }
+    t.get_template_variables("command")
+        .map(|v| v.contains("secrets") || v.contains("__tera_context"))
+        .unwrap_or(true)
+}
+
 /// A health check with its retries (1 to 600) and interval (at most a minute) bounded.
 fn health_check(h: RawHealth) -> HealthCheck {
     HealthCheck {
         name: h.name,
-        command: h.command,
+        command: h.command.value,
         retries: h.retries.clamp(1, 600),
         interval_ms: h.interval_ms.min(60_000),
     }
@@ -357,13 +508,16 @@ impl FileChecks<'_> {
                 .with_hint("write it as a quoted string such as \"0644\" or \"0640\"")
             })?,
         };
+        if let Some(v) = &f.validate {
+            check_command(self.path, v.referenced, "validate", &v.value)?;
+        }
         let notify = match &f.notify {
             None => Notify::None,
             Some(n) => self.notify(n)?,
         };
         for (field, v) in [("owner", &f.owner), ("group", &f.group)] {
             if let Some(v) = v
-                && !is_unit_name(v)
+                && !is_user_name(v)
             {
                 return Err(self.at(
                     loc,
@@ -374,11 +528,12 @@ impl FileChecks<'_> {
         Ok(RoleFile {
             source,
             dest,
+            dest_at: f.dest.referenced,
             owner: f.owner.unwrap_or_else(|| "root".into()),
             group: f.group.unwrap_or_else(|| "root".into()),
             mode,
             notify,
-            validate: f.validate,
+            validate: f.validate.map(|v| v.value),
         })
     }
 
@@ -441,15 +596,19 @@ impl FileChecks<'_> {
     /// An absolute file path, not already a dest of this role.
     fn dest(&self, dest: &Spanned<String>, earlier: &[RoleFile]) -> Result<String, Diagnostic> {
         let d = dest.value.clone();
-        if !d.starts_with('/')
-            || d.ends_with('/')
-            || d.contains("/../")
-            || d.contains(['\n', '\0', '\\'])
-        {
+        if !d.starts_with('/') || d.ends_with('/') || d.contains("/../") || d.contains('\\') {
             return Err(self.at(
                 dest.referenced,
                 format!("dest `{d}` must be an absolute file path"),
             ));
+        }
+        if d.contains(char::is_control) {
+            return Err(self
+                .at(
+                    dest.referenced,
+                    format!("dest {d:?} holds a control character"),
+                )
+                .with_hint("a path is printable text: remove the line break, tab or \\r"));
         }
         if earlier.iter().any(|o| o.dest == d) {
             return Err(self.at(
@@ -504,15 +663,26 @@ fn is_relative_inside(p: &str) -> bool {
         })
 }
 
+/// A systemd unit name: starts with a letter or digit (a leading `-` would be an option).
 fn is_unit_name(s: &str) -> bool {
-    !s.is_empty()
+    s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
 }
 
+/// A user or group name: starts with a letter, digit or `_` (Debian's `_apt`), never `-`.
+fn is_user_name(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// A Debian package name (policy 5.6.1): starts with a lowercase letter or digit.
 fn is_package_name(s: &str) -> bool {
     s.len() >= 2
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
@@ -572,6 +742,13 @@ health:
         )
     }
 
+    /// The error for ROLE with `from` replaced by `to` (which must change it).
+    fn edited_role_error(d: &tempdir::Dir, from: &str, to: &str) -> String {
+        let text = ROLE.replace(from, to);
+        assert_ne!(text, ROLE, "{from}");
+        parse_role(d, &text).expect_err(to).to_string()
+    }
+
     #[test]
     fn parses_a_role() {
         let d = fixture();
@@ -608,6 +785,121 @@ health:
             .expect_err("typo")
             .to_string();
         assert!(e.contains("did you mean `packages`?"), "{e}");
+    }
+
+    /// Issue 10, finding 15: `packages: [--allow-unauthenticated]` passed the name check and
+    /// became an apt option; a service or owner starting with `-` likewise; a `\r` in a dest.
+    #[test]
+    fn names_starting_with_a_dash_and_control_characters_are_refused() {
+        let d = fixture();
+        for (from, to, want) in [
+            (
+                "packages: [nginx]",
+                "packages: [nginx, --allow-unauthenticated]",
+                "`--allow-unauthenticated` is not a Debian package name",
+            ),
+            (
+                "name: nginx",
+                "name: -nginx",
+                "`-nginx` is not a service name",
+            ),
+            (
+                "    notify: reload",
+                "    notify: reload\n    owner: -R",
+                "owner `-R` is not a valid user or group name",
+            ),
+            (
+                "dest: /etc/nginx/site.conf",
+                "dest: \"/etc/nginx/site\\r.conf\"",
+                "dest \"/etc/nginx/site\\r.conf\" holds a control character",
+            ),
+        ] {
+            let e = edited_role_error(&d, from, to);
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+
+    /// Issue 10, finding 12: `service: name: nginx.service` was kept as written while the
+    /// facts store the unit as `nginx`: a converged host planned start+enable forever.
+    #[test]
+    fn service_name_with_the_unit_suffix_matches_the_facts() {
+        let d = fixture();
+        let r = parse_role(&d, &ROLE.replace("name: nginx", "name: nginx.service")).expect("valid");
+        let name = r.service.map(|s| s.name).unwrap_or_default();
+        let q = crate::facts::FactQuery {
+            services: vec![&name],
+            ..Default::default()
+        };
+        let out = "INIT systemd\nU Id=nginx.service\nU ActiveState=active\nU UnitFileState=enabled\nEND\n";
+        let facts = crate::facts::parse(out, &q).expect("parses");
+        assert!(facts.services.contains_key(&name), "{name}: {facts:?}");
+    }
+
+    /// Issue 10, finding 17: a role command reading `secrets.*` put the value in the remote
+    /// argv (`ps` on the host, sudo's log). Every kind of command is checked, at its line.
+    #[test]
+    fn commands_that_read_secrets_are_refused() {
+        let d = fixture();
+        for (from, to, line) in [
+            (
+                "    command: curl -fsS http://127.0.0.1/",
+                "    command: \"mysql -p{{ secrets.pw }} -e 'SELECT 1'\"",
+                11,
+            ),
+            (
+                "    notify: reload\n",
+                "    notify: reload\n    validate: \"check --key {{ secrets.pw | upper }} {tmp}\"\n",
+                9,
+            ),
+            (
+                "health:",
+                "handlers:\n  h: \"{% set p = secrets.pw %}echo {{ p }}\"\nhealth:",
+                10,
+            ),
+            (
+                "health:",
+                "validate:\n  tree: /etc/nginx\n  command: \"x {tree} {{ secrets.pw }}\"\nhealth:",
+                11,
+            ),
+            (
+                "health:",
+                "drift_check: \"test {{ secrets['pw'] }}\"\nhealth:",
+                9,
+            ),
+        ] {
+            let e = edited_role_error(&d, from, to);
+            assert!(e.contains(&format!("role.yml:{line}:")), "{to}: {e}");
+            assert!(e.contains("reads `secrets`"), "{to}: {e}");
+            assert!(e.contains("hint: "), "{to}: {e}");
+        }
+    }
+
+    /// Issue 10, finding 2: a var reached a role command unquoted (`curl ... '{{ domain }}'`,
+    /// run as root). Every `{{ ... }}` in a command must end with `| shell_quote`.
+    #[test]
+    fn command_values_must_be_shell_quoted() {
+        let d = fixture();
+        let cmd = "    command: curl -fsS http://127.0.0.1/";
+        for (to, want) in [
+            (
+                "    command: \"curl -H 'Host: {{ domain }}' http://127.0.0.1/\"",
+                "health check `up`: `{{ domain }}` is not shell-quoted",
+            ),
+            (
+                "    command: \"curl {{ domain | shell_quote | upper }}\"",
+                "`{{ domain | shell_quote | upper }}` is not shell-quoted",
+            ),
+            (
+                "    command: \"{% include 'x' %}\"",
+                "`{% include 'x' %}` is not allowed in a command",
+            ),
+        ] {
+            let e = edited_role_error(&d, cmd, to);
+            assert!(e.contains("role.yml:11:") && e.contains(want), "{to}: {e}");
+            assert!(e.contains("hint: "), "{to}: {e}");
+        }
+        let ok = "    command: \"curl -H 'Host: '{{- domain | shell_quote -}} {% if x %}{{ x|shell_quote }}{% endif %}\"";
+        parse_role(&d, &ROLE.replace(cmd, ok)).expect("quoted");
     }
 
     #[test]

@@ -32,22 +32,25 @@ pub enum Init {
 }
 
 /// The command that performs `action` (start, reload, restart, enable) on `service`.
+/// `--` ends systemctl's options (role.yml names also start with a letter or digit:
+/// `service` and `update-rc.d` know no `--`).
 pub fn service_command(init: Init, action: &str, service: &str) -> String {
     let s = quote(service);
     match (init, action) {
-        (Init::Systemd, "enable") => format!("systemctl enable --quiet {s}"),
-        (Init::Systemd, a) => format!("systemctl {a} {s}"),
+        (Init::Systemd, "enable") => format!("systemctl enable --quiet -- {s}"),
+        (Init::Systemd, a) => format!("systemctl {a} -- {s}"),
         (Init::Other, "enable") => format!("update-rc.d {s} defaults >/dev/null"),
         (Init::Other, a) => format!("service {s} {a}"),
     }
 }
 
-/// Installs Debian packages without questions, keeping config files already in place.
+/// Installs Debian packages without questions, keeping config files already in place;
+/// `--` ends apt-get's options, so no name can be read as one.
 pub fn apt_install(packages: &[&str]) -> String {
     let pkgs: Vec<String> = packages.iter().map(|p| quote(p)).collect();
     format!(
         "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-         -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {}",
+         -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- {}",
         pkgs.join(" ")
     )
 }
@@ -90,6 +93,17 @@ mod tests {
         }
     }
 
+    /// Issue 10, finding 15: options end before the names (`--`), so a name that starts
+    /// with `-` can never be read as an option by apt-get or systemctl.
+    #[test]
+    fn names_follow_an_end_of_options_marker() {
+        assert!(apt_install(&["nginx"]).ends_with(" -- nginx"));
+        assert_eq!(
+            service_command(Init::Systemd, "restart", "nginx"),
+            "systemctl restart -- nginx"
+        );
+    }
+
     #[test]
     fn wrap_with_and_without_sudo() {
         assert_eq!(wrap("echo 'x'", false), r"sh -c 'echo '\''x'\'''");
@@ -100,11 +114,11 @@ mod tests {
     fn service_commands() {
         assert_eq!(
             service_command(Init::Systemd, "reload", "nginx"),
-            "systemctl reload nginx"
+            "systemctl reload -- nginx"
         );
         assert_eq!(
             service_command(Init::Systemd, "enable", "nginx"),
-            "systemctl enable --quiet nginx"
+            "systemctl enable --quiet -- nginx"
         );
         assert_eq!(
             service_command(Init::Other, "restart", "haproxy"),
@@ -113,7 +127,7 @@ mod tests {
         assert_eq!(
             apt_install(&["nginx", "curl"]),
             "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-             -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold nginx curl"
+             -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- nginx curl"
         );
     }
 }

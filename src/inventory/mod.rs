@@ -17,6 +17,8 @@ pub use validate::parse;
 
 use crate::diag::Diagnostic;
 use serde_json::{Map, Value};
+use serde_saphyr::Location;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +42,47 @@ pub struct Inventory {
     pub hosts: Vec<Host>,
     pub vars: Map<String, Value>,
     pub secrets: Vec<SecretSpec>,
+    /// Where each var is set in the file, for messages about its value.
+    pub var_at: VarPlaces,
+}
+
+/// Where vars are set in the inventory (the key's position), by scope.
+#[derive(Debug, Clone, Default)]
+pub struct VarPlaces {
+    pub inventory: BTreeMap<String, Location>,
+    /// By tier name.
+    pub tiers: BTreeMap<String, BTreeMap<String, Location>>,
+    /// By host name.
+    pub hosts: BTreeMap<String, BTreeMap<String, Location>>,
+}
+
+impl VarPlaces {
+    /// Where the value `host` sees for `var` is set: host vars, else tier vars, else
+    /// inventory vars (the precedence of rendering); `None` when it comes from a role.
+    pub fn of(&self, host: &Host, var: &str) -> Option<Location> {
+        let in_scope = |m: Option<&BTreeMap<String, Location>>| m.and_then(|m| m.get(var)).copied();
+        in_scope(self.hosts.get(&host.name))
+            .or_else(|| in_scope(self.tiers.get(&host.tier)))
+            .or_else(|| in_scope(Some(&self.inventory)))
+    }
+}
+
+/// A value from an input file as it can be shown in a message on one line: control
+/// characters escaped, cut after 80 characters.
+pub fn shown(value: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in value.chars().enumerate() {
+        if i == 80 {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]

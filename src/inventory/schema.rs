@@ -2,7 +2,7 @@
 
 use crate::ordered_map::OrderedMap;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use serde_saphyr::Spanned;
 
 #[derive(Deserialize)]
@@ -18,7 +18,7 @@ pub(super) struct RawInventory {
     pub(super) tiers: OrderedMap<RawTier>,
     pub(super) hosts: OrderedMap<RawHost>,
     #[serde(default)]
-    pub(super) vars: Map<String, Value>,
+    pub(super) vars: OrderedMap<Value>,
     #[serde(default)]
     pub(super) secrets: OrderedMap<RawSecret>,
 }
@@ -59,7 +59,7 @@ pub(super) struct RawJump {
 pub(super) struct RawTier {
     pub(super) roles: Vec<Spanned<String>>,
     #[serde(default)]
-    pub(super) vars: Map<String, Value>,
+    pub(super) vars: OrderedMap<Value>,
 }
 
 #[derive(Deserialize)]
@@ -72,7 +72,7 @@ pub(super) struct RawHost {
     #[serde(default)]
     pub(super) user: Option<String>,
     #[serde(default)]
-    pub(super) vars: Map<String, Value>,
+    pub(super) vars: OrderedMap<Value>,
 }
 
 #[derive(Deserialize)]

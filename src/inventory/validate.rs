@@ -5,11 +5,12 @@
 use super::schema::{RawHost, RawInventory, RawSecret, RawSsh, RawTier};
 use super::{
     Host, Inventory, JumpHostSettings, SecretSource, SecretSpec, SshSettings, TIER_ORDER, Tier,
-    yaml_options,
+    VarPlaces, shown, yaml_options,
 };
 use crate::diag::{Diagnostic, from_yaml_error};
 use crate::ordered_map::OrderedMap;
 use crate::suggest::nearest;
+use serde_json::{Map, Value};
 use serde_saphyr::{Location, Spanned};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,8 +26,11 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
     let vip = check_vip(path, raw.vip.as_ref())?;
     let ssh = ssh_settings(path, base, raw.ssh.unwrap_or_default())?;
     let admin_networks = check_admin_networks(path, &raw.admin_networks)?;
-    let mut tiers_by_name = build_tiers(path, raw.tiers, known_roles)?;
-    let hosts = build_hosts(path, raw.hosts, &tiers_by_name, &ssh)?;
+    let mut var_at = VarPlaces::default();
+    let (vars, places) = split_vars(raw.vars);
+    var_at.inventory = places;
+    let mut tiers_by_name = build_tiers(path, raw.tiers, known_roles, &mut var_at)?;
+    let hosts = build_hosts(path, raw.hosts, &tiers_by_name, &ssh, &mut var_at)?;
     if let (Some(vip), Some(spanned)) = (vip, &raw.vip) {
         check_vip_unused(path, vip, spanned, &hosts)?;
     }
@@ -43,8 +47,9 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
         admin_networks,
         tiers,
         hosts,
-        vars: raw.vars,
+        vars,
         secrets,
+        var_at,
     })
 }
 
@@ -60,14 +65,15 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
 
-/// The site's domain name, trimmed: not empty, no spaces, at least one dot.
+/// The site's domain name, trimmed: a DNS name of two labels or more (it reaches
+/// configuration files and the health checks' commands).
 fn check_domain(path: &Path, domain: &Spanned<String>) -> Result<String, Diagnostic> {
     let trimmed = domain.value.trim().to_string();
-    if trimmed.is_empty() || trimmed.contains(char::is_whitespace) || !trimmed.contains('.') {
+    if !is_dns_name(&trimmed) {
         return Err(at(
             path,
             domain.referenced,
-            format!("`{}` is not a domain name", domain.value),
+            format!("`{}` is not a domain name", shown(&domain.value)),
         )
         .with_hint("write the site's name, for example www.foobar.com"));
     }
@@ -83,7 +89,7 @@ fn check_vip(path: &Path, vip: Option<&Spanned<String>>) -> Result<Option<Ipv4Ad
         at(
             path,
             v.referenced,
-            format!("vip `{}` is not an IPv4 address", v.value),
+            format!("vip `{}` is not an IPv4 address", shown(&v.value)),
         )
         .with_hint("write the virtual IP as four numbers, for example 172.30.77.10")
     })?;
@@ -142,7 +148,10 @@ fn check_admin_networks(
             return Err(at(
                 path,
                 n.referenced,
-                format!("admin network `{}` is not an address or CIDR", n.value),
+                format!(
+                    "admin network `{}` is not an address or CIDR",
+                    shown(&n.value)
+                ),
             )
             .with_hint("write it as 192.0.2.0/24 or 192.0.2.7"));
         }
@@ -156,6 +165,7 @@ fn build_tiers(
     path: &Path,
     raw: OrderedMap<RawTier>,
     known_roles: &[String],
+    var_at: &mut VarPlaces,
 ) -> Result<BTreeMap<String, Tier>, Diagnostic> {
     let mut tiers_by_name = BTreeMap::new();
     for (name, t) in raw.0 {
@@ -163,7 +173,7 @@ fn build_tiers(
             let mut d = at(
                 path,
                 name.referenced,
-                format!("unknown tier `{}`", name.value),
+                format!("unknown tier `{}`", shown(&name.value)),
             );
             d.hint = Some(match nearest(&name.value, &TIER_ORDER) {
                 Some(n) => format!("did you mean `{n}`? tiers are {}", TIER_ORDER.join(", ")),
@@ -172,12 +182,14 @@ fn build_tiers(
             return Err(d);
         }
         let roles = check_tier_roles(path, &name.value, t.roles, known_roles)?;
+        let (vars, places) = split_vars(t.vars);
+        var_at.tiers.insert(name.value.clone(), places);
         tiers_by_name.insert(
             name.value.clone(),
             Tier {
                 name: name.value,
                 roles,
-                vars: t.vars,
+                vars,
             },
         );
     }
@@ -195,7 +207,11 @@ fn check_tier_roles(
     for r in raw {
         if !known_roles.contains(&r.value) {
             let names: Vec<&str> = known_roles.iter().map(String::as_str).collect();
-            let mut d = at(path, r.referenced, format!("unknown role `{}`", r.value));
+            let mut d = at(
+                path,
+                r.referenced,
+                format!("unknown role `{}`", shown(&r.value)),
+            );
             d.hint = Some(match nearest(&r.value, &names) {
                 Some(n) => format!("did you mean `{n}`?"),
                 None => format!("roles under roles/: {}", names.join(", ")),
@@ -220,11 +236,15 @@ fn build_hosts(
     raw: OrderedMap<RawHost>,
     tiers_by_name: &BTreeMap<String, Tier>,
     ssh: &SshSettings,
+    var_at: &mut VarPlaces,
 ) -> Result<Vec<Host>, Diagnostic> {
     let mut hosts = Vec::new();
     let mut seen_addr: HashMap<IpAddr, String> = HashMap::new();
-    for (name, h) in raw.0 {
-        let host = build_host(path, name, h, &seen_addr, tiers_by_name, ssh)?;
+    for (name, mut h) in raw.0 {
+        let (vars, places) = split_vars(std::mem::take(&mut h.vars));
+        let mut host = build_host(path, name, h, &seen_addr, tiers_by_name, ssh)?;
+        host.vars = vars;
+        var_at.hosts.insert(host.name.clone(), places);
         seen_addr.insert(host.address, host.name.clone());
         hosts.push(host);
     }
@@ -248,7 +268,7 @@ fn build_host(
         return Err(at(
             path,
             name.referenced,
-            format!("host name `{}` is not valid", name.value),
+            format!("host name `{}` is not valid", shown(&name.value)),
         )
         .with_hint("use letters, digits and '-', starting with a letter (e.g. web1)"));
     }
@@ -258,7 +278,8 @@ fn build_host(
             h.address.referenced,
             format!(
                 "host `{}`: address `{}` is not an IP address",
-                name.value, h.address.value
+                name.value,
+                shown(&h.address.value)
             ),
         )
         .with_hint("write the host's IPv4 or IPv6 address, for example 172.30.77.21")
@@ -281,7 +302,8 @@ fn build_host(
             h.tier.referenced,
             format!(
                 "host `{}`: tier `{}` is not declared under `tiers:`",
-                name.value, h.tier.value
+                name.value,
+                shown(&h.tier.value)
             ),
         );
         d.hint = Some(match nearest(&h.tier.value, &declared) {
@@ -296,7 +318,7 @@ fn build_host(
         address,
         tier: h.tier.value,
         user: h.user.unwrap_or_else(|| ssh.user.clone()),
-        vars: h.vars,
+        vars: Map::new(),
     })
 }
 
@@ -333,7 +355,7 @@ fn build_secrets(
                 return Err(at(
                     path,
                     name.referenced,
-                    format!("secret `{}` needs exactly one of `env` or `file`", name.value),
+                    format!("secret `{}` needs exactly one of `env` or `file`", shown(&name.value)),
                 )
                 .with_hint("for example `env: FOOBAR_DB_PASSWORD` or `file: /etc/foobar/db_password`; never the value itself"));
             }
@@ -346,6 +368,17 @@ fn build_secrets(
         });
     }
     Ok(secrets)
+}
+
+/// Vars as the templates see them, and where each key is written.
+fn split_vars(raw: OrderedMap<Value>) -> (Map<String, Value>, BTreeMap<String, Location>) {
+    let mut vars = Map::new();
+    let mut places = BTreeMap::new();
+    for (k, v) in raw.0 {
+        places.insert(k.value.clone(), k.referenced);
+        vars.insert(k.value, v);
+    }
+    (vars, places)
 }
 
 /// A port when one is given (1 to 65535), else `default`.
@@ -375,6 +408,19 @@ fn expand_home(p: &str) -> PathBuf {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),
     }
+}
+
+/// Labels of letters, digits and `-` (not at either end), 1 to 63 characters each, at
+/// least two of them, at most 253 characters in all, no trailing dot.
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.contains('.')
+        && s.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn is_host_name(s: &str) -> bool {
@@ -520,6 +566,39 @@ secrets:
             .replace("port: 22", "")
             .replace("  user: deploy", "  user: deploy\n  port: abc"));
         assert!(e.starts_with("inv/test.yml:5:"), "{e}");
+    }
+
+    /// Issue 10, finding 2: `domain: "x.com';touch${IFS}/tmp/pwned;'"` passed `check` and
+    /// reached the haproxy health check's `curl`, run as root. A domain is a DNS name.
+    #[test]
+    fn domain_must_be_a_dns_name() {
+        let e = err(&GOOD.replace(
+            "domain: www.foobar.com",
+            "domain: \"x.com';touch${IFS}/tmp/pwned;'\"",
+        ));
+        assert!(
+            e.starts_with(
+                "inv/test.yml:1:9: `x.com';touch${IFS}/tmp/pwned;'` is not a domain name"
+            ),
+            "{e}"
+        );
+        for bad in [
+            "-x.example.com",
+            "a..b",
+            "x.com.",
+            "a_b.com",
+            "$(id).com",
+            "x.c\\u0000m",
+        ] {
+            let e = err(&GOOD.replace("www.foobar.com", &format!("\"{bad}\"")));
+            assert!(e.contains("is not a domain name"), "{bad}: {e}");
+        }
+        let long = format!("{}.com", "a".repeat(64));
+        assert!(err(&GOOD.replace("www.foobar.com", &long)).contains("is not a domain name"));
+        for good in ["foobar.com", "a-b.example.co.uk", "x1.test"] {
+            let inv = parse_str(&GOOD.replace("www.foobar.com", good)).expect(good);
+            assert_eq!(inv.domain, good);
+        }
     }
 
     #[test]
