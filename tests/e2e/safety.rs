@@ -5,15 +5,13 @@
 //! Each test holds the lab lock and leaves the lab converged with the repository's
 //! inventory (guards restore it when an assertion fails half-way).
 
-mod support;
-
+use crate::support::*;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
-use support::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -124,10 +122,6 @@ fn file_state(host: &str, path: &str) -> String {
     )
     .trim()
     .to_string()
-}
-
-fn docker(args: &[&str]) -> (i32, String, String) {
-    sh(Command::new("docker").args(args))
 }
 
 /// Site answers /health through the VIP (HAProxy -> Nginx), within `secs`.
@@ -244,19 +238,6 @@ impl Spawned {
     }
 }
 
-/// On drop (test passed or failed): runs `undo`, then converges the lab with the
-/// repository's inventory, so the next test finds it as it should be.
-struct Restore<F: FnMut()>(F);
-impl<F: FnMut()> Drop for Restore<F> {
-    fn drop(&mut self) {
-        (self.0)();
-        let r = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
-        if r.code != 0 {
-            eprintln!("restoring the lab: apply exited {}:\n{}", r.code, r.all());
-        }
-    }
-}
-
 /// Files under `dir` (recursively) modified since `since` that contain `needle`.
 fn files_containing(dir: &Path, needle: &str, since: SystemTime, skip: &[&Path]) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -299,14 +280,15 @@ fn files_containing(dir: &Path, needle: &str, since: SystemTime, skip: &[&Path])
 /// files holding secrets are readable only by root (who runs their services' readers).
 /// Afterwards the real secret is applied again and the app still reaches MySQL.
 #[test]
+#[ignore = "needs the lab"]
 fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
+    let _restore = restore();
     let started = SystemTime::now();
 
     let canary = format!("CaNaRy{}", random_alnum(20));
-    let secret_dir = TempDir::new("canary-secret");
-    let secret_file = secret_dir.0.join("db_app_password");
+    let secret_dir = temp_dir("canary-secret");
+    let secret_file = secret_dir.path().join("db_app_password");
     std::fs::write(&secret_file, format!("{canary}\n")).expect("write secret");
     let real_secret = format!("{}/secrets/db_app_password", state().to_string_lossy());
     let (inv, _inv_dir) = lab_inventory("canary", |t| {
@@ -327,31 +309,31 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     let run = tool(&["check", &inv, "--root", &root]);
     assert_eq!(run.code, 0, "{}", run.all());
     record("check", &run);
-    let masked_out = TempDir::new("canary-render");
+    let masked_out = temp_dir("canary-render");
     let run = tool(&[
         "render",
         &inv,
         "--root",
         &root,
         "--out",
-        &path_str(&masked_out.0),
+        &path_str(masked_out.path()),
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
     record("render", &run);
-    let env_masked = std::fs::read_to_string(masked_out.0.join("app1/etc/foobar-app/env"))
+    let env_masked = std::fs::read_to_string(masked_out.path().join("app1/etc/foobar-app/env"))
         .expect("rendered env");
     assert!(
         env_masked.contains("<secret:db_app_password>"),
         "{env_masked}"
     );
-    let revealed = TempDir::new("canary-reveal");
+    let revealed = temp_dir("canary-reveal");
     let run = tool(&[
         "render",
         &inv,
         "--root",
         &root,
         "--out",
-        &path_str(&revealed.0),
+        &path_str(revealed.path()),
         "--reveal-secrets",
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -362,7 +344,7 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
             "app1/etc/foobar-app/env",
             "db1/etc/mysql/foobar/bootstrap.sql",
         ] {
-            let p = revealed.0.join(f);
+            let p = revealed.path().join(f);
             let text = std::fs::read_to_string(&p).expect("revealed file");
             assert!(
                 text.contains(&canary),
@@ -393,7 +375,22 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     let run = tool(&["plan", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 2, "{}", run.all());
     record("plan --format json", &run);
-    let _ = run.json();
+    let planned = plan_of(&run, LAB_HOSTS);
+    for (host, path) in [
+        ("app1", "/etc/foobar-app/env"),
+        ("db1", "/etc/mysql/foobar/bootstrap.sql"),
+    ] {
+        let f = planned[host]
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{host}: {path} not planned: {:?}", planned[host]));
+        assert_eq!(
+            (f.action.as_str(), f.sensitive, f.diff.as_deref()),
+            ("update", true, None),
+            "{host}:{path}: an update marked sensitive, without a diff"
+        );
+    }
 
     // Apply it, then again (nothing to change).
     let run = tool(&["apply", &inv, "--root", &root]);
@@ -402,7 +399,7 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     record("apply again", &run);
-    for (host, (status, _)) in recap(&run) {
+    for (host, (status, _)) in recap(&run, LAB_HOSTS) {
         assert_eq!(status, "ok", "{host}");
     }
     assert_eq!(
@@ -420,12 +417,12 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     // options get an unknown option, and the check first shows bootstrap.sql.
     let bad = project_copy("canary-bad");
     edit(
-        &bad.0.join("templates/mysql/60-foobar.cnf.tera"),
+        &bad.path().join("templates/mysql/60-foobar.cnf.tera"),
         "max_connections",
         "foobar_no_such_option = 1\nmax_connections",
     );
     edit(
-        &bad.0.join("roles/mysql/role.yml"),
+        &bad.path().join("roles/mysql/role.yml"),
         "cd {tree} || exit 1;",
         "cd {tree} || exit 1; cat foobar/bootstrap.sql;",
     );
@@ -435,7 +432,7 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
             "apply",
             &inv,
             "--root",
-            &path_str(&bad.0),
+            &path_str(bad.path()),
             "--tier",
             "db",
             "--format",
@@ -472,12 +469,12 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
         &std::env::temp_dir(),
         &canary,
         started,
-        &[&secret_dir.0, &revealed.0],
+        &[secret_dir.path(), revealed.path()],
     );
     assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
     let leaks = files_containing(&state(), &canary, started, &[]);
     assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
-    let leaks = files_containing(&masked_out.0, &canary, started, &[]);
+    let leaks = files_containing(masked_out.path(), &canary, started, &[]);
     assert!(
         leaks.is_empty(),
         "the masked render holds the secret: {leaks:?}"
@@ -538,7 +535,7 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     converge();
     let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    for (host, (status, _)) in recap(&run) {
+    for (host, (status, _)) in recap(&run, LAB_HOSTS) {
         assert_eq!(status, "ok", "{host}");
     }
     let (code, out, _) = docker_exec(
@@ -563,16 +560,17 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
 /// host is reported failed with both results; the site keeps serving; and plan shows the
 /// same change still pending.
 #[test]
+#[ignore = "needs the lab"]
 fn failed_health_check_rolls_back_to_the_previous_file() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
+    let _restore = restore();
     let proj = project_copy("rollback");
     edit(
-        &proj.0.join("templates/nginx/foobar.conf.tera"),
+        &proj.path().join("templates/nginx/foobar.conf.tera"),
         "return 200 \"ok\\n\";",
         "return 500 \"broken by e2e_safety\\n\";",
     );
-    let proj_root = path_str(&proj.0);
+    let proj_root = path_str(proj.path());
     let live = "/etc/nginx/sites-enabled/foobar.conf";
     let before = file_state("web1", live);
     let nginx_pid = inside("web1", "systemctl show -p MainPID --value nginx");
@@ -630,8 +628,7 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
         "{}",
         plan.stdout
     );
-    let plan = tool(&["plan", "inventories/lab.yml"]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_plan_empty("inventories/lab.yml");
     figure(&format!(
         "e2e_safety: failed health check + rollback (web1, 20 x 0.5 s retries): apply took {:.1} s",
         took.as_secs_f64()
@@ -641,107 +638,133 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
 // ---------------------------------------------------------------------------------------
 // 3. Faults
 
-/// The SSH connection to web1 is cut while a 40 MB file is being uploaded: the live
-/// path never holds a partial file, the tool gives up within a bounded time and says
-/// web1 is unreachable (the lb tier is not started); once web1 is back, apply converges
-/// and a further apply changes nothing.
+const BIG: &str = "/var/www/foobar/big.bin";
+const BIG_SIZE: u64 = 40_000_000;
+
+/// What the watcher saw of big.bin on web1.
+#[derive(Debug, Default)]
+struct Watched {
+    /// Every time the live path held something other than the whole file.
+    partial_live: Vec<String>,
+    samples: u32,
+}
+
+/// Size of web1's temporary copy of big.bin in `dir` (the largest), 0 when there is none.
+fn temp_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".big.bin.fp-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Watches the live big.bin in `dir` (a host's folder seen through /proc/PID/root: no
+/// `docker exec`, so nothing enters the host while it is cut off) every 50 ms until `stop`,
+/// 10 minutes at most: it must be missing or whole, never partial.
+fn watch_live_file(
+    dir: PathBuf,
+    want: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Watched> {
+    std::thread::spawn(move || {
+        use std::os::unix::fs::MetadataExt;
+        let mut w = Watched::default();
+        let mut hashed = None;
+        let live = dir.join("big.bin");
+        let until = Instant::now() + Duration::from_secs(600);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            w.samples += 1;
+            match std::fs::metadata(&live) {
+                Ok(m) if m.len() != BIG_SIZE => {
+                    w.partial_live.push(format!("{} bytes", m.len()));
+                }
+                Ok(m) if hashed != Some((m.ino(), m.mtime(), m.mtime_nsec())) => {
+                    hashed = Some((m.ino(), m.mtime(), m.mtime_nsec()));
+                    match run_within(Command::new("sha256sum").arg(&live), LIMIT) {
+                        Ok(o) if o.code != 0 => hashed = None, // replaced meanwhile
+                        Ok(o) if o.stdout.split_whitespace().next() == Some(want.as_str()) => {}
+                        Ok(o) => w.partial_live.push(format!("content {}", o.stdout.trim())),
+                        Err(e) => w.partial_live.push(e),
+                    }
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        w
+    })
+}
+
+/// The SSH connection to web1 is cut (this machine drops its packets to web1) while a
+/// 40 MB file is being uploaded: the live path never holds a partial file, the tool gives
+/// up within a bounded time and says web1 is unreachable (the lb tier is not started);
+/// once the cut is healed, the temporary file is gone, apply converges and a further
+/// apply changes nothing.
 #[test]
+#[ignore = "needs the lab"]
 fn connection_cut_mid_upload_never_leaves_a_partial_file() {
     let _lab = converged_lab();
-    let big = "/var/www/foobar/big.bin";
     let _restore = Restore(|| {
-        let _ = docker(&[
-            "network",
-            "connect",
-            "--ip",
-            "172.30.77.21",
-            "foobar-lab",
-            "web1",
-        ]);
-        let _ = docker(&["unpause", "web1"]);
-        lab_up(None);
-        let _ = docker_exec(
-            "web1",
-            "rm -f /var/www/foobar/big.bin /var/www/foobar/.big.bin.fp-*",
-        );
+        let rm = format!("rm -f {BIG} /var/www/foobar/.big.bin.fp-*");
+        try_docker(&["exec", "web1", "sh", "-c", &rm]).map(|_| ())
     });
     assert_ne!(
         docker_exec("web1", "systemctl is-active -q keepalived").0,
         0,
-        "keepalived must not run on web1 (its interface name changes on reconnect)"
+        "keepalived must not run on web1"
     );
 
     let proj = project_copy("cut");
     let content: Vec<u8> = {
         let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
-        let mut v = vec![0u8; 40_000_000];
+        let mut v = vec![0u8; BIG_SIZE as usize];
         f.read_exact(&mut v).expect("read");
         v
     };
     let want = sha256_hex(&content);
-    std::fs::write(proj.0.join("roles/nginx/files/big.bin"), &content).expect("write");
+    std::fs::write(proj.path().join("roles/nginx/files/big.bin"), &content).expect("write");
     drop(content);
     add_role_files(
-        &proj.0.join("roles/nginx/role.yml"),
-        "  - src: big.bin\n    dest: /var/www/foobar/big.bin\n    owner: root\n    group: root\n    mode: \"0644\"\n    notify: none",
+        &proj.path().join("roles/nginx/role.yml"),
+        &format!(
+            "  - src: big.bin\n    dest: {BIG}\n    owner: root\n    group: root\n    mode: \"0644\"\n    notify: none"
+        ),
         Some("validate:"),
     );
-    let proj_root = path_str(&proj.0);
-
-    // Watch the live path on web1 the whole time: missing or complete, never partial.
+    let proj_root = path_str(proj.path());
+    let dir = host_root("web1").join("var/www/foobar");
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let watcher = {
-        let (stop, seen, want) = (stop.clone(), seen.clone(), want.clone());
-        std::thread::spawn(move || {
-            let mut partial_temps = 0u32;
-            while !stop.load(Ordering::SeqCst) {
-                let (code, out, _) = docker_exec(
-                    "web1",
-                    &format!(
-                        "if [ -e {big} ]; then sha256sum < {big} | cut -d' ' -f1; else echo missing; fi; \
-                         for t in /var/www/foobar/.big.bin.fp-*; do [ -e \"$t\" ] && echo \"temp $(stat -c %s \"$t\")\"; done; true"
-                    ),
-                );
-                if code == 0 {
-                    let mut lines = out.lines();
-                    let live = lines.next().unwrap_or("").to_string();
-                    if live != "missing" && live != want {
-                        seen.lock()
-                            .expect("lock")
-                            .push(format!("PARTIAL LIVE FILE {live}"));
-                    }
-                    for l in lines {
-                        if let Some(n) = l.strip_prefix("temp ")
-                            && n.parse::<u64>().is_ok_and(|n| n < 40_000_000)
-                        {
-                            partial_temps += 1;
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            partial_temps
-        })
-    };
+    let watcher = watch_live_file(dir.clone(), want.clone(), stop.clone());
 
-    let tool_run = spawn_tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
-    let line = tool_run.wait_line(120, |l| l == format!("[web1] uploading {big}"));
-    assert!(line.is_some(), "the upload never started");
-    // Freeze web1 first so the cut lands in the middle of the upload (40 MB take about
-    // half a second here), then cut its network and let it run again, cut off.
-    assert_eq!(docker(&["pause", "web1"]).0, 0);
+    let t = spawn_tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
+    t.wait_line(120, |l| l == format!("[web1] uploading {BIG}"))
+        .expect("the upload never started");
+    // Cut as soon as the first bytes are on web1, so the cut lands mid-transfer.
+    let until = Instant::now() + Duration::from_secs(30);
+    while temp_size(&dir) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cut = NetCut::start("172.30.77.21");
     let cut_at = Instant::now();
-    let (code, _, err) = docker(&["network", "disconnect", "foobar-lab", "web1"]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(docker(&["unpause", "web1"]).0, 0);
-    let run = tool_run.finish(180);
+    let at_cut = temp_size(&dir);
+    std::thread::sleep(Duration::from_secs(3));
+    let after_cut = temp_size(&dir);
+    let run = t.finish(180);
     let detected = cut_at.elapsed();
     figure(&format!(
-        "e2e_safety: SSH connection cut mid-upload: the tool gave up after {:.1} s (exit {})",
+        "e2e_safety: SSH connection cut mid-upload (iptables DROP to web1): {at_cut} of {BIG_SIZE} bytes \
+         were on web1 when the rule went in, {after_cut} 3 s later; the tool gave up after {:.1} s (exit {})",
         detected.as_secs_f64(),
         run.code
     ));
+    assert!(
+        at_cut > 0 && after_cut < BIG_SIZE,
+        "the cut must land mid-upload: {at_cut} bytes on web1 when it landed, {after_cut} 3 s later, of {BIG_SIZE}"
+    );
     assert_eq!(run.code, 1, "{}", run.all());
     let line = recap_line(&run, "web1");
     assert!(
@@ -759,64 +782,43 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
         "a cut connection must be noticed within about 20 s, took {detected:?}"
     );
 
-    // Back on the network (as eth1): converge, then nothing to do.
-    let (code, _, err) = docker(&[
-        "network",
-        "connect",
-        "--ip",
-        "172.30.77.21",
-        "foobar-lab",
-        "web1",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    // Healed: the cut upload's temporary file goes away once web1 learns the connection
+    // is gone; then apply converges and the next one changes nothing.
+    cut.heal().unwrap_or_else(|e| panic!("{e}"));
     lab_up(None);
-    // The half-written temporary file is removed on the host once its upload ends.
     let until = Instant::now() + Duration::from_secs(60);
-    let mut left = fp_leftovers("web1", &["/var/www/foobar"]);
-    while !left.is_empty() && Instant::now() < until {
+    while temp_size(&dir) > 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(500));
-        left = fp_leftovers("web1", &["/var/www/foobar"]);
     }
-    let stale_temp = left.clone();
-
-    let run = tool(&[
+    let stale_temp = temp_size(&dir);
+    let apply = [
         "apply",
         "inventories/lab.yml",
         "--root",
         &proj_root,
         "--format",
         "json",
-    ]);
-    assert_eq!(run.code, 0, "after reconnecting:\n{}", run.all());
-    assert_eq!(recap(&run)["web1"].0, "changed");
-    let run = tool(&[
-        "apply",
-        "inventories/lab.yml",
-        "--root",
-        &proj_root,
-        "--format",
-        "json",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    for (host, (status, changes)) in recap(&run) {
-        assert_eq!((status.as_str(), changes), ("ok", 0), "{host}");
-    }
+    ];
+    let run = tool(&apply);
+    assert_eq!(run.code, 0, "after the cut is healed:\n{}", run.all());
+    assert_eq!(recap(&run, LAB_HOSTS)["web1"].0, "changed");
+    assert_no_changes("inventories/lab.yml", &["--root", &proj_root], LAB_HOSTS);
     stop.store(true, Ordering::SeqCst);
-    let partial_temps = watcher.join().expect("watcher");
-    let seen = seen.lock().expect("lock").clone();
-    assert!(seen.is_empty(), "{seen:?}");
+    let watched = watcher.join().expect("watcher");
+    eprintln!("the watcher looked at {BIG} {} times", watched.samples);
     assert!(
-        partial_temps > 0,
-        "no partial temporary file was ever seen: the cut did not land mid-upload"
+        watched.partial_live.is_empty(),
+        "the live path held a partial file: {:?}",
+        watched.partial_live
     );
     assert_eq!(
-        file_state("web1", big),
+        file_state("web1", BIG),
         format!("{want} 644 root:root"),
         "the live file is complete"
     );
     assert_eq!(
-        stale_temp, "",
-        "the cut upload's temporary file stayed on web1"
+        stale_temp, 0,
+        "the cut upload's temporary file stayed on web1 ({stale_temp} bytes)"
     );
     let (code, body) = web1_health();
     assert!(code == 0 && body.trim() == "ok", "{body}");
@@ -826,12 +828,11 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
 /// app1 is down: apply says it is UNREACHABLE, exits 1 and starts no later tier (web,
 /// lb); with --keep-going the later tiers are applied (and the run still exits 1).
 #[test]
+#[ignore = "needs the lab"]
 fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {
-        let _ = docker(&["start", "app1"]);
-        lab_up(None);
-    });
+    // The guard's lab up starts app1 again.
+    let _restore = restore();
     // A change on the lb tier, to see whether it is started.
     let (inv, _dir) = lab_inventory("down", |t| {
         t.replace("haproxy_balance: roundrobin", "haproxy_balance: leastconn")
@@ -859,7 +860,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     }
     let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 1, "{}", run.all());
-    let r = recap(&run);
+    let r = recap(&run, LAB_HOSTS);
     assert_eq!(r["app1"].0, "unreachable", "{}", run.stdout);
     for later in ["web1", "lb1", "lb2"] {
         assert_eq!(r[later].0, "skipped", "{later}: {}", run.stdout);
@@ -885,7 +886,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
         "--keep-going",
     ]);
     assert_eq!(run.code, 1, "{}", run.all());
-    let r = recap(&run);
+    let r = recap(&run, LAB_HOSTS);
     assert_eq!(r["app1"].0, "unreachable", "{}", run.stdout);
     assert_eq!(r["web1"].0, "ok", "{}", run.stdout);
     assert_eq!(r["lb1"].0, "changed", "{}", run.stdout);
@@ -904,7 +905,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     converge();
     let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    for (host, (status, _)) in recap(&run) {
+    for (host, (status, _)) in recap(&run, LAB_HOSTS) {
         assert_eq!(status, "ok", "{host}");
     }
     let (code, body) = https_eventually("/api/visits", 30);
@@ -915,12 +916,13 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
 /// that does not exist): the restart fails and the report carries MariaDB's own words;
 /// the options are rolled back and the server runs again.
 #[test]
+#[ignore = "needs the lab"]
 fn service_that_fails_to_restart_is_reported_in_its_own_words() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
+    let _restore = restore();
     let proj = project_copy("restart");
     edit(
-        &proj.0.join("templates/mysql/60-foobar.cnf.tera"),
+        &proj.path().join("templates/mysql/60-foobar.cnf.tera"),
         "port                    = 3306",
         "port                    = 3306\ndatadir                 = /var/lib/mysql-e2e-missing",
     );
@@ -931,7 +933,7 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
         "apply",
         "inventories/lab.yml",
         "--root",
-        &path_str(&proj.0),
+        &path_str(proj.path()),
         "--tier",
         "db",
     ]);
@@ -957,8 +959,7 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
     );
     let (code, body) = https_eventually("/api/visits", 30);
     assert!(code == 0 && body.contains("\"visits\""), "{body}");
-    let plan = tool(&["plan", "inventories/lab.yml"]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_plan_empty("inventories/lab.yml");
 }
 
 /// Ctrl-C between roles: the lb standby is interrupted while its haproxy role is being
@@ -966,21 +967,24 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
 /// started; the VIP holder is not touched. The recap says per host what was and was not
 /// applied; no temporary file is left; exit 1.
 #[test]
+#[ignore = "needs the lab"]
 fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
+    let _restore = restore();
     let proj = project_copy("sigint-roles");
-    let haproxy_tpl = proj.0.join("templates/haproxy/haproxy.cfg.tera");
+    let haproxy_tpl = proj.path().join("templates/haproxy/haproxy.cfg.tera");
     let text = std::fs::read_to_string(&haproxy_tpl).expect("read");
     std::fs::write(
         &haproxy_tpl,
         format!("{text}\n# e2e_safety: interrupt test\n"),
     )
     .expect("w");
-    let ka_tpl = proj.0.join("templates/keepalived/keepalived.conf.tera");
+    let ka_tpl = proj
+        .path()
+        .join("templates/keepalived/keepalived.conf.tera");
     let text = std::fs::read_to_string(&ka_tpl).expect("read");
     std::fs::write(&ka_tpl, format!("{text}\n# e2e_safety: interrupt test\n")).expect("w");
-    let proj_root = path_str(&proj.0);
+    let proj_root = path_str(proj.path());
     let files = [
         "/etc/haproxy/haproxy.cfg",
         "/etc/keepalived/keepalived.conf",
@@ -1081,21 +1085,12 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
         "json",
     ]);
     assert_eq!(plan.code, 2, "{}", plan.all());
-    let doc = plan.json();
-    for h in doc["plan"].as_array().expect("plan") {
-        let name = h["host"].as_str().unwrap_or("?");
-        let files: Vec<&str> = h["roles"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|r| r["files"].as_array().into_iter().flatten())
-            .filter_map(|f| f["path"].as_str())
-            .collect();
+    for (name, h) in plan_of(&plan, &["lb1", "lb2"]) {
         if name == first {
-            assert_eq!(files, vec!["/etc/keepalived/keepalived.conf"], "{name}");
+            assert_eq!(h.paths(), vec!["/etc/keepalived/keepalived.conf"], "{name}");
         } else {
             assert_eq!(
-                files,
+                h.paths(),
                 vec![
                     "/etc/haproxy/haproxy.cfg",
                     "/etc/keepalived/keepalived.conf"
@@ -1110,18 +1105,18 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
 /// swap, the uploaded temporary files are removed, nothing of it is live. A second
 /// Ctrl-C ends the tool at once (exit 130).
 #[test]
+#[ignore = "needs the lab"]
 fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {
-        let _ = docker_exec("web1", "rm -rf /var/www/foobar/extra");
-    });
+    let _restore =
+        Restore(|| try_docker(&["exec", "web1", "rm", "-rf", "/var/www/foobar/extra"]).map(|_| ()));
     let proj = project_copy("sigint-upload");
     let mut entries = String::new();
     let line = "foobar e2e_safety filler line\n".repeat(8_000); // 240 kB
     for i in 0..30 {
         let name = format!("extra-{i:02}.txt");
         std::fs::write(
-            proj.0.join("roles/nginx/files").join(&name),
+            proj.path().join("roles/nginx/files").join(&name),
             format!("{i}\n{line}"),
         )
         .expect("write");
@@ -1130,11 +1125,11 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
         ));
     }
     add_role_files(
-        &proj.0.join("roles/nginx/role.yml"),
+        &proj.path().join("roles/nginx/role.yml"),
         &entries,
         Some("validate:"),
     );
-    let proj_root = path_str(&proj.0);
+    let proj_root = path_str(proj.path());
     let args = [
         "apply",
         "inventories/lab.yml",
