@@ -743,21 +743,32 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
     let t = spawn_tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
     t.wait_line(120, |l| l == format!("[web1] uploading {BIG}"))
         .expect("the upload never started");
-    // Cut as soon as the first bytes are on web1, so the cut lands mid-transfer.
-    let until = Instant::now() + Duration::from_secs(30);
-    while temp_size(&dir) == 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(5));
+    // Cut once a quarter of the file is on web1 (watched every 2 ms), so the cut lands
+    // in the middle of the transfer.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut first_byte = None;
+    while temp_size(&dir) < BIG_SIZE / 4 && Instant::now() < until {
+        if first_byte.is_none() && temp_size(&dir) > 0 {
+            first_byte = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
     let cut = NetCut::start("172.30.77.21");
     let cut_at = Instant::now();
     let at_cut = temp_size(&dir);
+    let uploading = first_byte.map_or(Duration::ZERO, |t| cut_at - t);
     std::thread::sleep(Duration::from_secs(3));
     let after_cut = temp_size(&dir);
     let run = t.finish(180);
     let detected = cut_at.elapsed();
     figure(&format!(
-        "e2e_safety: SSH connection cut mid-upload (iptables DROP to web1): {at_cut} of {BIG_SIZE} bytes \
-         were on web1 when the rule went in, {after_cut} 3 s later; the tool gave up after {:.1} s (exit {})",
+        "e2e_safety: SSH connection cut mid-upload (iptables DROP to web1): {:.1} of {:.1} MB were on \
+         web1 when the rule went in ({:.2} s after the first byte), {:.1} MB 3 s later; the tool gave up \
+         {:.1} s after the cut (exit {})",
+        at_cut as f64 / 1e6,
+        BIG_SIZE as f64 / 1e6,
+        uploading.as_secs_f64(),
+        after_cut as f64 / 1e6,
         detected.as_secs_f64(),
         run.code
     ));
