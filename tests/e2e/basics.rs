@@ -1,12 +1,12 @@
-//! End to end, against the five-host lab (real OpenSSH, systemd, HAProxy, keepalived,
-//! Nginx, MariaDB and the app in containers). Run by `tests/run` / `.ci/run`, which
-//! start the Docker engine and build the lab image; each test brings the lab up itself.
+//! The basics, end to end on the lab: convergence from bare hosts, idempotence, the site
+//! through the VIP, plans and diffs, validation, host keys, rebuilding a tier, and
+//! finishing what an interrupted apply left.
 
 use crate::support::*;
 use std::process::Command;
 
 /// Bare hosts converge in one apply; a second apply changes nothing and restarts
-/// nothing; plan is then empty; the site answers through the VIP with data from MySQL.
+/// nothing; plan is then empty.
 #[test]
 #[ignore = "needs the lab"]
 fn bare_lab_converges_and_second_apply_changes_nothing() {
@@ -27,10 +27,14 @@ fn bare_lab_converges_and_second_apply_changes_nothing() {
         before,
         "the second apply restarted or reloaded something"
     );
-
     assert_plan_empty("inventories/lab.yml");
+}
 
-    // The user journey: browser -> VIP -> HAProxy (TLS) -> Nginx -> app -> MySQL.
+/// The user journey: browser -> VIP -> HAProxy (TLS) -> Nginx -> app -> MySQL.
+#[test]
+#[ignore = "needs the lab"]
+fn site_answers_through_the_vip_with_data_from_mysql() {
+    let _lab = converged_lab();
     let (code, body) = https("/api/visits");
     assert_eq!(code, 0, "{body}");
     let doc: serde_json::Value =
@@ -38,8 +42,17 @@ fn bare_lab_converges_and_second_apply_changes_nothing() {
     assert_eq!(doc["host"], "app1", "{body}");
     assert!(doc["visits"].as_u64().unwrap_or(0) >= 1, "{body}");
     assert_eq!(doc["x_forwarded_proto"], "https", "{body}");
+}
+
+/// Plain HTTP on the VIP is a permanent redirect to HTTPS.
+#[test]
+#[ignore = "needs the lab"]
+fn http_on_the_vip_redirects_to_https() {
+    let _lab = converged_lab();
     let (code, out, err) = sh(Command::new("curl").args([
         "-sS",
+        "--max-time",
+        "5",
         "-o",
         "/dev/null",
         "-w",

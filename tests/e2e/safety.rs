@@ -273,71 +273,107 @@ fn files_containing(dir: &Path, needle: &str, since: SystemTime, skip: &[&Path])
 // ---------------------------------------------------------------------------------------
 // 1. Secrets
 
-/// A canary secret (the app's database password) goes through check, render (with and
-/// without --reveal-secrets), plan (text and JSON), apply, and a failing apply whose
-/// validator prints the file that holds it: it appears in no output and in no file
-/// written on this machine (except the revealed render, as asked). On the hosts, the
-/// files holding secrets are readable only by root (who runs their services' readers).
-/// Afterwards the real secret is applied again and the app still reaches MySQL.
+/// A canary secret in place of the app's database password: a temporary inventory reads
+/// it from a file of its own; every output of the tool run through it is kept.
+struct Canary {
+    value: String,
+    inv: String,
+    started: SystemTime,
+    secret_dir: tempfile::TempDir,
+    _inv_dir: tempfile::TempDir,
+    outputs: Vec<(String, String)>,
+}
+
+impl Canary {
+    fn new() -> Canary {
+        let started = SystemTime::now();
+        let value = format!("CaNaRy{}", random_alnum(20));
+        let secret_dir = temp_dir("canary-secret");
+        let secret_file = secret_dir.path().join("db_app_password");
+        std::fs::write(&secret_file, format!("{value}\n")).expect("write secret");
+        let real_secret = format!("{}/secrets/db_app_password", state().to_string_lossy());
+        let (inv, inv_dir) = lab_inventory("canary", |t| {
+            t.replace(&real_secret, &path_str(&secret_file))
+        });
+        assert!(
+            std::fs::read_to_string(&inv)
+                .expect("inventory")
+                .contains(&path_str(&secret_file)),
+            "the temp inventory must read the canary"
+        );
+        Canary {
+            value,
+            inv: path_str(&inv),
+            started,
+            secret_dir,
+            _inv_dir: inv_dir,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// `CMD INVENTORY --root ROOT EXTRA...`, its output kept.
+    fn tool(&mut self, cmd: &str, root: &Path, extra: &[&str]) -> Run {
+        let root = path_str(root);
+        let mut args = vec![cmd, &self.inv, "--root", &root];
+        args.extend_from_slice(extra);
+        let run = tool(&args);
+        self.outputs
+            .push((format!("{cmd} {}", extra.join(" ")), run.all()));
+        run
+    }
+
+    /// No output held the canary, nor a part of it.
+    fn assert_never_printed(&self) {
+        assert!(!self.outputs.is_empty(), "no output was checked");
+        for (label, text) in &self.outputs {
+            assert!(
+                !text.contains(&self.value),
+                "{label} printed the secret:\n{text}"
+            );
+            assert!(
+                !text.contains(&self.value[6..]),
+                "{label} printed part of the secret:\n{text}"
+            );
+        }
+    }
+
+    /// No file written on this machine since the canary was made holds it, but its own
+    /// file and `allowed`.
+    fn assert_in_no_file(&self, allowed: &[&Path]) {
+        let mut skip = vec![self.secret_dir.path()];
+        skip.extend_from_slice(allowed);
+        for dir in [std::env::temp_dir(), state()] {
+            let leaks = files_containing(&dir, &self.value, self.started, &skip);
+            assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
+        }
+    }
+}
+
+/// The canary goes through check, render (masked, and revealed as asked) and plan (text
+/// and JSON): it appears in no output, and in no file written on this machine but the
+/// revealed render, whose files are private.
 #[test]
 #[ignore = "needs the lab"]
-fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
+fn secret_is_never_printed_by_check_render_or_plan() {
     let _lab = converged_lab();
-    let _restore = restore();
-    let started = SystemTime::now();
+    let mut canary = Canary::new();
+    let root = root();
 
-    let canary = format!("CaNaRy{}", random_alnum(20));
-    let secret_dir = temp_dir("canary-secret");
-    let secret_file = secret_dir.path().join("db_app_password");
-    std::fs::write(&secret_file, format!("{canary}\n")).expect("write secret");
-    let real_secret = format!("{}/secrets/db_app_password", state().to_string_lossy());
-    let (inv, _inv_dir) = lab_inventory("canary", |t| {
-        t.replace(&real_secret, &path_str(&secret_file))
-    });
-    assert!(
-        std::fs::read_to_string(&inv)
-            .expect("inventory")
-            .contains(&path_str(&secret_file)),
-        "the temp inventory must read the canary"
-    );
-    let inv = path_str(&inv);
-    let root = root_str();
-    let mut outputs: Vec<(String, String)> = Vec::new();
-    let mut record = |label: &str, run: &Run| outputs.push((label.to_string(), run.all()));
-
-    // Offline.
-    let run = tool(&["check", &inv, "--root", &root]);
+    let run = canary.tool("check", &root, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    record("check", &run);
-    let masked_out = temp_dir("canary-render");
-    let run = tool(&[
-        "render",
-        &inv,
-        "--root",
-        &root,
-        "--out",
-        &path_str(masked_out.path()),
-    ]);
+    let masked = temp_dir("canary-render");
+    let run = canary.tool("render", &root, &["--out", &path_str(masked.path())]);
     assert_eq!(run.code, 0, "{}", run.all());
-    record("render", &run);
-    let env_masked = std::fs::read_to_string(masked_out.path().join("app1/etc/foobar-app/env"))
+    let env_masked = std::fs::read_to_string(masked.path().join("app1/etc/foobar-app/env"))
         .expect("rendered env");
     assert!(
         env_masked.contains("<secret:db_app_password>"),
         "{env_masked}"
     );
     let revealed = temp_dir("canary-reveal");
-    let run = tool(&[
-        "render",
-        &inv,
-        "--root",
-        &root,
-        "--out",
-        &path_str(revealed.path()),
-        "--reveal-secrets",
-    ]);
+    let out = path_str(revealed.path());
+    let run = canary.tool("render", &root, &["--out", &out, "--reveal-secrets"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    record("render --reveal-secrets", &run);
     {
         use std::os::unix::fs::PermissionsExt;
         for f in [
@@ -347,7 +383,7 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
             let p = revealed.path().join(f);
             let text = std::fs::read_to_string(&p).expect("revealed file");
             assert!(
-                text.contains(&canary),
+                text.contains(&canary.value),
                 "--reveal-secrets writes the value: {f}"
             );
             let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
@@ -356,9 +392,8 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     }
 
     // Plan: the files holding it change, their content is not shown.
-    let run = tool(&["plan", &inv, "--root", &root]);
+    let run = canary.tool("plan", &root, &[]);
     assert_eq!(run.code, 2, "{}", run.all());
-    record("plan", &run);
     for f in ["/etc/foobar-app/env", "/etc/mysql/foobar/bootstrap.sql"] {
         assert!(
             run.stdout.contains(&format!("update {f}")),
@@ -372,9 +407,8 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
         "{}",
         run.stdout
     );
-    let run = tool(&["plan", &inv, "--root", &root, "--format", "json"]);
+    let run = canary.tool("plan", &root, &["--format", "json"]);
     assert_eq!(run.code, 2, "{}", run.all());
-    record("plan --format json", &run);
     let planned = plan_of(&run, LAB_HOSTS);
     for (host, path) in [
         ("app1", "/etc/foobar-app/env"),
@@ -392,18 +426,29 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
         );
     }
 
-    // Apply it, then again (nothing to change).
-    let run = tool(&["apply", &inv, "--root", &root]);
+    canary.assert_never_printed();
+    canary.assert_in_no_file(&[revealed.path()]);
+}
+
+/// The canary applied: a second apply changes nothing, the app reaches MySQL with it,
+/// the files holding secrets on the hosts are readable only by root (who runs their
+/// services' readers), nothing printed it. Afterwards the real secret is applied again:
+/// the canary is gone from the hosts and the app still reaches MySQL.
+#[test]
+#[ignore = "needs the lab"]
+fn applied_secret_is_private_on_the_hosts() {
+    let _lab = converged_lab();
+    let _restore = restore();
+    let mut canary = Canary::new();
+    let root = root();
+
+    let run = canary.tool("apply", &root, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    record("apply", &run);
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    record("apply again", &run);
-    for (host, (status, _)) in recap(&run, LAB_HOSTS) {
-        assert_eq!(status, "ok", "{host}");
-    }
+    let run = canary.tool("apply", &root, &["--format", "json"]);
+    assert_unchanged(&run, LAB_HOSTS, "on the second apply of the canary");
+    let value = canary.value.clone();
     assert_eq!(
-        inside("app1", &format!("grep -c {canary} /etc/foobar-app/env")).trim(),
+        inside("app1", &format!("grep -c {value} /etc/foobar-app/env")).trim(),
         "1",
         "the canary is the app's password now"
     );
@@ -411,73 +456,6 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     assert!(
         code == 0 && body.contains("\"visits\""),
         "the app reaches MySQL with the canary password: {code} {body}"
-    );
-
-    // A failing apply whose validator prints the file holding the secret: the MySQL
-    // options get an unknown option, and the check first shows bootstrap.sql.
-    let bad = project_copy("canary-bad");
-    edit(
-        &bad.path().join("templates/mysql/60-foobar.cnf.tera"),
-        "max_connections",
-        "foobar_no_such_option = 1\nmax_connections",
-    );
-    edit(
-        &bad.path().join("roles/mysql/role.yml"),
-        "cd {tree} || exit 1;",
-        "cd {tree} || exit 1; cat foobar/bootstrap.sql;",
-    );
-    let before = file_state("db1", "/etc/mysql/mariadb.conf.d/60-foobar.cnf");
-    for format in ["text", "json"] {
-        let run = tool(&[
-            "apply",
-            &inv,
-            "--root",
-            &path_str(bad.path()),
-            "--tier",
-            "db",
-            "--format",
-            format,
-        ]);
-        assert_eq!(run.code, 1, "{}", run.all());
-        record(&format!("failing apply ({format})"), &run);
-        let all = run.all();
-        assert!(all.contains("foobar_no_such_option"), "{all}");
-        assert!(
-            all.contains("IDENTIFIED BY '********'"),
-            "the validator printed bootstrap.sql, masked: {all}"
-        );
-    }
-    assert_eq!(
-        file_state("db1", "/etc/mysql/mariadb.conf.d/60-foobar.cnf"),
-        before
-    );
-
-    // Nothing printed it.
-    for (label, text) in &outputs {
-        assert!(
-            !text.contains(&canary),
-            "{label} printed the secret:\n{text}"
-        );
-        assert!(
-            !text.contains(&canary[6..]),
-            "{label} printed part of the secret:\n{text}"
-        );
-    }
-    // No file written on this machine holds it, but the secret file itself and the
-    // render that was asked to reveal it.
-    let leaks = files_containing(
-        &std::env::temp_dir(),
-        &canary,
-        started,
-        &[secret_dir.path(), revealed.path()],
-    );
-    assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
-    let leaks = files_containing(&state(), &canary, started, &[]);
-    assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
-    let leaks = files_containing(masked_out.path(), &canary, started, &[]);
-    assert!(
-        leaks.is_empty(),
-        "the masked render holds the secret: {leaks:?}"
     );
 
     // On the hosts: owner root, 0600/0640, and no other user can read them.
@@ -525,31 +503,66 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
         for user in *others {
             let (code, out, _) = docker(&["exec", "-u", user, host, "cat", path]);
             assert_ne!(code, 0, "{user} can read {host}:{path}");
-            assert!(!out.contains(&canary));
+            assert!(!out.contains(&value));
         }
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
         assert_eq!(fp_leftovers(host, &[dir]), "", "{host}: leftovers in {dir}");
     }
+    canary.assert_never_printed();
+    canary.assert_in_no_file(&[]);
 
-    // Back to the real secret: the app reaches MySQL with it.
+    // Back to the real secret: the canary leaves the hosts, the app reaches MySQL.
     converge();
-    let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    for (host, (status, _)) in recap(&run, LAB_HOSTS) {
-        assert_eq!(status, "ok", "{host}");
-    }
+    assert_no_changes("inventories/lab.yml", &[], LAB_HOSTS);
     let (code, out, _) = docker_exec(
         "app1",
-        &format!("grep -rl {canary} /etc/foobar-app /opt/foobar-app"),
+        &format!("grep -rl {value} /etc/foobar-app /opt/foobar-app"),
     );
     assert_ne!(code, 0, "the canary is still on app1: {out}");
-    let (code, out, _) = docker_exec("db1", &format!("grep -rl {canary} /etc/mysql"));
+    let (code, out, _) = docker_exec("db1", &format!("grep -rl {value} /etc/mysql"));
     assert_ne!(code, 0, "the canary is still on db1: {out}");
     let (code, body) = https_eventually("/api/visits", 30);
     assert!(
         code == 0 && body.contains("\"visits\""),
         "the app reaches MySQL with the real password again: {code} {body}"
     );
+}
+
+/// A failing apply whose validator prints the file holding the canary (the MySQL
+/// options get an unknown option, and the check first shows bootstrap.sql): the
+/// validator's output is shown masked, in text and JSON, and the live file stays.
+#[test]
+#[ignore = "needs the lab"]
+fn failing_validator_output_masks_the_secret() {
+    let _lab = converged_lab();
+    let _restore = restore();
+    let mut canary = Canary::new();
+    let bad = project_copy("canary-bad");
+    edit(
+        &bad.path().join("templates/mysql/60-foobar.cnf.tera"),
+        "max_connections",
+        "foobar_no_such_option = 1\nmax_connections",
+    );
+    edit(
+        &bad.path().join("roles/mysql/role.yml"),
+        "cd {tree} || exit 1;",
+        "cd {tree} || exit 1; cat foobar/bootstrap.sql;",
+    );
+    let live = "/etc/mysql/mariadb.conf.d/60-foobar.cnf";
+    let before = file_state("db1", live);
+    for format in ["text", "json"] {
+        let run = canary.tool("apply", bad.path(), &["--tier", "db", "--format", format]);
+        assert_eq!(run.code, 1, "{}", run.all());
+        let all = run.all();
+        assert!(all.contains("foobar_no_such_option"), "{all}");
+        assert!(
+            all.contains("IDENTIFIED BY '********'"),
+            "the validator printed bootstrap.sql, masked: {all}"
+        );
+    }
+    assert_eq!(file_state("db1", live), before);
+    canary.assert_never_printed();
+    canary.assert_in_no_file(&[]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1112,16 +1125,10 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
     }
 }
 
-/// Ctrl-C while a role's files are being uploaded: the role is abandoned before its
-/// swap, the uploaded temporary files are removed, nothing of it is live. A second
-/// Ctrl-C ends the tool at once (exit 130).
-#[test]
-#[ignore = "needs the lab"]
-fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
-    let _lab = converged_lab();
-    let _restore =
-        Restore(|| try_docker(&["exec", "web1", "rm", "-rf", "/var/www/foobar/extra"]).map(|_| ()));
-    let proj = project_copy("sigint-upload");
+/// A copy of the project whose nginx role uploads 30 files of 240 kB to
+/// /var/www/foobar/extra: long enough to interrupt mid-upload.
+fn project_with_many_uploads(tag: &str) -> tempfile::TempDir {
+    let proj = project_copy(tag);
     let mut entries = String::new();
     let line = "foobar e2e_safety filler line\n".repeat(8_000); // 240 kB
     for i in 0..30 {
@@ -1140,22 +1147,36 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
         &entries,
         Some("validate:"),
     );
-    let proj_root = path_str(proj.path());
-    let args = [
+    proj
+}
+
+/// Starts `apply --tier web` of `proj` and waits until it uploads extra-`nn`.
+fn apply_until_upload(proj: &Path, nn: &str) -> Spawned {
+    let root = path_str(proj);
+    let t = spawn_tool(&[
         "apply",
         "inventories/lab.yml",
         "--root",
-        &proj_root,
+        &root,
         "--tier",
         "web",
-    ];
+    ]);
+    let want = format!("[web1] uploading /var/www/foobar/extra/extra-{nn}");
+    t.wait_line(120, |l| l.starts_with(&want))
+        .expect("uploads started");
+    t
+}
 
-    // One Ctrl-C: the role in flight is abandoned cleanly.
-    let t = spawn_tool(&args);
-    t.wait_line(120, |l| {
-        l.starts_with("[web1] uploading /var/www/foobar/extra/extra-05")
-    })
-    .expect("uploads started");
+/// Ctrl-C while a role's files are being uploaded: the role is abandoned before its
+/// swap, the uploaded temporary files are removed, nothing of it is live.
+#[test]
+#[ignore = "needs the lab"]
+fn ctrl_c_during_uploads_abandons_the_role() {
+    let _lab = converged_lab();
+    let _restore =
+        Restore(|| try_docker(&["exec", "web1", "rm", "-rf", "/var/www/foobar/extra"]).map(|_| ()));
+    let proj = project_with_many_uploads("sigint-upload");
+    let t = apply_until_upload(proj.path(), "05");
     t.sigint();
     let run = t.finish(120);
     assert_eq!(run.code, 1, "{}", run.all());
@@ -1183,13 +1204,17 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
         "nothing of the abandoned role is on web1 (no file, no temporary file)"
     );
     assert_eq!(fp_leftovers("web1", &["/var/www/foobar"]), "");
+}
 
-    // Two Ctrl-C: out at once.
-    let t = spawn_tool(&args);
-    t.wait_line(120, |l| {
-        l.starts_with("[web1] uploading /var/www/foobar/extra/extra-03")
-    })
-    .expect("uploads started");
+/// A second Ctrl-C during uploads ends the tool at once (exit 130, within 2 s).
+#[test]
+#[ignore = "needs the lab"]
+fn second_ctrl_c_aborts_at_once() {
+    let _lab = converged_lab();
+    let _restore =
+        Restore(|| try_docker(&["exec", "web1", "rm", "-rf", "/var/www/foobar/extra"]).map(|_| ()));
+    let proj = project_with_many_uploads("sigint-abort");
+    let t = apply_until_upload(proj.path(), "03");
     t.sigint();
     std::thread::sleep(Duration::from_millis(20));
     let at = Instant::now();
@@ -1203,12 +1228,4 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
         "e2e_safety: second Ctrl-C: the tool ended {:.0} ms later",
         took.as_secs_f64() * 1000.0
     ));
-    // The upload cut off by the exit removes its own temporary file on the host.
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut left = fp_leftovers("web1", &["/var/www/foobar/extra"]);
-    while !left.is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(200));
-        left = fp_leftovers("web1", &["/var/www/foobar/extra"]);
-    }
-    eprintln!("after the abort, left on web1: {left:?}");
 }

@@ -3,7 +3,7 @@
 //! file (and line, where the case names one) in the message, every expected phrase, the
 //! expected hint, no panic, within a hang guard, and no connection to any host.
 //!
-//! `cargo test --test corpus -- --nocapture` prints a table: case -> first line of the message.
+//! `cargo test --test offline corpus:: -- --nocapture` prints a table: case -> first line of the message.
 
 use std::fmt::Write as _;
 use std::io::ErrorKind;
