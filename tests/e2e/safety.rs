@@ -143,11 +143,24 @@ fn web1_health() -> (i32, String) {
 /// The tool started in the background: stderr lines arrive on a channel (progress lines
 /// `[host] step` in plain mode) and are kept; stdout is collected.
 struct Spawned {
-    child: Child,
+    child: KillOnDrop,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
     stdout: std::thread::JoinHandle<String>,
     stderr_thread: std::thread::JoinHandle<()>,
+}
+
+/// The tool started by a test: killed (by its pid) if the test ends before it does, so
+/// a failed test never leaves it working on the lab behind the next one.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn spawn_tool(args: &[&str]) -> Spawned {
@@ -181,7 +194,7 @@ fn spawn_tool(args: &[&str]) -> Spawned {
         }
     });
     Spawned {
-        child,
+        child: KillOnDrop(child),
         lines,
         stderr,
         stdout,
@@ -191,7 +204,7 @@ fn spawn_tool(args: &[&str]) -> Spawned {
 
 impl Spawned {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// The next stderr line for which `want` holds, within `secs`.
@@ -216,12 +229,12 @@ impl Spawned {
     fn finish(mut self, secs: u64) -> Run {
         let until = Instant::now() + Duration::from_secs(secs);
         let status = loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
+            if let Some(st) = self.child.0.try_wait().expect("try_wait") {
                 break st;
             }
             if Instant::now() > until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                let _ = self.child.0.kill();
+                let _ = self.child.0.wait();
                 let err = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
                 panic!("the tool did not end within {secs}s (it hangs):\n{err}");
             }
