@@ -24,8 +24,31 @@ die() { printf '%s: error: %s\n' "$LAB_PROG" "$*" >&2; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# docker answers? (quietly)
-engine_ok() { docker info >/dev/null 2>&1; }
+# Every docker call of the lab scripts is bounded: a wedged engine fails the script with
+# the command it waited for, never hangs it (LAB_DOCKER_TIMEOUT seconds, default 180).
+docker() {
+  local limit=${LAB_DOCKER_TIMEOUT:-180} rc=0 cmd="$*"
+  timeout -k 5 "$limit" docker "$@" || rc=$?
+  if ((rc == 124 || rc == 137)); then
+    printf '%s: error: `docker %s` did not end within %ss (killed)\n' "$LAB_PROG" "${cmd:0:200}" "$limit" >&2
+  fi
+  return "$rc"
+}
+
+# docker answers? (quietly, within 20 s)
+engine_ok() { LAB_DOCKER_TIMEOUT=20 docker info >/dev/null 2>&1; }
+
+# The tests cut a host off with an iptables rule tagged foobar-e2e-cut (tests/support/guard.rs)
+# and remove it when they end; a test process killed half-way leaves it. Remove any left.
+heal_cuts() {
+  command -v iptables >/dev/null && [[ $(id -u) == 0 ]] || return 0
+  local rule n=0
+  while IFS= read -r rule; do
+    # shellcheck disable=SC2086 # the rule's words, as iptables -S printed them
+    timeout 30 iptables -w 10 ${rule/#-A /-D } && n=$((n + 1))
+  done < <(timeout 30 iptables -w 10 -S OUTPUT | grep -F -- '--comment foobar-e2e-cut' || true)
+  ((n == 0)) || log "removed $n leftover fault-injection rule(s) (foobar-e2e-cut)"
+}
 
 # Serialise concurrent runs of the same script (tests may call `up` in parallel).
 # $1: lock name. The lock is released when the script exits.

@@ -5,15 +5,13 @@
 //! Each test holds the lab lock and leaves the lab converged with the repository's
 //! inventory (guards restore it when an assertion fails half-way).
 
-mod support;
-
+use crate::support::*;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
-use support::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -126,10 +124,6 @@ fn file_state(host: &str, path: &str) -> String {
     .to_string()
 }
 
-fn docker(args: &[&str]) -> (i32, String, String) {
-    sh(Command::new("docker").args(args))
-}
-
 /// Site answers /health through the VIP (HAProxy -> Nginx), within `secs`.
 fn site_serves(secs: u64) {
     let (code, body) = https_eventually("/health", secs);
@@ -149,11 +143,24 @@ fn web1_health() -> (i32, String) {
 /// The tool started in the background: stderr lines arrive on a channel (progress lines
 /// `[host] step` in plain mode) and are kept; stdout is collected.
 struct Spawned {
-    child: Child,
+    child: KillOnDrop,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
     stdout: std::thread::JoinHandle<String>,
     stderr_thread: std::thread::JoinHandle<()>,
+}
+
+/// The tool started by a test: killed (by its pid) if the test ends before it does, so
+/// a failed test never leaves it working on the lab behind the next one.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn spawn_tool(args: &[&str]) -> Spawned {
@@ -187,7 +194,7 @@ fn spawn_tool(args: &[&str]) -> Spawned {
         }
     });
     Spawned {
-        child,
+        child: KillOnDrop(child),
         lines,
         stderr,
         stdout,
@@ -197,7 +204,7 @@ fn spawn_tool(args: &[&str]) -> Spawned {
 
 impl Spawned {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     /// The next stderr line for which `want` holds, within `secs`.
@@ -222,12 +229,12 @@ impl Spawned {
     fn finish(mut self, secs: u64) -> Run {
         let until = Instant::now() + Duration::from_secs(secs);
         let status = loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
+            if let Some(st) = self.child.0.try_wait().expect("try_wait") {
                 break st;
             }
             if Instant::now() > until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+                let _ = self.child.0.kill();
+                let _ = self.child.0.wait();
                 let err = self.stderr.lock().map(|s| s.clone()).unwrap_or_default();
                 panic!("the tool did not end within {secs}s (it hangs):\n{err}");
             }
@@ -240,19 +247,6 @@ impl Spawned {
             code: status.code().unwrap_or(-1),
             stdout,
             stderr,
-        }
-    }
-}
-
-/// On drop (test passed or failed): runs `undo`, then converges the lab with the
-/// repository's inventory, so the next test finds it as it should be.
-struct Restore<F: FnMut()>(F);
-impl<F: FnMut()> Drop for Restore<F> {
-    fn drop(&mut self) {
-        (self.0)();
-        let r = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
-        if r.code != 0 {
-            eprintln!("restoring the lab: apply exited {}:\n{}", r.code, r.all());
         }
     }
 }
@@ -292,80 +286,117 @@ fn files_containing(dir: &Path, needle: &str, since: SystemTime, skip: &[&Path])
 // ---------------------------------------------------------------------------------------
 // 1. Secrets
 
-/// A canary secret (the app's database password) goes through check, render (with and
-/// without --reveal-secrets), plan (text and JSON), apply, and a failing apply whose
-/// validator prints the file that holds it: it appears in no output and in no file
-/// written on this machine (except the revealed render, as asked). On the hosts, the
-/// files holding secrets are readable only by root (who runs their services' readers).
-/// Afterwards the real secret is applied again and the app still reaches MySQL.
+/// A canary secret in place of the app's database password: a temporary inventory reads
+/// it from a file of its own; every output of the tool run through it is kept.
+struct Canary {
+    value: String,
+    inv: String,
+    started: SystemTime,
+    secret_dir: tempfile::TempDir,
+    _inv_dir: tempfile::TempDir,
+    outputs: Vec<(String, String)>,
+}
+
+impl Canary {
+    fn new() -> Canary {
+        let started = SystemTime::now();
+        let value = format!("CaNaRy{}", random_alnum(20));
+        let secret_dir = temp_dir("canary-secret");
+        let secret_file = secret_dir.path().join("db_app_password");
+        std::fs::write(&secret_file, format!("{value}\n")).expect("write secret");
+        let real_secret = format!("{}/secrets/db_app_password", state().to_string_lossy());
+        let (inv, inv_dir) = lab_inventory("canary", |t| {
+            t.replace(&real_secret, &path_str(&secret_file))
+        });
+        assert!(
+            std::fs::read_to_string(&inv)
+                .expect("inventory")
+                .contains(&path_str(&secret_file)),
+            "the temp inventory must read the canary"
+        );
+        Canary {
+            value,
+            inv: path_str(&inv),
+            started,
+            secret_dir,
+            _inv_dir: inv_dir,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// `CMD INVENTORY --root ROOT EXTRA...`, its output kept.
+    fn tool(&mut self, cmd: &str, root: &Path, extra: &[&str]) -> Run {
+        let root = path_str(root);
+        let mut args = vec![cmd, &self.inv, "--root", &root];
+        args.extend_from_slice(extra);
+        let run = tool(&args);
+        self.outputs
+            .push((format!("{cmd} {}", extra.join(" ")), run.all()));
+        run
+    }
+
+    /// No output held the canary, nor a part of it.
+    fn assert_never_printed(&self) {
+        assert!(!self.outputs.is_empty(), "no output was checked");
+        for (label, text) in &self.outputs {
+            assert!(
+                !text.contains(&self.value),
+                "{label} printed the secret:\n{text}"
+            );
+            assert!(
+                !text.contains(&self.value[6..]),
+                "{label} printed part of the secret:\n{text}"
+            );
+        }
+    }
+
+    /// No file written on this machine since the canary was made holds it, but its own
+    /// file and `allowed`.
+    fn assert_in_no_file(&self, allowed: &[&Path]) {
+        let mut skip = vec![self.secret_dir.path()];
+        skip.extend_from_slice(allowed);
+        for dir in [std::env::temp_dir(), state()] {
+            let leaks = files_containing(&dir, &self.value, self.started, &skip);
+            assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
+        }
+    }
+}
+
+/// The canary goes through check, render (masked, and revealed as asked) and plan (text
+/// and JSON): it appears in no output, and in no file written on this machine but the
+/// revealed render, whose files are private.
 #[test]
-fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
+#[ignore = "needs the lab"]
+fn secret_is_never_printed_by_check_render_or_plan() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
-    let started = SystemTime::now();
+    let mut canary = Canary::new();
+    let root = root();
 
-    let canary = format!("CaNaRy{}", random_alnum(20));
-    let secret_dir = TempDir::new("canary-secret");
-    let secret_file = secret_dir.0.join("db_app_password");
-    std::fs::write(&secret_file, format!("{canary}\n")).expect("write secret");
-    let real_secret = format!("{}/secrets/db_app_password", state().to_string_lossy());
-    let (inv, _inv_dir) = lab_inventory("canary", |t| {
-        t.replace(&real_secret, &path_str(&secret_file))
-    });
-    assert!(
-        std::fs::read_to_string(&inv)
-            .expect("inventory")
-            .contains(&path_str(&secret_file)),
-        "the temp inventory must read the canary"
-    );
-    let inv = path_str(&inv);
-    let root = root_str();
-    let mut outputs: Vec<(String, String)> = Vec::new();
-    let mut record = |label: &str, run: &Run| outputs.push((label.to_string(), run.all()));
-
-    // Offline.
-    let run = tool(&["check", &inv, "--root", &root]);
+    let run = canary.tool("check", &root, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    record("check", &run);
-    let masked_out = TempDir::new("canary-render");
-    let run = tool(&[
-        "render",
-        &inv,
-        "--root",
-        &root,
-        "--out",
-        &path_str(&masked_out.0),
-    ]);
+    let masked = temp_dir("canary-render");
+    let run = canary.tool("render", &root, &["--out", &path_str(masked.path())]);
     assert_eq!(run.code, 0, "{}", run.all());
-    record("render", &run);
-    let env_masked = std::fs::read_to_string(masked_out.0.join("app1/etc/foobar-app/env"))
+    let env_masked = std::fs::read_to_string(masked.path().join("app1/etc/foobar-app/env"))
         .expect("rendered env");
     assert!(
         env_masked.contains("<secret:db_app_password>"),
         "{env_masked}"
     );
-    let revealed = TempDir::new("canary-reveal");
-    let run = tool(&[
-        "render",
-        &inv,
-        "--root",
-        &root,
-        "--out",
-        &path_str(&revealed.0),
-        "--reveal-secrets",
-    ]);
+    let revealed = temp_dir("canary-reveal");
+    let out = path_str(revealed.path());
+    let run = canary.tool("render", &root, &["--out", &out, "--reveal-secrets"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    record("render --reveal-secrets", &run);
     {
         use std::os::unix::fs::PermissionsExt;
         for f in [
             "app1/etc/foobar-app/env",
             "db1/etc/mysql/foobar/bootstrap.sql",
         ] {
-            let p = revealed.0.join(f);
+            let p = revealed.path().join(f);
             let text = std::fs::read_to_string(&p).expect("revealed file");
             assert!(
-                text.contains(&canary),
+                text.contains(&canary.value),
                 "--reveal-secrets writes the value: {f}"
             );
             let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
@@ -374,9 +405,8 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     }
 
     // Plan: the files holding it change, their content is not shown.
-    let run = tool(&["plan", &inv, "--root", &root]);
+    let run = canary.tool("plan", &root, &[]);
     assert_eq!(run.code, 2, "{}", run.all());
-    record("plan", &run);
     for f in ["/etc/foobar-app/env", "/etc/mysql/foobar/bootstrap.sql"] {
         assert!(
             run.stdout.contains(&format!("update {f}")),
@@ -390,23 +420,48 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
         "{}",
         run.stdout
     );
-    let run = tool(&["plan", &inv, "--root", &root, "--format", "json"]);
+    let run = canary.tool("plan", &root, &["--format", "json"]);
     assert_eq!(run.code, 2, "{}", run.all());
-    record("plan --format json", &run);
-    let _ = run.json();
-
-    // Apply it, then again (nothing to change).
-    let run = tool(&["apply", &inv, "--root", &root]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    record("apply", &run);
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    record("apply again", &run);
-    for (host, (status, _)) in recap(&run) {
-        assert_eq!(status, "ok", "{host}");
+    let planned = plan_of(&run, LAB_HOSTS);
+    for (host, path) in [
+        ("app1", "/etc/foobar-app/env"),
+        ("db1", "/etc/mysql/foobar/bootstrap.sql"),
+    ] {
+        let f = planned[host]
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{host}: {path} not planned: {:?}", planned[host]));
+        assert_eq!(
+            (f.action.as_str(), f.sensitive, f.diff.as_deref()),
+            ("update", true, None),
+            "{host}:{path}: an update marked sensitive, without a diff"
+        );
     }
+
+    canary.assert_never_printed();
+    canary.assert_in_no_file(&[revealed.path()]);
+}
+
+/// The canary applied: a second apply changes nothing, the app reaches MySQL with it,
+/// the files holding secrets on the hosts are readable only by root (who runs their
+/// services' readers), nothing printed it. Afterwards the real secret is applied again:
+/// the canary is gone from the hosts and the app still reaches MySQL.
+#[test]
+#[ignore = "needs the lab"]
+fn applied_secret_is_private_on_the_hosts() {
+    let _lab = converged_lab();
+    let _restore = restore();
+    let mut canary = Canary::new();
+    let root = root();
+
+    let run = canary.tool("apply", &root, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let run = canary.tool("apply", &root, &["--format", "json"]);
+    assert_unchanged(&run, LAB_HOSTS, "on the second apply of the canary");
+    let value = canary.value.clone();
     assert_eq!(
-        inside("app1", &format!("grep -c {canary} /etc/foobar-app/env")).trim(),
+        inside("app1", &format!("grep -c {value} /etc/foobar-app/env")).trim(),
         "1",
         "the canary is the app's password now"
     );
@@ -414,73 +469,6 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
     assert!(
         code == 0 && body.contains("\"visits\""),
         "the app reaches MySQL with the canary password: {code} {body}"
-    );
-
-    // A failing apply whose validator prints the file holding the secret: the MySQL
-    // options get an unknown option, and the check first shows bootstrap.sql.
-    let bad = project_copy("canary-bad");
-    edit(
-        &bad.0.join("templates/mysql/60-foobar.cnf.tera"),
-        "max_connections",
-        "foobar_no_such_option = 1\nmax_connections",
-    );
-    edit(
-        &bad.0.join("roles/mysql/role.yml"),
-        "cd {tree} || exit 1;",
-        "cd {tree} || exit 1; cat foobar/bootstrap.sql;",
-    );
-    let before = file_state("db1", "/etc/mysql/mariadb.conf.d/60-foobar.cnf");
-    for format in ["text", "json"] {
-        let run = tool(&[
-            "apply",
-            &inv,
-            "--root",
-            &path_str(&bad.0),
-            "--tier",
-            "db",
-            "--format",
-            format,
-        ]);
-        assert_eq!(run.code, 1, "{}", run.all());
-        record(&format!("failing apply ({format})"), &run);
-        let all = run.all();
-        assert!(all.contains("foobar_no_such_option"), "{all}");
-        assert!(
-            all.contains("IDENTIFIED BY '********'"),
-            "the validator printed bootstrap.sql, masked: {all}"
-        );
-    }
-    assert_eq!(
-        file_state("db1", "/etc/mysql/mariadb.conf.d/60-foobar.cnf"),
-        before
-    );
-
-    // Nothing printed it.
-    for (label, text) in &outputs {
-        assert!(
-            !text.contains(&canary),
-            "{label} printed the secret:\n{text}"
-        );
-        assert!(
-            !text.contains(&canary[6..]),
-            "{label} printed part of the secret:\n{text}"
-        );
-    }
-    // No file written on this machine holds it, but the secret file itself and the
-    // render that was asked to reveal it.
-    let leaks = files_containing(
-        &std::env::temp_dir(),
-        &canary,
-        started,
-        &[&secret_dir.0, &revealed.0],
-    );
-    assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
-    let leaks = files_containing(&state(), &canary, started, &[]);
-    assert!(leaks.is_empty(), "files holding the secret: {leaks:?}");
-    let leaks = files_containing(&masked_out.0, &canary, started, &[]);
-    assert!(
-        leaks.is_empty(),
-        "the masked render holds the secret: {leaks:?}"
     );
 
     // On the hosts: owner root, 0600/0640, and no other user can read them.
@@ -528,31 +516,66 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
         for user in *others {
             let (code, out, _) = docker(&["exec", "-u", user, host, "cat", path]);
             assert_ne!(code, 0, "{user} can read {host}:{path}");
-            assert!(!out.contains(&canary));
+            assert!(!out.contains(&value));
         }
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
         assert_eq!(fp_leftovers(host, &[dir]), "", "{host}: leftovers in {dir}");
     }
+    canary.assert_never_printed();
+    canary.assert_in_no_file(&[]);
 
-    // Back to the real secret: the app reaches MySQL with it.
+    // Back to the real secret: the canary leaves the hosts, the app reaches MySQL.
     converge();
-    let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    for (host, (status, _)) in recap(&run) {
-        assert_eq!(status, "ok", "{host}");
-    }
+    assert_no_changes("inventories/lab.yml", &[], LAB_HOSTS);
     let (code, out, _) = docker_exec(
         "app1",
-        &format!("grep -rl {canary} /etc/foobar-app /opt/foobar-app"),
+        &format!("grep -rl {value} /etc/foobar-app /opt/foobar-app"),
     );
     assert_ne!(code, 0, "the canary is still on app1: {out}");
-    let (code, out, _) = docker_exec("db1", &format!("grep -rl {canary} /etc/mysql"));
+    let (code, out, _) = docker_exec("db1", &format!("grep -rl {value} /etc/mysql"));
     assert_ne!(code, 0, "the canary is still on db1: {out}");
     let (code, body) = https_eventually("/api/visits", 30);
     assert!(
         code == 0 && body.contains("\"visits\""),
         "the app reaches MySQL with the real password again: {code} {body}"
     );
+}
+
+/// A failing apply whose validator prints the file holding the canary (the MySQL
+/// options get an unknown option, and the check first shows bootstrap.sql): the
+/// validator's output is shown masked, in text and JSON, and the live file stays.
+#[test]
+#[ignore = "needs the lab"]
+fn failing_validator_output_masks_the_secret() {
+    let _lab = converged_lab();
+    let _restore = restore();
+    let mut canary = Canary::new();
+    let bad = project_copy("canary-bad");
+    edit(
+        &bad.path().join("templates/mysql/60-foobar.cnf.tera"),
+        "max_connections",
+        "foobar_no_such_option = 1\nmax_connections",
+    );
+    edit(
+        &bad.path().join("roles/mysql/role.yml"),
+        "cd {tree} || exit 1;",
+        "cd {tree} || exit 1; cat foobar/bootstrap.sql;",
+    );
+    let live = "/etc/mysql/mariadb.conf.d/60-foobar.cnf";
+    let before = file_state("db1", live);
+    for format in ["text", "json"] {
+        let run = canary.tool("apply", bad.path(), &["--tier", "db", "--format", format]);
+        assert_eq!(run.code, 1, "{}", run.all());
+        let all = run.all();
+        assert!(all.contains("foobar_no_such_option"), "{all}");
+        assert!(
+            all.contains("IDENTIFIED BY '********'"),
+            "the validator printed bootstrap.sql, masked: {all}"
+        );
+    }
+    assert_eq!(file_state("db1", live), before);
+    canary.assert_never_printed();
+    canary.assert_in_no_file(&[]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -563,16 +586,17 @@ fn secrets_canary_never_leaves_the_hosts_and_secret_files_are_private() {
 /// host is reported failed with both results; the site keeps serving; and plan shows the
 /// same change still pending.
 #[test]
+#[ignore = "needs the lab"]
 fn failed_health_check_rolls_back_to_the_previous_file() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
+    let _restore = restore();
     let proj = project_copy("rollback");
     edit(
-        &proj.0.join("templates/nginx/foobar.conf.tera"),
+        &proj.path().join("templates/nginx/foobar.conf.tera"),
         "return 200 \"ok\\n\";",
         "return 500 \"broken by e2e_safety\\n\";",
     );
-    let proj_root = path_str(&proj.0);
+    let proj_root = path_str(proj.path());
     let live = "/etc/nginx/sites-enabled/foobar.conf";
     let before = file_state("web1", live);
     let nginx_pid = inside("web1", "systemctl show -p MainPID --value nginx");
@@ -630,8 +654,7 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
         "{}",
         plan.stdout
     );
-    let plan = tool(&["plan", "inventories/lab.yml"]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_plan_empty("inventories/lab.yml");
     figure(&format!(
         "e2e_safety: failed health check + rollback (web1, 20 x 0.5 s retries): apply took {:.1} s",
         took.as_secs_f64()
@@ -641,107 +664,144 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
 // ---------------------------------------------------------------------------------------
 // 3. Faults
 
-/// The SSH connection to web1 is cut while a 40 MB file is being uploaded: the live
-/// path never holds a partial file, the tool gives up within a bounded time and says
-/// web1 is unreachable (the lb tier is not started); once web1 is back, apply converges
-/// and a further apply changes nothing.
+const BIG: &str = "/var/www/foobar/big.bin";
+const BIG_SIZE: u64 = 40_000_000;
+
+/// What the watcher saw of big.bin on web1.
+#[derive(Debug, Default)]
+struct Watched {
+    /// Every time the live path held something other than the whole file.
+    partial_live: Vec<String>,
+    samples: u32,
+}
+
+/// Size of web1's temporary copy of big.bin in `dir` (the largest), 0 when there is none.
+fn temp_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".big.bin.fp-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Watches the live big.bin in `dir` (a host's folder seen through /proc/PID/root: no
+/// `docker exec`, so nothing enters the host while it is cut off) every 50 ms until `stop`,
+/// 10 minutes at most: it must be missing or whole, never partial.
+fn watch_live_file(
+    dir: PathBuf,
+    want: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Watched> {
+    std::thread::spawn(move || {
+        use std::os::unix::fs::MetadataExt;
+        let mut w = Watched::default();
+        let mut hashed = None;
+        let live = dir.join("big.bin");
+        let until = Instant::now() + Duration::from_secs(600);
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            w.samples += 1;
+            match std::fs::metadata(&live) {
+                Ok(m) if m.len() != BIG_SIZE => {
+                    w.partial_live.push(format!("{} bytes", m.len()));
+                }
+                Ok(m) if hashed != Some((m.ino(), m.mtime(), m.mtime_nsec())) => {
+                    hashed = Some((m.ino(), m.mtime(), m.mtime_nsec()));
+                    match run_within(Command::new("sha256sum").arg(&live), LIMIT) {
+                        Ok(o) if o.code != 0 => hashed = None, // replaced meanwhile
+                        Ok(o) if o.stdout.split_whitespace().next() == Some(want.as_str()) => {}
+                        Ok(o) => w.partial_live.push(format!("content {}", o.stdout.trim())),
+                        Err(e) => w.partial_live.push(e),
+                    }
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        w
+    })
+}
+
+/// The SSH connection to web1 is cut (this machine drops its packets to web1) while a
+/// 40 MB file is being uploaded: the live path never holds a partial file, the tool gives
+/// up within a bounded time and says web1 is unreachable (the lb tier is not started);
+/// once the cut is healed, the temporary file is gone, apply converges and a further
+/// apply changes nothing.
 #[test]
+#[ignore = "needs the lab"]
 fn connection_cut_mid_upload_never_leaves_a_partial_file() {
     let _lab = converged_lab();
-    let big = "/var/www/foobar/big.bin";
     let _restore = Restore(|| {
-        let _ = docker(&[
-            "network",
-            "connect",
-            "--ip",
-            "172.30.77.21",
-            "foobar-lab",
-            "web1",
-        ]);
-        let _ = docker(&["unpause", "web1"]);
-        lab_up(None);
-        let _ = docker_exec(
-            "web1",
-            "rm -f /var/www/foobar/big.bin /var/www/foobar/.big.bin.fp-*",
-        );
+        let rm = format!("rm -f {BIG} /var/www/foobar/.big.bin.fp-*");
+        try_docker(&["exec", "web1", "sh", "-c", &rm]).map(|_| ())
     });
     assert_ne!(
         docker_exec("web1", "systemctl is-active -q keepalived").0,
         0,
-        "keepalived must not run on web1 (its interface name changes on reconnect)"
+        "keepalived must not run on web1"
     );
 
     let proj = project_copy("cut");
     let content: Vec<u8> = {
         let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
-        let mut v = vec![0u8; 40_000_000];
+        let mut v = vec![0u8; BIG_SIZE as usize];
         f.read_exact(&mut v).expect("read");
         v
     };
     let want = sha256_hex(&content);
-    std::fs::write(proj.0.join("roles/nginx/files/big.bin"), &content).expect("write");
+    std::fs::write(proj.path().join("roles/nginx/files/big.bin"), &content).expect("write");
     drop(content);
     add_role_files(
-        &proj.0.join("roles/nginx/role.yml"),
-        "  - src: big.bin\n    dest: /var/www/foobar/big.bin\n    owner: root\n    group: root\n    mode: \"0644\"\n    notify: none",
+        &proj.path().join("roles/nginx/role.yml"),
+        &format!(
+            "  - src: big.bin\n    dest: {BIG}\n    owner: root\n    group: root\n    mode: \"0644\"\n    notify: none"
+        ),
         Some("validate:"),
     );
-    let proj_root = path_str(&proj.0);
-
-    // Watch the live path on web1 the whole time: missing or complete, never partial.
+    let proj_root = path_str(proj.path());
+    let dir = host_root("web1").join("var/www/foobar");
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let watcher = {
-        let (stop, seen, want) = (stop.clone(), seen.clone(), want.clone());
-        std::thread::spawn(move || {
-            let mut partial_temps = 0u32;
-            while !stop.load(Ordering::SeqCst) {
-                let (code, out, _) = docker_exec(
-                    "web1",
-                    &format!(
-                        "if [ -e {big} ]; then sha256sum < {big} | cut -d' ' -f1; else echo missing; fi; \
-                         for t in /var/www/foobar/.big.bin.fp-*; do [ -e \"$t\" ] && echo \"temp $(stat -c %s \"$t\")\"; done; true"
-                    ),
-                );
-                if code == 0 {
-                    let mut lines = out.lines();
-                    let live = lines.next().unwrap_or("").to_string();
-                    if live != "missing" && live != want {
-                        seen.lock()
-                            .expect("lock")
-                            .push(format!("PARTIAL LIVE FILE {live}"));
-                    }
-                    for l in lines {
-                        if let Some(n) = l.strip_prefix("temp ")
-                            && n.parse::<u64>().is_ok_and(|n| n < 40_000_000)
-                        {
-                            partial_temps += 1;
-                        }
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            partial_temps
-        })
-    };
+    let watcher = watch_live_file(dir.clone(), want.clone(), stop.clone());
 
-    let tool_run = spawn_tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
-    let line = tool_run.wait_line(120, |l| l == format!("[web1] uploading {big}"));
-    assert!(line.is_some(), "the upload never started");
-    // Freeze web1 first so the cut lands in the middle of the upload (40 MB take about
-    // half a second here), then cut its network and let it run again, cut off.
-    assert_eq!(docker(&["pause", "web1"]).0, 0);
+    let t = spawn_tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
+    t.wait_line(120, |l| l == format!("[web1] uploading {BIG}"))
+        .expect("the upload never started");
+    // Cut once a quarter of the file is on web1 (watched every 2 ms), so the cut lands
+    // in the middle of the transfer.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut first_byte = None;
+    while temp_size(&dir) < BIG_SIZE / 4 && Instant::now() < until {
+        if first_byte.is_none() && temp_size(&dir) > 0 {
+            first_byte = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let cut = NetCut::start("172.30.77.21");
     let cut_at = Instant::now();
-    let (code, _, err) = docker(&["network", "disconnect", "foobar-lab", "web1"]);
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(docker(&["unpause", "web1"]).0, 0);
-    let run = tool_run.finish(180);
+    let at_cut = temp_size(&dir);
+    let uploading = first_byte.map_or(Duration::ZERO, |t| cut_at - t);
+    std::thread::sleep(Duration::from_secs(3));
+    let after_cut = temp_size(&dir);
+    let run = t.finish(180);
     let detected = cut_at.elapsed();
     figure(&format!(
-        "e2e_safety: SSH connection cut mid-upload: the tool gave up after {:.1} s (exit {})",
+        "e2e_safety: SSH connection cut mid-upload (iptables DROP to web1): {:.1} of {:.1} MB were on \
+         web1 when the rule went in ({:.2} s after the first byte), {:.1} MB 3 s later; the tool gave up \
+         {:.1} s after the cut (exit {})",
+        at_cut as f64 / 1e6,
+        BIG_SIZE as f64 / 1e6,
+        uploading.as_secs_f64(),
+        after_cut as f64 / 1e6,
         detected.as_secs_f64(),
         run.code
     ));
+    assert!(
+        at_cut > 0 && after_cut < BIG_SIZE,
+        "the cut must land mid-upload: {at_cut} bytes on web1 when it landed, {after_cut} 3 s later, of {BIG_SIZE}"
+    );
     assert_eq!(run.code, 1, "{}", run.all());
     let line = recap_line(&run, "web1");
     assert!(
@@ -759,64 +819,43 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
         "a cut connection must be noticed within about 20 s, took {detected:?}"
     );
 
-    // Back on the network (as eth1): converge, then nothing to do.
-    let (code, _, err) = docker(&[
-        "network",
-        "connect",
-        "--ip",
-        "172.30.77.21",
-        "foobar-lab",
-        "web1",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    // Healed: the cut upload's temporary file goes away once web1 learns the connection
+    // is gone; then apply converges and the next one changes nothing.
+    cut.heal().unwrap_or_else(|e| panic!("{e}"));
     lab_up(None);
-    // The half-written temporary file is removed on the host once its upload ends.
     let until = Instant::now() + Duration::from_secs(60);
-    let mut left = fp_leftovers("web1", &["/var/www/foobar"]);
-    while !left.is_empty() && Instant::now() < until {
+    while temp_size(&dir) > 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(500));
-        left = fp_leftovers("web1", &["/var/www/foobar"]);
     }
-    let stale_temp = left.clone();
-
-    let run = tool(&[
+    let stale_temp = temp_size(&dir);
+    let apply = [
         "apply",
         "inventories/lab.yml",
         "--root",
         &proj_root,
         "--format",
         "json",
-    ]);
-    assert_eq!(run.code, 0, "after reconnecting:\n{}", run.all());
-    assert_eq!(recap(&run)["web1"].0, "changed");
-    let run = tool(&[
-        "apply",
-        "inventories/lab.yml",
-        "--root",
-        &proj_root,
-        "--format",
-        "json",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    for (host, (status, changes)) in recap(&run) {
-        assert_eq!((status.as_str(), changes), ("ok", 0), "{host}");
-    }
+    ];
+    let run = tool(&apply);
+    assert_eq!(run.code, 0, "after the cut is healed:\n{}", run.all());
+    assert_eq!(recap(&run, LAB_HOSTS)["web1"].0, "changed");
+    assert_no_changes("inventories/lab.yml", &["--root", &proj_root], LAB_HOSTS);
     stop.store(true, Ordering::SeqCst);
-    let partial_temps = watcher.join().expect("watcher");
-    let seen = seen.lock().expect("lock").clone();
-    assert!(seen.is_empty(), "{seen:?}");
+    let watched = watcher.join().expect("watcher");
+    eprintln!("the watcher looked at {BIG} {} times", watched.samples);
     assert!(
-        partial_temps > 0,
-        "no partial temporary file was ever seen: the cut did not land mid-upload"
+        watched.partial_live.is_empty(),
+        "the live path held a partial file: {:?}",
+        watched.partial_live
     );
     assert_eq!(
-        file_state("web1", big),
+        file_state("web1", BIG),
         format!("{want} 644 root:root"),
         "the live file is complete"
     );
     assert_eq!(
-        stale_temp, "",
-        "the cut upload's temporary file stayed on web1"
+        stale_temp, 0,
+        "the cut upload's temporary file stayed on web1 ({stale_temp} bytes)"
     );
     let (code, body) = web1_health();
     assert!(code == 0 && body.trim() == "ok", "{body}");
@@ -826,12 +865,11 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
 /// app1 is down: apply says it is UNREACHABLE, exits 1 and starts no later tier (web,
 /// lb); with --keep-going the later tiers are applied (and the run still exits 1).
 #[test]
+#[ignore = "needs the lab"]
 fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {
-        let _ = docker(&["start", "app1"]);
-        lab_up(None);
-    });
+    // The guard's lab up starts app1 again.
+    let _restore = restore();
     // A change on the lb tier, to see whether it is started.
     let (inv, _dir) = lab_inventory("down", |t| {
         t.replace("haproxy_balance: roundrobin", "haproxy_balance: leastconn")
@@ -859,7 +897,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     }
     let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 1, "{}", run.all());
-    let r = recap(&run);
+    let r = recap(&run, LAB_HOSTS);
     assert_eq!(r["app1"].0, "unreachable", "{}", run.stdout);
     for later in ["web1", "lb1", "lb2"] {
         assert_eq!(r[later].0, "skipped", "{later}: {}", run.stdout);
@@ -885,7 +923,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
         "--keep-going",
     ]);
     assert_eq!(run.code, 1, "{}", run.all());
-    let r = recap(&run);
+    let r = recap(&run, LAB_HOSTS);
     assert_eq!(r["app1"].0, "unreachable", "{}", run.stdout);
     assert_eq!(r["web1"].0, "ok", "{}", run.stdout);
     assert_eq!(r["lb1"].0, "changed", "{}", run.stdout);
@@ -904,7 +942,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     converge();
     let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    for (host, (status, _)) in recap(&run) {
+    for (host, (status, _)) in recap(&run, LAB_HOSTS) {
         assert_eq!(status, "ok", "{host}");
     }
     let (code, body) = https_eventually("/api/visits", 30);
@@ -915,12 +953,13 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
 /// that does not exist): the restart fails and the report carries MariaDB's own words;
 /// the options are rolled back and the server runs again.
 #[test]
+#[ignore = "needs the lab"]
 fn service_that_fails_to_restart_is_reported_in_its_own_words() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
+    let _restore = restore();
     let proj = project_copy("restart");
     edit(
-        &proj.0.join("templates/mysql/60-foobar.cnf.tera"),
+        &proj.path().join("templates/mysql/60-foobar.cnf.tera"),
         "port                    = 3306",
         "port                    = 3306\ndatadir                 = /var/lib/mysql-e2e-missing",
     );
@@ -931,7 +970,7 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
         "apply",
         "inventories/lab.yml",
         "--root",
-        &path_str(&proj.0),
+        &path_str(proj.path()),
         "--tier",
         "db",
     ]);
@@ -957,8 +996,7 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
     );
     let (code, body) = https_eventually("/api/visits", 30);
     assert!(code == 0 && body.contains("\"visits\""), "{body}");
-    let plan = tool(&["plan", "inventories/lab.yml"]);
-    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_plan_empty("inventories/lab.yml");
 }
 
 /// Ctrl-C between roles: the lb standby is interrupted while its haproxy role is being
@@ -966,21 +1004,24 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
 /// started; the VIP holder is not touched. The recap says per host what was and was not
 /// applied; no temporary file is left; exit 1.
 #[test]
+#[ignore = "needs the lab"]
 fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
     let _lab = converged_lab();
-    let _restore = Restore(|| {});
+    let _restore = restore();
     let proj = project_copy("sigint-roles");
-    let haproxy_tpl = proj.0.join("templates/haproxy/haproxy.cfg.tera");
+    let haproxy_tpl = proj.path().join("templates/haproxy/haproxy.cfg.tera");
     let text = std::fs::read_to_string(&haproxy_tpl).expect("read");
     std::fs::write(
         &haproxy_tpl,
         format!("{text}\n# e2e_safety: interrupt test\n"),
     )
     .expect("w");
-    let ka_tpl = proj.0.join("templates/keepalived/keepalived.conf.tera");
+    let ka_tpl = proj
+        .path()
+        .join("templates/keepalived/keepalived.conf.tera");
     let text = std::fs::read_to_string(&ka_tpl).expect("read");
     std::fs::write(&ka_tpl, format!("{text}\n# e2e_safety: interrupt test\n")).expect("w");
-    let proj_root = path_str(&proj.0);
+    let proj_root = path_str(proj.path());
     let files = [
         "/etc/haproxy/haproxy.cfg",
         "/etc/keepalived/keepalived.conf",
@@ -1081,21 +1122,12 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
         "json",
     ]);
     assert_eq!(plan.code, 2, "{}", plan.all());
-    let doc = plan.json();
-    for h in doc["plan"].as_array().expect("plan") {
-        let name = h["host"].as_str().unwrap_or("?");
-        let files: Vec<&str> = h["roles"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|r| r["files"].as_array().into_iter().flatten())
-            .filter_map(|f| f["path"].as_str())
-            .collect();
+    for (name, h) in plan_of(&plan, &["lb1", "lb2"]) {
         if name == first {
-            assert_eq!(files, vec!["/etc/keepalived/keepalived.conf"], "{name}");
+            assert_eq!(h.paths(), vec!["/etc/keepalived/keepalived.conf"], "{name}");
         } else {
             assert_eq!(
-                files,
+                h.paths(),
                 vec![
                     "/etc/haproxy/haproxy.cfg",
                     "/etc/keepalived/keepalived.conf"
@@ -1106,22 +1138,16 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
     }
 }
 
-/// Ctrl-C while a role's files are being uploaded: the role is abandoned before its
-/// swap, the uploaded temporary files are removed, nothing of it is live. A second
-/// Ctrl-C ends the tool at once (exit 130).
-#[test]
-fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
-    let _lab = converged_lab();
-    let _restore = Restore(|| {
-        let _ = docker_exec("web1", "rm -rf /var/www/foobar/extra");
-    });
-    let proj = project_copy("sigint-upload");
+/// A copy of the project whose nginx role uploads 30 files of 240 kB to
+/// /var/www/foobar/extra: long enough to interrupt mid-upload.
+fn project_with_many_uploads(tag: &str) -> tempfile::TempDir {
+    let proj = project_copy(tag);
     let mut entries = String::new();
     let line = "foobar e2e_safety filler line\n".repeat(8_000); // 240 kB
     for i in 0..30 {
         let name = format!("extra-{i:02}.txt");
         std::fs::write(
-            proj.0.join("roles/nginx/files").join(&name),
+            proj.path().join("roles/nginx/files").join(&name),
             format!("{i}\n{line}"),
         )
         .expect("write");
@@ -1130,26 +1156,40 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
         ));
     }
     add_role_files(
-        &proj.0.join("roles/nginx/role.yml"),
+        &proj.path().join("roles/nginx/role.yml"),
         &entries,
         Some("validate:"),
     );
-    let proj_root = path_str(&proj.0);
-    let args = [
+    proj
+}
+
+/// Starts `apply --tier web` of `proj` and waits until it uploads extra-`nn`.
+fn apply_until_upload(proj: &Path, nn: &str) -> Spawned {
+    let root = path_str(proj);
+    let t = spawn_tool(&[
         "apply",
         "inventories/lab.yml",
         "--root",
-        &proj_root,
+        &root,
         "--tier",
         "web",
-    ];
+    ]);
+    let want = format!("[web1] uploading /var/www/foobar/extra/extra-{nn}");
+    t.wait_line(120, |l| l.starts_with(&want))
+        .expect("uploads started");
+    t
+}
 
-    // One Ctrl-C: the role in flight is abandoned cleanly.
-    let t = spawn_tool(&args);
-    t.wait_line(120, |l| {
-        l.starts_with("[web1] uploading /var/www/foobar/extra/extra-05")
-    })
-    .expect("uploads started");
+/// Ctrl-C while a role's files are being uploaded: the role is abandoned before its
+/// swap, the uploaded temporary files are removed, nothing of it is live.
+#[test]
+#[ignore = "needs the lab"]
+fn ctrl_c_during_uploads_abandons_the_role() {
+    let _lab = converged_lab();
+    let _restore =
+        Restore(|| try_docker(&["exec", "web1", "rm", "-rf", "/var/www/foobar/extra"]).map(|_| ()));
+    let proj = project_with_many_uploads("sigint-upload");
+    let t = apply_until_upload(proj.path(), "05");
     t.sigint();
     let run = t.finish(120);
     assert_eq!(run.code, 1, "{}", run.all());
@@ -1177,13 +1217,17 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
         "nothing of the abandoned role is on web1 (no file, no temporary file)"
     );
     assert_eq!(fp_leftovers("web1", &["/var/www/foobar"]), "");
+}
 
-    // Two Ctrl-C: out at once.
-    let t = spawn_tool(&args);
-    t.wait_line(120, |l| {
-        l.starts_with("[web1] uploading /var/www/foobar/extra/extra-03")
-    })
-    .expect("uploads started");
+/// A second Ctrl-C during uploads ends the tool at once (exit 130, within 2 s).
+#[test]
+#[ignore = "needs the lab"]
+fn second_ctrl_c_aborts_at_once() {
+    let _lab = converged_lab();
+    let _restore =
+        Restore(|| try_docker(&["exec", "web1", "rm", "-rf", "/var/www/foobar/extra"]).map(|_| ()));
+    let proj = project_with_many_uploads("sigint-abort");
+    let t = apply_until_upload(proj.path(), "03");
     t.sigint();
     std::thread::sleep(Duration::from_millis(20));
     let at = Instant::now();
@@ -1197,12 +1241,4 @@ fn ctrl_c_during_uploads_abandons_the_role_and_a_second_ctrl_c_aborts() {
         "e2e_safety: second Ctrl-C: the tool ended {:.0} ms later",
         took.as_secs_f64() * 1000.0
     ));
-    // The upload cut off by the exit removes its own temporary file on the host.
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut left = fp_leftovers("web1", &["/var/www/foobar/extra"]);
-    while !left.is_empty() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(200));
-        left = fp_leftovers("web1", &["/var/www/foobar/extra"]);
-    }
-    eprintln!("after the abort, left on web1: {left:?}");
 }

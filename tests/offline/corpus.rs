@@ -3,7 +3,7 @@
 //! file (and line, where the case names one) in the message, every expected phrase, the
 //! expected hint, no panic, within a hang guard, and no connection to any host.
 //!
-//! `cargo test --test corpus -- --nocapture` prints a table: case -> first line of the message.
+//! `cargo test --test offline corpus:: -- --nocapture` prints a table: case -> first line of the message.
 
 use std::fmt::Write as _;
 use std::io::ErrorKind;
@@ -385,13 +385,6 @@ fn listeners() -> (Vec<TcpListener>, u16) {
     panic!("could not bind one port on both 127.0.0.1 and 127.0.0.2");
 }
 
-struct ScratchDir(PathBuf);
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Shortens a line for the table: the scratch folder is noise.
 fn tidy(line: &str, scratch: &Path) -> String {
     line.replace(&format!("{}/", scratch.display()), "")
@@ -408,15 +401,13 @@ fn every_bad_input_fails_cleanly_with_check_and_apply() {
     let cases: Vec<Case> = committed.into_iter().chain(generated_cases()).collect();
     let (listeners, port) = listeners();
     let port_text = port.to_string();
-    let scratch =
-        ScratchDir(std::env::temp_dir().join(format!("fp-corpus-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&scratch.0);
+    let scratch = crate::support::temp_dir("corpus");
 
     let mut failures = Vec::new();
     let mut table = String::new();
     let mut slowest = (Duration::ZERO, String::new());
     for (i, case) in cases.iter().enumerate() {
-        let dir = scratch.0.join(format!("{i:03}"));
+        let dir = scratch.path().join(format!("{i:03}"));
         let (inv, root, named) = lay_out(case, &dir, &port_text);
         let mut first_line = String::new();
         let mut hint = String::new();

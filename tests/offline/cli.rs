@@ -2,11 +2,10 @@
 //! No test here reaches any host; the ones that run `plan`/`apply` on bad input prove
 //! that no connection was made with a listener of their own on loopback.
 
-mod support;
-
+use crate::support::{copy_dir, sh, temp_dir};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_foobar-provision"))
@@ -24,22 +23,15 @@ fn inventory(dir: &Path, port: u16, edit: impl Fn(String) -> String) -> PathBuf 
     path
 }
 
+/// The binary with the fixture's secret set, bounded in time.
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out: Output = cmd
-        .env("FP_TEST_PW", "canary-pw-1234")
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    sh(cmd.env("FP_TEST_PW", "canary-pw-1234"))
 }
 
 #[test]
 fn check_accepts_the_fixture() {
-    let t = support::TempDir::new("check");
-    let inv = inventory(&t.0, 22, |s| s);
+    let t = temp_dir("check");
+    let inv = inventory(t.path(), 22, |s| s);
     let (code, out, err) = run(bin().arg("check").arg(&inv).arg("--root").arg(fixture()));
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -50,9 +42,9 @@ fn check_accepts_the_fixture() {
 
 #[test]
 fn render_writes_files_with_precedence_and_masks_secrets() {
-    let t = support::TempDir::new("render");
-    let inv = inventory(&t.0, 22, |s| s);
-    let out_dir = t.0.join("out");
+    let t = temp_dir("render");
+    let inv = inventory(t.path(), 22, |s| s);
+    let out_dir = t.path().join("out");
     let (code, out, err) = run(bin()
         .arg("render")
         .arg(&inv)
@@ -75,7 +67,7 @@ fn render_writes_files_with_precedence_and_masks_secrets() {
     assert_eq!(secret, "password <secret:pw>;\n");
     assert!(!out.contains("canary") && !err.contains("canary"));
 
-    let revealed = t.0.join("revealed");
+    let revealed = t.path().join("revealed");
     let (code, _, err) = run(bin()
         .arg("render")
         .arg(&inv)
@@ -97,8 +89,8 @@ fn render_writes_files_with_precedence_and_masks_secrets() {
 
 #[test]
 fn hosts_lists_name_address_tier() {
-    let t = support::TempDir::new("hosts");
-    let inv = inventory(&t.0, 22, |s| s);
+    let t = temp_dir("hosts");
+    let inv = inventory(t.path(), 22, |s| s);
     let (code, out, err) = run(bin().arg("hosts").arg(&inv).arg("--root").arg(fixture()));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "web1 127.0.0.1 web\nweb2 127.0.0.2 web\n");
@@ -119,11 +111,11 @@ fn hosts_lists_name_address_tier() {
 /// Bad input: exit 1, file:line:column, a hint, and no connection to the host.
 #[test]
 fn malformed_inventory_fails_before_any_connection() {
-    let t = support::TempDir::new("malformed");
+    let t = temp_dir("malformed");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
-    let inv = inventory(&t.0, port, |s| {
+    let inv = inventory(t.path(), port, |s| {
         s.replace(
             "    tier: web\n    vars:",
             "    tier: web\n    adress: 1.2.3.4\n    vars:",
@@ -145,15 +137,15 @@ fn malformed_inventory_fails_before_any_connection() {
 
 #[test]
 fn template_errors_name_template_line_and_host() {
-    let t = support::TempDir::new("tpl");
-    let project = t.0.join("project");
-    support::copy_dir(&fixture(), &project);
+    let t = temp_dir("tpl");
+    let project = t.path().join("project");
+    copy_dir(&fixture(), &project);
     std::fs::write(
         project.join("templates/web/site.conf.tera"),
         "line one\nlisten {{ no_such_var }};\n",
     )
     .expect("write");
-    let inv = inventory(&t.0, 22, |s| s);
+    let inv = inventory(t.path(), 22, |s| s);
     let (code, _, err) = run(bin().arg("check").arg(&inv).arg("--root").arg(&project));
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("templates/web/site.conf.tera:2:"), "{err}");
@@ -162,18 +154,15 @@ fn template_errors_name_template_line_and_host() {
 
 #[test]
 fn missing_secret_is_reported_with_the_variable_name() {
-    let t = support::TempDir::new("secret");
-    let inv = inventory(&t.0, 22, |s| s);
-    let out = bin()
+    let t = temp_dir("secret");
+    let inv = inventory(t.path(), 22, |s| s);
+    let (code, _, err) = sh(bin()
         .arg("plan")
         .arg(&inv)
         .arg("--root")
         .arg(fixture())
-        .env_remove("FP_TEST_PW")
-        .output()
-        .expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+        .env_remove("FP_TEST_PW"));
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("environment variable FP_TEST_PW is not set"),
         "{err}"
@@ -183,14 +172,14 @@ fn missing_secret_is_reported_with_the_variable_name() {
 
 #[test]
 fn unreachable_host_is_exit_1_and_named_in_the_recap() {
-    let t = support::TempDir::new("unreach");
+    let t = temp_dir("unreach");
     // A port nobody listens on: bind, note it, close it.
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port();
-    let inv = inventory(&t.0, port, |s| s);
+    let inv = inventory(t.path(), port, |s| s);
     let (code, out, err) = run(bin()
         .arg("plan")
         .arg(&inv)

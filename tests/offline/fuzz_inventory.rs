@@ -4,7 +4,7 @@
 //! read `PATH[:LINE:COL]: message`, naming a line that exists, in user words.
 //!
 //! Cases per property: `PROPTEST_CASES` (default 4000; 5 properties).
-//! `PROPTEST_CASES=20000 cargo test --release --test fuzz_inventory -- --nocapture`
+//! `PROPTEST_CASES=20000 cargo test --release --test offline fuzz_inventory:: -- --nocapture`
 //! for a long run.
 
 use foobar_provision::diag::Diagnostic;

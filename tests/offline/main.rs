@@ -1,0 +1,13 @@
+//! Offline tests of the real binary and the parsers: plain `cargo test` runs them on any
+//! machine (no Docker, no root, no network, no sshd).
+//!
+//! - [`cli`]: check, render, hosts, error messages and exit codes;
+//! - [`corpus`]: every bad input of tests/corpus/ fails cleanly;
+//! - [`fuzz_inventory`]: property tests of the inventory and role parsers.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod corpus;
+mod fuzz_inventory;
