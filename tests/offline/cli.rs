@@ -213,8 +213,6 @@ fn help_explains_commands_and_exit_codes() {
     }
 }
 
-// Review finding 1 (branch h10-cli): self-contained, the binary run under `timeout 60`.
-
 /// Review finding 1, reproduction: `render INV --out o`, then
 /// `render INV --out o --reveal-secrets` left `o/web1/etc/nginx/secret.conf` at 0644 with
 /// the real password in it, and a symlink planted in `o` was followed. Now the second
@@ -222,9 +220,9 @@ fn help_explains_commands_and_exit_codes() {
 #[test]
 fn render_over_an_earlier_render_needs_replace_and_writes_revealed_files_private() {
     use std::os::unix::fs::PermissionsExt;
-    let t = support::TempDir::new("render-replace");
-    let inv = inventory(&t.0, 22, |s| s);
-    let out_dir = t.0.join("o");
+    let t = temp_dir("render-replace");
+    let inv = inventory(t.path(), 22, |s| s);
+    let out_dir = t.path().join("o");
     let fixture = fixture();
     let render = |extra: &[&str]| {
         let mut args: Vec<&std::ffi::OsStr> = vec![
@@ -236,14 +234,11 @@ fn render_over_an_earlier_render_needs_replace_and_writes_revealed_files_private
             out_dir.as_os_str(),
         ];
         args.extend(extra.iter().map(std::ffi::OsStr::new));
-        run(Command::new("timeout")
-            .arg("60")
-            .arg(env!("CARGO_BIN_EXE_foobar-provision"))
-            .args(&args))
+        run(bin().args(&args))
     };
     let (code, out, err) = render(&[]);
     assert_eq!(code, 0, "{out}{err}");
-    let victim = t.0.join("victim");
+    let victim = t.path().join("victim");
     std::fs::write(&victim, "untouched\n").expect("write victim");
     let planted = out_dir.join("web2/etc/nginx/sites-enabled/site.conf");
     std::fs::remove_file(&planted).expect("remove rendered file");

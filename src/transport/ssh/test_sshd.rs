@@ -219,12 +219,14 @@ pub(super) struct Lab {
 }
 
 impl Lab {
-    /// Makes the keys and starts sshd; panics with what went wrong if it cannot.
-    pub(super) fn start(tag: &str) -> Lab {
-        assert!(
-            Path::new(SSHD).exists(),
-            "{SSHD} is missing; {INSTALL_HINT}"
-        );
+    /// Makes the keys and starts sshd; panics with what went wrong if it cannot. `None`
+    /// (the test is skipped, and says so) when OpenSSH's server is not installed: plain
+    /// `cargo test` must pass on a machine without it.
+    pub(super) fn start(tag: &str) -> Option<Lab> {
+        if !Path::new(SSHD).exists() {
+            log(format_args!("skipped: {SSHD} is missing; {INSTALL_HINT}"));
+            return None;
+        }
         let dir = TempDir::new(tag);
         let host_ed = keygen(&dir, "host_ed25519", "ed25519", "");
         let host_rsa = keygen(&dir, "host_rsa", "rsa", "");
@@ -248,7 +250,7 @@ impl Lab {
             authorized_keys,
         };
         lab.spawn_sshd(&host_ed, &host_rsa);
-        lab
+        Some(lab)
     }
 
     fn spawn_sshd(&mut self, host_ed: &Path, host_rsa: &Path) {
