@@ -248,7 +248,8 @@ async fn validate<T: Transport>(
     Ok(())
 }
 
-/// Step 3: Renames every staged file into place (the previous version kept as a backup).
+/// Step 3: Renames every staged file into place (the previous version kept as a backup),
+/// all or nothing: a failed rename puts back the ones already done.
 async fn swap<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) -> Result<(), StepError> {
     if staged.is_empty() {
         return Ok(());
@@ -260,7 +261,9 @@ async fn swap<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) -> Result<
         .await
     {
         cleanup(r, staged).await;
-        return Err(e);
+        return Err(e.with_note(
+            "the files already renamed into place were put back: the live files and the running service were left as they were",
+        ));
     }
     Ok(())
 }

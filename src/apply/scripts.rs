@@ -61,18 +61,30 @@ pub fn tree_validate_script(tree: &str, command: &str, staged: &[(String, String
 }
 
 /// Swaps every staged file into place; a target that exists is first hard-linked to
-/// its backup name so a rollback can restore it.
+/// its backup name so a rollback can restore it. All or nothing: when a rename fails
+/// (its temporary file vanished, the disk is read-only), `undo` puts back the files
+/// already swapped, removes the backups this script made, and the script exits 1.
 pub fn swap_script(staged: &[(String, String)]) -> String {
-    let mut s = String::from("set -e\n");
-    for (dest, tmp) in staged {
+    let mut vars = String::from("n=0\n");
+    let mut undo = String::from("undo() {\n");
+    let mut backups = String::new();
+    let mut renames = String::new();
+    for (i, (dest, tmp)) in staged.iter().enumerate() {
+        let k = i + 1;
         let d = quote(dest);
         let b = quote(&backup_path(dest));
-        s.push_str(&format!(
-            "if [ -f {d} ]; then ln -f {d} {b}; else rm -f {b}; fi\nmv -f {t} {d}\n",
-            t = quote(tmp)
+        vars.push_str(&format!("b{k}=\n"));
+        undo.push_str(&format!(
+            "  if [ $n -ge {k} ]; then if [ -n \"$b{k}\" ]; then mv -f {b} {d}; else rm -f {d}; fi; \
+             elif [ -n \"$b{k}\" ]; then rm -f {b}; fi\n"
         ));
+        backups.push_str(&format!(
+            "if [ -f {d} ]; then ln -f {d} {b} || undo; b{k}=1; else rm -f {b}; fi\n"
+        ));
+        renames.push_str(&format!("mv -f {t} {d} || undo\nn={k}\n", t = quote(tmp)));
     }
-    s
+    undo.push_str("  exit 1\n}\n");
+    format!("{vars}{undo}{backups}{renames}")
 }
 
 /// A file whose owner or mode was changed in place, with what they were before.
@@ -163,7 +175,11 @@ mod tests {
         let staged = vec![("/etc/x.conf".to_string(), "/etc/.x.conf.fp-abc".to_string())];
         assert_eq!(
             swap_script(&staged),
-            "set -e\nif [ -f /etc/x.conf ]; then ln -f /etc/x.conf /etc/.x.conf.fp-prev; else rm -f /etc/.x.conf.fp-prev; fi\nmv -f /etc/.x.conf.fp-abc /etc/x.conf\n"
+            "n=0\nb1=\nundo() {\n  \
+             if [ $n -ge 1 ]; then if [ -n \"$b1\" ]; then mv -f /etc/.x.conf.fp-prev /etc/x.conf; else rm -f /etc/x.conf; fi; \
+             elif [ -n \"$b1\" ]; then rm -f /etc/.x.conf.fp-prev; fi\n  exit 1\n}\n\
+             if [ -f /etc/x.conf ]; then ln -f /etc/x.conf /etc/.x.conf.fp-prev || undo; b1=1; else rm -f /etc/.x.conf.fp-prev; fi\n\
+             mv -f /etc/.x.conf.fp-abc /etc/x.conf || undo\nn=1\n"
         );
         assert_eq!(
             rollback_script(&["/etc/x.conf"], &[]),
@@ -212,6 +228,56 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&dest).expect("r"), "old");
         assert!(!std::path::Path::new(&created).exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs `script` with `sh` under a 20 s timeout; returns (success, stdout, stderr).
+    pub(crate) fn sh(script: &str) -> (bool, String, String) {
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", script])
+            .output()
+            .expect("timeout sh");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn read(p: &str) -> String {
+        std::fs::read_to_string(p).unwrap_or_else(|e| format!("<{e}>"))
+    }
+
+    /// Issue 10, finding 3: a role with two files; the first is renamed into place, then
+    /// the second `mv` fails (its temporary file was removed meanwhile). Before the fix
+    /// `a=new, b=old` stayed live. The swap must put the first file back, leave no backup
+    /// (nothing is unfinished) and fail.
+    #[test]
+    fn a_failed_swap_puts_back_the_files_already_swapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let (a, b, created) = (p("a.conf"), p("b.conf"), p("c.conf"));
+        std::fs::write(&a, "old a").expect("w");
+        std::fs::write(&b, "old b").expect("w");
+        std::fs::write(p(".a.conf.fp-000001"), "new a").expect("w");
+        std::fs::write(p(".c.conf.fp-000003"), "new c").expect("w");
+        // .b.conf.fp-000002 is missing: its mv fails.
+        let (ok, _, err) = sh(&swap_script(&[
+            (a.clone(), p(".a.conf.fp-000001")),
+            (created.clone(), p(".c.conf.fp-000003")),
+            (b.clone(), p(".b.conf.fp-000002")),
+        ]));
+        assert!(!ok, "the swap must fail");
+        assert!(err.contains("b.conf"), "{err}");
+        assert_eq!(read(&a), "old a", "the file already swapped is put back");
+        assert_eq!(read(&b), "old b");
+        assert!(
+            !std::path::Path::new(&created).exists(),
+            "a created file is removed"
+        );
+        assert!(
+            !std::path::Path::new(&backup_path(&a)).exists(),
+            "no backup left: nothing is unfinished"
+        );
     }
 
     #[test]
