@@ -60,31 +60,43 @@ pub fn tree_validate_script(tree: &str, command: &str, staged: &[(String, String
     s
 }
 
-/// Swaps every staged file into place; a target that exists is first hard-linked to
-/// its backup name so a rollback can restore it. All or nothing: when a rename fails
-/// (its temporary file vanished, the disk is read-only), `undo` puts back the files
-/// already swapped, removes the backups this script made, and the script exits 1.
+/// Swaps every staged file into place. A target that exists is hard-linked to its backup
+/// name so a rollback can restore it, unless a backup is there already: an unfinished
+/// apply's backup is the last version that passed its health checks, and is kept.
+/// All or nothing: each live file is also linked to an undo name (`.NAME.fp-XXXXXX`, so
+/// a crash leaves only what facts reports as stale); when a rename fails (its temporary
+/// file vanished, the disk is read-only), `undo` puts back exactly what was live, removes
+/// the backups this script made, and the script exits 1.
 pub fn swap_script(staged: &[(String, String)]) -> String {
     let mut vars = String::from("n=0\n");
+    let mut undos: Vec<String> = Vec::new();
     let mut undo = String::from("undo() {\n");
     let mut backups = String::new();
     let mut renames = String::new();
     for (i, (dest, tmp)) in staged.iter().enumerate() {
         let k = i + 1;
+        let (dir, base) = split_path(dest);
         let d = quote(dest);
         let b = quote(&backup_path(dest));
-        vars.push_str(&format!("b{k}=\n"));
+        vars.push_str(&format!("u{k}=\nb{k}=\n"));
+        undos.push(format!("\"$u{k}\""));
         undo.push_str(&format!(
-            "  if [ $n -ge {k} ]; then if [ -n \"$b{k}\" ]; then mv -f {b} {d}; else rm -f {d}; fi; \
-             elif [ -n \"$b{k}\" ]; then rm -f {b}; fi\n"
+            "  if [ $n -ge {k} ]; then if [ -n \"$u{k}\" ]; then mv -f \"$u{k}\" {d}; else rm -f {d}; fi; fi\n  \
+             if [ -n \"$b{k}\" ]; then rm -f {b}; fi\n"
         ));
         backups.push_str(&format!(
-            "if [ -f {d} ]; then ln -f {d} {b} || undo; b{k}=1; else rm -f {b}; fi\n"
+            "if [ -f {d} ]; then u{k}=$(mktemp {tmpl}) && ln -f {d} \"$u{k}\" || undo; \
+             if [ ! -e {b} ]; then ln {d} {b} || undo; b{k}=1; fi; else rm -f {b}; fi\n",
+            tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX"))
         ));
         renames.push_str(&format!("mv -f {t} {d} || undo\nn={k}\n", t = quote(tmp)));
     }
     undo.push_str("  exit 1\n}\n");
-    format!("{vars}{undo}{backups}{renames}")
+    let trap = format!(
+        "trap 'for u in {}; do [ -z \"$u\" ] || rm -f -- \"$u\"; done' EXIT\n",
+        undos.join(" ")
+    );
+    format!("{vars}{trap}{undo}{backups}{renames}")
 }
 
 /// A file whose owner or mode was changed in place, with what they were before.
@@ -175,10 +187,14 @@ mod tests {
         let staged = vec![("/etc/x.conf".to_string(), "/etc/.x.conf.fp-abc".to_string())];
         assert_eq!(
             swap_script(&staged),
-            "n=0\nb1=\nundo() {\n  \
-             if [ $n -ge 1 ]; then if [ -n \"$b1\" ]; then mv -f /etc/.x.conf.fp-prev /etc/x.conf; else rm -f /etc/x.conf; fi; \
-             elif [ -n \"$b1\" ]; then rm -f /etc/.x.conf.fp-prev; fi\n  exit 1\n}\n\
-             if [ -f /etc/x.conf ]; then ln -f /etc/x.conf /etc/.x.conf.fp-prev || undo; b1=1; else rm -f /etc/.x.conf.fp-prev; fi\n\
+            "n=0\nu1=\nb1=\n\
+             trap 'for u in \"$u1\"; do [ -z \"$u\" ] || rm -f -- \"$u\"; done' EXIT\n\
+             undo() {\n  \
+             if [ $n -ge 1 ]; then if [ -n \"$u1\" ]; then mv -f \"$u1\" /etc/x.conf; else rm -f /etc/x.conf; fi; fi\n  \
+             if [ -n \"$b1\" ]; then rm -f /etc/.x.conf.fp-prev; fi\n  exit 1\n}\n\
+             if [ -f /etc/x.conf ]; then u1=$(mktemp /etc/.x.conf.fp-XXXXXX) && ln -f /etc/x.conf \"$u1\" || undo; \
+             if [ ! -e /etc/.x.conf.fp-prev ]; then ln /etc/x.conf /etc/.x.conf.fp-prev || undo; b1=1; fi; \
+             else rm -f /etc/.x.conf.fp-prev; fi\n\
              mv -f /etc/.x.conf.fp-abc /etc/x.conf || undo\nn=1\n"
         );
         assert_eq!(
@@ -277,6 +293,46 @@ mod tests {
         assert!(
             !std::path::Path::new(&backup_path(&a)).exists(),
             "no backup left: nothing is unfinished"
+        );
+    }
+
+    /// Issue 10, finding 10: an apply swapped v2 in over v1 and stopped before its health
+    /// checks (the backup, v1, is still there); then the template changed to v3. Before the
+    /// fix the swap's `ln -f` replaced the backup by v2, so a failed health check
+    /// "restored" v2, which never passed one. The oldest backup is kept; and a swap that
+    /// fails later puts back exactly what was live (v2), the backup still v1.
+    #[test]
+    fn a_swap_over_an_unfinished_apply_keeps_the_oldest_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let (a, bak) = (p("a.conf"), p(".a.conf.fp-prev"));
+        std::fs::write(&a, "v2").expect("w");
+        std::fs::write(&bak, "v1").expect("w");
+        std::fs::write(p(".a.conf.fp-000003"), "v3").expect("w");
+        let (ok, _, err) = sh(&swap_script(&[
+            (a.clone(), p(".a.conf.fp-000003")),
+            (p("b.conf"), p(".b.conf.fp-missing")),
+        ]));
+        assert!(!ok, "the second rename fails");
+        assert_eq!((read(&a), read(&bak)), ("v2".into(), "v1".into()), "{err}");
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".fp-") && n != ".a.conf.fp-prev")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        std::fs::write(p(".a.conf.fp-000004"), "v3").expect("w");
+        let (ok, _, err) = sh(&swap_script(&[(a.clone(), p(".a.conf.fp-000004"))]));
+        assert!(ok, "{err}");
+        assert_eq!((read(&a), read(&bak)), ("v3".into(), "v1".into()));
+        let (ok, _, err) = sh(&rollback_script(&[&a], &[]));
+        assert!(ok, "{err}");
+        assert_eq!(
+            read(&a),
+            "v1",
+            "the rollback restores the last healthy version"
         );
     }
 
