@@ -123,6 +123,13 @@ pub enum FactsError {
     MissingFile(String),
     #[error("facts output lacks the INIT line")]
     MissingInit,
+    /// A `T` or `B` line that is not a leftover of this tool beside a path asked about
+    /// (a crafted file name): never acted upon.
+    #[error(
+        "facts output line {line}: `{text}` is not a temporary file or backup beside a managed file \
+         (.NAME.fp-XXXXXX, .NAME.fp-prev): remove it from the host by hand"
+    )]
+    UnexpectedLeftover { line: usize, text: String },
     /// A line of the contents output that is not `C <base64|-> <path>`.
     #[error("cannot read `{0}`")]
     UnreadableContent(String),
@@ -141,12 +148,39 @@ pub enum FactsError {
 pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, FactsError> {
     let mut reader = FactsReader::new(q);
     for (n, line) in output.lines().enumerate() {
+        if !is_expected_leftover(line, q) {
+            return Err(FactsError::UnexpectedLeftover {
+                line: n + 1,
+                text: line.to_string(),
+            });
+        }
         reader.line(line).ok_or_else(|| FactsError::Unreadable {
             line: n + 1,
             text: line.to_string(),
         })?;
     }
     reader.finish(q)
+}
+
+/// A `T` (temporary file) line must name `DIR/.BASE.fp-XXXXXX` (mktemp's six letters or
+/// digits) and a `B` (backup) line a path asked about: apply removes the first and
+/// restores from `.BASE.fp-prev` beside the second. Other lines pass.
+fn is_expected_leftover(line: &str, q: &FactQuery) -> bool {
+    if let Some(path) = line.strip_prefix("B ") {
+        return q.paths.contains(&path);
+    }
+    let Some(tmp) = line.strip_prefix("T ") else {
+        return true;
+    };
+    let Some((prefix, suffix)) = tmp.rsplit_once(".fp-") else {
+        return false;
+    };
+    suffix.len() == 6
+        && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+        && q.paths.iter().any(|p| {
+            p.rsplit_once('/')
+                .is_some_and(|(dir, base)| prefix == format!("{dir}/.{base}"))
+        })
 }
 
 /// What the facts output has said so far, line by line.
@@ -484,6 +518,58 @@ END
         assert!(s.contains("systemctl show -p Id -p ActiveState -p UnitFileState -- nginx.service 2>/dev/null | sed"), "{s}");
         assert!(s.contains("if ( nft list table inet foobar ) >/dev/null 2>&1; then echo 'D ok firewall'; else echo 'D drift firewall'; fi\n"), "{s}");
         assert!(s.ends_with("echo END\n"));
+    }
+
+    /// Issue 10, finding 14: a file named `.nginx.conf.fp-\nT abc` (six characters after
+    /// `fp-`, so the script's glob lists it) printed `T abc` on a line of its own, and facts
+    /// reported a stale temporary file `abc` that apply then removed relative to the login
+    /// user's home. Every reported temporary file and backup must be the exact pattern
+    /// beside a path asked about.
+    #[test]
+    fn crafted_leftover_names_are_refused() {
+        let crafted = RECORDED.replace(
+            "T /etc/nginx/.nginx.conf.fp-Ab12Cd\n",
+            "T /etc/nginx/.nginx.conf.fp-\nT abc\n",
+        );
+        let e = parse(&crafted, &q()).expect_err("must be refused");
+        assert_eq!(
+            e.to_string(),
+            "facts output line 6: `T /etc/nginx/.nginx.conf.fp-` is not a temporary file or backup \
+             beside a managed file (.NAME.fp-XXXXXX, .NAME.fp-prev): remove it from the host by hand"
+        );
+        for bad in [
+            "T abc",
+            "T /etc/.nginx.conf.fp-Ab12Cd",
+            "T /etc/nginx/.nginx.conf.fp-Ab12C",
+            "T /etc/nginx/.nginx.conf.fp-Ab 2Cd",
+            "T /etc/nginx/.other.fp-Ab12Cd",
+            "B /etc/shadow",
+        ] {
+            let out = RECORDED.replace("T /etc/nginx/.nginx.conf.fp-Ab12Cd", bad);
+            assert!(parse(&out, &q()).is_err(), "{bad}");
+        }
+    }
+
+    /// The same crafted name, made on a real filesystem and read by the real script.
+    #[test]
+    fn a_crafted_temp_name_on_disk_fails_the_facts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.conf").to_string_lossy().into_owned();
+        std::fs::write(&path, "x").expect("w");
+        std::fs::write(dir.path().join(".a.conf.fp-\nT abc"), "x").expect("w");
+        let query = FactQuery {
+            paths: vec![&path],
+            ..Default::default()
+        };
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", &script(&query)])
+            .output()
+            .expect("sh");
+        let r = parse(&String::from_utf8_lossy(&out.stdout), &query);
+        assert!(
+            matches!(r, Err(FactsError::UnexpectedLeftover { .. })),
+            "{r:?}"
+        );
     }
 
     /// Runs the facts script with a local shell and parses its output.
