@@ -72,7 +72,9 @@ impl<T: Transport> Reader<'_, T> {
         let command = shell::wrap(script, self.sudo);
         exec_watched(self.transport, self.host, &command, b"")
             .await
-            .map_err(|e| Outcome::unreachable(ErrorKind::ConnectionLost, self.secrets.mask(&e)))
+            .map_err(|e| {
+                Outcome::unreachable(ErrorKind::ConnectionLost, self.secrets.mask(&printable(&e)))
+            })
     }
 
     /// The facts script exited non-zero: its words, and a hint when sudo is the cause.

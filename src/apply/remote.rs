@@ -119,7 +119,7 @@ impl<T: Transport> Remote<'_, T> {
             stdin,
         )
         .await
-        .map_err(|e| StepError::Transport(self.secrets.mask(&e)))
+        .map_err(|e| StepError::Transport(self.secrets.mask(&printable(&e))))
     }
 
     /// Runs `script`; a non-zero exit is an error carrying `what` and the output. The
