@@ -138,6 +138,12 @@ pub enum FactsError {
         path: String,
         reason: base64::DecodeError,
     },
+    /// A managed path that exists as a link, a folder or a device.
+    #[error(
+        "{0} exists but is not a regular file (a folder, a link, ...): it is never read or \
+         replaced; move it away on the host"
+    )]
+    NotRegular(String),
     /// No `END` line in the contents output.
     #[error("content output ended early")]
     ContentEndedEarly,
@@ -364,11 +370,15 @@ impl FactsReader {
 }
 
 /// A second round trip, only when a plan has changed files to show: their current
-/// content, base64-encoded, one per line (`C <base64|-> <path>`).
+/// content, base64-encoded, one per line (`C <base64|-> <path>`). Links are never
+/// followed (`dd iflag=nofollow`): a path that is a link, a folder or anything but a
+/// regular file is reported as `N <path>`, and refused by [`parse_contents`].
 pub fn contents_script(paths: &[&str]) -> String {
     let paths: Vec<String> = paths.iter().map(|p| quote(p)).collect();
     format!(
-        "for p in {}; do if [ -f \"$p\" ]; then echo \"C $(base64 -w0 < \"$p\") $p\"; else echo \"C - $p\"; fi; done; echo END\n",
+        "for p in {}; do if [ -L \"$p\" ] || {{ [ -e \"$p\" ] && [ ! -f \"$p\" ]; }}; then echo \"N $p\"; \
+         elif [ -f \"$p\" ]; then echo \"C $(dd if=\"$p\" iflag=nofollow,nonblock status=none | base64 -w0) $p\"; \
+         else echo \"C - $p\"; fi; done; echo END\n",
         paths.join(" ")
     )
 }
@@ -382,6 +392,9 @@ pub fn parse_contents(output: &str) -> Result<BTreeMap<String, Vec<u8>>, FactsEr
         if line == "END" {
             ended = true;
             continue;
+        }
+        if let Some(path) = line.strip_prefix("N ") {
+            return Err(FactsError::NotRegular(path.to_string()));
         }
         let unreadable = || FactsError::UnreadableContent(line.to_string());
         let rest = line.strip_prefix("C ").ok_or_else(unreadable)?;
@@ -570,6 +583,37 @@ END
             matches!(r, Err(FactsError::UnexpectedLeftover { .. })),
             "{r:?}"
         );
+    }
+
+    /// Issue 10, finding 4: the contents read for the diff followed links, so a user who
+    /// can write the folder could link a root-only file there and have it printed in the
+    /// plan. A managed path that is a link, a folder or anything but a regular file is
+    /// now an error naming it, and its target is never read.
+    #[test]
+    fn contents_never_follow_links_and_refuse_non_regular_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, "root:$6$secret").expect("w");
+        let link = dir.path().join("index.html");
+        std::os::unix::fs::symlink(&secret, &link).expect("ln");
+        let folder = dir.path().join("conf.d");
+        std::fs::create_dir(&folder).expect("mkdir");
+        for p in [link, folder] {
+            let p = p.to_string_lossy().into_owned();
+            let out = std::process::Command::new("timeout")
+                .args(["20", "sh", "-c", &contents_script(&[&p])])
+                .output()
+                .expect("sh");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let e = parse_contents(&stdout).expect_err("must be refused");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{p} exists but is not a regular file (a folder, a link, ...): it is never \
+                     read or replaced; move it away on the host"
+                )
+            );
+        }
     }
 
     /// Runs the facts script with a local shell and parses its output.

@@ -244,6 +244,24 @@ mod tests {
         assert!(!p.holds_vip);
     }
 
+    /// Issue 10, finding 4: a dest that exists as a folder was planned "create" forever;
+    /// now planning fails the host and names it.
+    #[tokio::test]
+    async fn a_dest_that_is_a_folder_fails_the_plan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("conf.d");
+        std::fs::create_dir(&path).expect("mkdir");
+        let path_s = path.to_string_lossy().to_string();
+        let o = reader(&Local::default(), &NO_SECRETS)
+            .plan(&desired(&path_s, "x"))
+            .await
+            .expect_err("fails");
+        assert!(
+            matches!(&o, Outcome::Failed(f) if f.kind == ErrorKind::Facts && f.message.contains("is not a regular file")),
+            "{o:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_failing_facts_script_fails_the_host_and_names_sudo() {
         let t = Canned(Some(ExecOutput {

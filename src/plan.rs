@@ -131,14 +131,19 @@ impl HostPlan {
     }
 }
 
-/// Paths whose content differs: their current content is fetched to show a diff.
+/// Paths whose content differs (their current content is fetched to show a diff) and
+/// paths reported missing (to tell a folder or a link from a missing file).
 pub fn content_changed<'a>(desired: &'a DesiredHost, facts: &Facts) -> Vec<&'a str> {
     desired
         .roles
         .iter()
         .flat_map(|r| r.files.iter())
-        .filter(|f| !f.sensitive)
-        .filter(|f| matches!(facts.files.get(&f.dest), Some(Some(old)) if old.sha256 != f.sha256))
+        .filter(|f| match facts.files.get(&f.dest) {
+            Some(Some(old)) => !f.sensitive && old.sha256 != f.sha256,
+            // Facts report a folder or a link as missing: the contents round trip tells
+            // them apart (and fails the host for them).
+            _ => true,
+        })
         .map(|f| f.dest.as_str())
         .collect()
 }

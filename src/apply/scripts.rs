@@ -22,21 +22,58 @@ fn split_path(p: &str) -> (&str, &str) {
 /// Uploads `content` into a new temporary file beside `dest`, owner and mode already set.
 /// The file is checked to hold all of the content (a cut connection ends `cat` early), and
 /// removed again when the script does not get to report it (error, hangup, broken pipe).
+/// Refused first: a `dest` that exists and is not a regular file (a folder, a link), and,
+/// unless the role allows it, a folder that anyone but root can write to (checked up to
+/// `/` after resolving links): its users could swap links in while root works there.
 pub fn upload_script(c: &FileChange) -> String {
     let (dir, base) = split_path(&c.path);
+    let d = quote(&c.path);
+    let folder_check = if c.file.shared_dir {
+        String::new()
+    } else {
+        format!(
+            "p=$(readlink -f -- {dir})\nwhile :; do\n  \
+             s=$(stat -c '%u %g %A' -- \"$p\")\n  u=${{s%% *}}; a=${{s##* }}; g=${{s#* }}; g=${{g%% *}}; ok=1\n  \
+             [ \"$u\" = 0 ] || ok=\n  case $a in ????????w*) ok= ;; ?????w*) [ \"$g\" = 0 ] || ok= ;; esac\n  \
+             if [ -z \"$ok\" ]; then echo \"refusing {shown}: the folder $p is writable by others than root \
+             (uid gid mode: $s); make it root's, or let the role share it\" >&2; exit 1; fi\n  \
+             [ \"$p\" = / ] && break\n  p=${{p%/*}}; [ -n \"$p\" ] || p=/\ndone\n",
+            dir = quote(dir),
+            shown = shown(&c.path),
+        )
+    };
     format!(
-        "set -e\numask 022\nmkdir -p {dir}\numask 077\nt=$(mktemp {tmpl})\n\
+        "set -e\numask 022\nmkdir -p {dir}\n{folder_check}\
+         if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then echo \"refusing {shown}: it is not a regular file (a folder, a link, ...); move it away\" >&2; exit 1; fi\n\
+         umask 077\nt=$(mktemp {tmpl})\n\
          trap 'rm -f \"$t\"' EXIT\ntrap 'exit 129' HUP\ntrap 'exit 130' INT\ntrap 'exit 141' PIPE\ntrap 'exit 143' TERM\n\
          cat > \"$t\"\nn=$(wc -c < \"$t\")\n\
          if [ \"$n\" -ne {size} ]; then echo \"upload cut short: $n of {size} bytes arrived\" >&2; exit 1; fi\n\
-         chown {owner}:{group} \"$t\"\nchmod {mode} \"$t\"\necho \"$t\"\ntrap - EXIT\n",
+         chown -h {owner}:{group} \"$t\"\n\
+         if [ -L \"$t\" ] || [ ! -f \"$t\" ]; then echo \"$t was replaced during the upload\" >&2; exit 1; fi\n\
+         chmod {mode} \"$t\"\necho \"$t\"\ntrap - EXIT\n",
         dir = quote(dir),
         tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX")),
+        shown = shown(&c.path),
         size = c.file.content.len(),
         owner = quote(&c.owner),
         group = quote(&c.group),
         mode = c.mode,
     )
+}
+
+/// A path inside a double-quoted `echo` argument: quoted for the shell, with what a
+/// double quote would expand (`$`, backquote, backslash, `"`) escaped.
+fn shown(path: &str) -> String {
+    path.chars()
+        .map(|c| {
+            if matches!(c, '$' | '`' | '\\' | '"') {
+                format!("\\{c}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Builds the whole-tree validation: copy `tree`, lay the staged files over it, run.
@@ -81,15 +118,18 @@ pub fn swap_script(staged: &[(String, String)]) -> String {
         vars.push_str(&format!("u{k}=\nb{k}=\n"));
         undos.push(format!("\"$u{k}\""));
         undo.push_str(&format!(
-            "  if [ $n -ge {k} ]; then if [ -n \"$u{k}\" ]; then mv -f \"$u{k}\" {d}; else rm -f {d}; fi; fi\n  \
+            "  if [ $n -ge {k} ]; then if [ -n \"$u{k}\" ]; then mv -fT \"$u{k}\" {d}; else rm -f {d}; fi; fi\n  \
              if [ -n \"$b{k}\" ]; then rm -f {b}; fi\n"
         ));
         backups.push_str(&format!(
-            "if [ -f {d} ]; then u{k}=$(mktemp {tmpl}) && ln -f {d} \"$u{k}\" || undo; \
-             if [ ! -e {b} ]; then ln {d} {b} || undo; b{k}=1; fi; else rm -f {b}; fi\n",
-            tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX"))
+            "if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then echo \"refusing {shown}: it is not a regular file \
+             (a folder, a link, ...); move it away\" >&2; undo; fi\n\
+             if [ -f {d} ]; then u{k}=$(mktemp {tmpl}) && ln -fT {d} \"$u{k}\" || undo; \
+             if [ ! -e {b} ] && [ ! -L {b} ]; then ln -T {d} {b} || undo; b{k}=1; fi; else rm -f {b}; fi\n",
+            tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX")),
+            shown = shown(dest),
         ));
-        renames.push_str(&format!("mv -f {t} {d} || undo\nn={k}\n", t = quote(tmp)));
+        renames.push_str(&format!("mv -fT {t} {d} || undo\nn={k}\n", t = quote(tmp)));
     }
     undo.push_str("  exit 1\n}\n");
     let trap = format!(
@@ -117,7 +157,7 @@ pub fn rollback_script(dests: &[&str], meta: &[MetaBefore]) -> String {
         let d = quote(dest);
         let b = quote(&backup_path(dest));
         s.push_str(&format!(
-            "if [ -f {b} ]; then mv -f {b} {d} || rc=1; else rm -f {d} || rc=1; fi\n"
+            "if [ -f {b} ] && [ ! -L {b} ]; then mv -fT {b} {d} || rc=1; else rm -f {d} || rc=1; fi\n"
         ));
     }
     for m in meta {
@@ -190,16 +230,19 @@ mod tests {
             "n=0\nu1=\nb1=\n\
              trap 'for u in \"$u1\"; do [ -z \"$u\" ] || rm -f -- \"$u\"; done' EXIT\n\
              undo() {\n  \
-             if [ $n -ge 1 ]; then if [ -n \"$u1\" ]; then mv -f \"$u1\" /etc/x.conf; else rm -f /etc/x.conf; fi; fi\n  \
+             if [ $n -ge 1 ]; then if [ -n \"$u1\" ]; then mv -fT \"$u1\" /etc/x.conf; else rm -f /etc/x.conf; fi; fi\n  \
              if [ -n \"$b1\" ]; then rm -f /etc/.x.conf.fp-prev; fi\n  exit 1\n}\n\
-             if [ -f /etc/x.conf ]; then u1=$(mktemp /etc/.x.conf.fp-XXXXXX) && ln -f /etc/x.conf \"$u1\" || undo; \
-             if [ ! -e /etc/.x.conf.fp-prev ]; then ln /etc/x.conf /etc/.x.conf.fp-prev || undo; b1=1; fi; \
+             if [ -L /etc/x.conf ] || { [ -e /etc/x.conf ] && [ ! -f /etc/x.conf ]; }; then \
+             echo \"refusing /etc/x.conf: it is not a regular file (a folder, a link, ...); move it away\" >&2; undo; fi\n\
+             if [ -f /etc/x.conf ]; then u1=$(mktemp /etc/.x.conf.fp-XXXXXX) && ln -fT /etc/x.conf \"$u1\" || undo; \
+             if [ ! -e /etc/.x.conf.fp-prev ] && [ ! -L /etc/.x.conf.fp-prev ]; then ln -T /etc/x.conf /etc/.x.conf.fp-prev || undo; b1=1; fi; \
              else rm -f /etc/.x.conf.fp-prev; fi\n\
-             mv -f /etc/.x.conf.fp-abc /etc/x.conf || undo\nn=1\n"
+             mv -fT /etc/.x.conf.fp-abc /etc/x.conf || undo\nn=1\n"
         );
         assert_eq!(
             rollback_script(&["/etc/x.conf"], &[]),
-            "rc=0\nif [ -f /etc/.x.conf.fp-prev ]; then mv -f /etc/.x.conf.fp-prev /etc/x.conf || rc=1; else rm -f /etc/x.conf || rc=1; fi\nexit $rc\n"
+            "rc=0\nif [ -f /etc/.x.conf.fp-prev ] && [ ! -L /etc/.x.conf.fp-prev ]; then mv -fT /etc/.x.conf.fp-prev /etc/x.conf || rc=1; \
+             else rm -f /etc/x.conf || rc=1; fi\nexit $rc\n"
         );
         assert_eq!(
             rollback_script(
@@ -474,7 +517,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let dest = dir.join("live.conf").to_string_lossy().to_string();
-        let c = change(&dest, b"0123456789");
+        let mut c = change(&dest, b"0123456789");
+        c.file.shared_dir = true; // under /tmp, writable by everyone
 
         let (ok, out, err) = upload_locally(&c, b"0123456789");
         assert!(ok, "{err}");
@@ -491,6 +535,62 @@ mod tests {
         assert!(fp_files(&dir).is_empty(), "{:?}", fp_files(&dir));
         assert!(!std::path::Path::new(&dest).exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 10, finding 4: in a folder a non-root user can write to (a web root owned by
+    /// www-data), that user can swap the temporary file for a link between the upload and
+    /// `chown`/`chmod` (root then changes another file's mode) or plant a backup. Before
+    /// the fix the upload went ahead; now it is refused with a clear error unless the
+    /// role says the folder may be shared.
+    #[test]
+    fn upload_refuses_a_folder_others_can_write_to() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = dir.path().join("www");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let dest = shared.join("index.html").to_string_lossy().into_owned();
+        let (ok, out, err) = upload_locally(&change(&dest, b"hi"), b"hi");
+        assert!(!ok, "must be refused: {out}");
+        assert!(
+            err.contains("is writable by others than root")
+                && err.contains(&*shared.to_string_lossy()),
+            "{err}"
+        );
+        assert!(fp_files(&shared).is_empty(), "{:?}", fp_files(&shared));
+        assert!(upload_script(&change(&dest, b"hi")).contains("\nchown -h "));
+        let mut allowed = change(&dest, b"hi");
+        allowed.file.shared_dir = true;
+        let (ok, out, err) = upload_locally(&allowed, b"hi");
+        assert!(ok, "{err}");
+        assert!(out.trim().contains("/.index.html.fp-"), "{out}");
+    }
+
+    /// Issue 10, finding 4: a dest that is a folder today was planned "create" forever,
+    /// and `mv` moved the temporary file into it. A dest that exists and is not a regular
+    /// file (folder, link) is refused by the upload and by the swap (`mv -T`).
+    #[test]
+    fn a_dest_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        std::fs::create_dir(p("conf.d")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc/passwd", p("link.conf")).expect("ln");
+        for dest in [p("conf.d"), p("link.conf")] {
+            let mut c = change(&dest, b"x");
+            c.file.shared_dir = true; // tempdirs live under /tmp
+            let (ok, out, err) = upload_locally(&c, b"x");
+            assert!(!ok, "{dest}: {out}");
+            assert!(err.contains("is not a regular file"), "{err}");
+            std::fs::write(p(".t.fp-000001"), "x").expect("w");
+            let (ok, _, err) = sh(&swap_script(&[(dest.clone(), p(".t.fp-000001"))]));
+            assert!(!ok, "{dest}");
+            assert!(err.contains("is not a regular file"), "{err}");
+        }
+        assert!(std::fs::metadata(p("conf.d")).expect("stat").is_dir());
+        assert_eq!(
+            std::fs::read_link(p("link.conf")).expect("link"),
+            std::path::Path::new("/etc/passwd")
+        );
     }
 
     #[test]
