@@ -4,13 +4,12 @@
 //!
 //! Generic over [`Transport`]; connecting is the caller's business.
 
-use crate::apply::{exec_watched, printable};
+use crate::apply::{Limits, exec_bounded, printable, timed_out};
 use crate::desired::DesiredHost;
 use crate::facts::{self, FactQuery};
 use crate::plan::{self, HostPlan};
 use crate::report::{ErrorKind, Outcome};
 use crate::secrets::Secrets;
-use crate::shell;
 use crate::transport::{ExecOutput, Transport};
 
 /// A host read and planned.
@@ -67,14 +66,26 @@ impl<T: Transport> Reader<'_, T> {
         })
     }
 
-    /// Runs a read-only script as root under the stall watchdog.
+    /// Runs a read-only script as root under the stall watchdog, bounded by
+    /// [`Limits::facts`]: a hung drift check fails the host.
     async fn read(&self, script: &str) -> Result<ExecOutput, Outcome> {
-        let command = shell::wrap(script, self.sudo);
-        exec_watched(self.transport, self.host, &command, b"")
+        let limit = Limits::default().facts;
+        let out = exec_bounded(self.transport, self.host, script, self.sudo, limit)
             .await
             .map_err(|e| {
                 Outcome::unreachable(ErrorKind::ConnectionLost, self.secrets.mask(&printable(&e)))
-            })
+            })?;
+        if timed_out(&out) {
+            return Err(Outcome::failed(
+                ErrorKind::Facts,
+                format!(
+                    "gathering facts timed out after {}s (stopped on the host): a drift check \
+                     or the host hangs",
+                    limit.as_secs()
+                ),
+            ));
+        }
+        Ok(out)
     }
 
     /// The facts script exited non-zero: its words, and a hint when sudo is the cause.
@@ -108,40 +119,9 @@ mod tests {
     use crate::inventory::Host;
     use crate::role::Notify;
     use crate::transport::SshError;
+    use crate::transport::local::Local;
     use std::future::Future;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// Runs every command with the local shell and counts them (a host that is this
-    /// machine, without sudo).
-    #[derive(Default)]
-    struct Local {
-        execs: AtomicU32,
-    }
-
-    impl Transport for Local {
-        fn exec(
-            &self,
-            command: &str,
-            _stdin: &[u8],
-        ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send {
-            self.execs.fetch_add(1, Ordering::SeqCst);
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .output();
-            async move {
-                let out = out.map_err(|e| SshError::Channel {
-                    host: "local".into(),
-                    reason: e.to_string(),
-                })?;
-                Ok(ExecOutput {
-                    status: out.status.code().map_or(255, |c| c as u32),
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                })
-            }
-        }
-    }
+    use std::sync::atomic::Ordering;
 
     /// Answers every command with the same output, or breaks.
     struct Canned(Option<ExecOutput>);

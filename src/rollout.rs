@@ -208,6 +208,7 @@ async fn apply_tier<T: Transport>(
                 reporter: cx.reporter,
                 host: &h.name,
                 interrupted: cx.interrupted,
+                limits: apply::Limits::default(),
             };
             let o = apply::apply_host(&remote, plan).await;
             if o.is_failure()

@@ -13,7 +13,7 @@
 mod remote;
 mod scripts;
 
-pub use remote::{Remote, exec_watched, printable};
+pub use remote::{Limits, Remote, exec_bounded, printable, timed_out};
 
 use remote::{StepError, indent};
 use scripts::{
@@ -26,6 +26,11 @@ use crate::report::{ErrorKind, Interruption, Outcome};
 use crate::shell::{self, Init, quote};
 use crate::transport::Transport;
 use std::time::Duration;
+
+/// Reading a failed service's status and log lines (best effort).
+const STATUS_LIMIT: Duration = Duration::from_secs(30);
+/// Removing temporary files after a failure (best effort).
+const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Applies one host's plan. Never panics; every failure is an [`Outcome`].
 pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
@@ -362,7 +367,7 @@ async fn service_status<T: Transport>(r: &Remote<'_, T>, init: Init, a: &Action)
     if init != Init::Systemd {
         return String::new();
     }
-    r.run(&status_script(service), b"")
+    r.run(&status_script(service), b"", STATUS_LIMIT)
         .await
         .map(|o| {
             r.secrets
@@ -375,11 +380,12 @@ async fn service_status<T: Transport>(r: &Remote<'_, T>, init: Init, a: &Action)
 async fn health<T: Transport>(r: &Remote<'_, T>, role: &RolePlan) -> Result<(), StepError> {
     for h in &role.health {
         r.step(&format!("health check: {}", h.name));
-        r.must(
+        r.must_within(
             ErrorKind::HealthCheck,
             &format!("health check `{}` ({})", h.name, h.command),
-            &health_script(&h.command, h.retries, h.interval_ms),
+            &health_script(&h.command, h.retries, h.interval_ms, r.limits.health_try),
             b"",
+            r.limits.health(h.retries, h.interval_ms),
         )
         .await?;
     }
@@ -511,7 +517,110 @@ async fn cleanup<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) {
     let tmps: Vec<String> = staged.iter().map(|s| quote(&s.tmp)).collect();
     let _ = tokio::time::timeout(
         Duration::from_secs(10),
-        r.run(&format!("rm -f {}", tmps.join(" ")), b""),
+        r.run(&format!("rm -f {}", tmps.join(" ")), b"", CLEANUP_LIMIT),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::DesiredFile;
+    use crate::progress::{Format, Reporter};
+    use crate::role::Notify;
+    use crate::secrets::Secrets;
+    use crate::transport::local::Local;
+    use std::sync::atomic::AtomicBool;
+
+    fn whoami(flag: &str) -> String {
+        std::process::Command::new("id")
+            .arg(flag)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// A plan with one role that creates `dest` (owned by this user), checked by
+    /// `validate`.
+    fn plan_creating(dest: &str, validate: &str) -> HostPlan {
+        let (owner, group) = (whoami("-un"), whoami("-gn"));
+        let mut file = DesiredFile::new(
+            dest.into(),
+            b"x\n".to_vec(),
+            owner.clone(),
+            group.clone(),
+            0o644,
+            Notify::None,
+            Some(validate.into()),
+            false,
+        );
+        file.shared_dir = true; // tempdirs live under /tmp
+        HostPlan {
+            host: "h".into(),
+            tier: "web".into(),
+            address: "127.0.0.1".into(),
+            init: Init::Other,
+            packages_to_install: vec![],
+            stale_temps: vec![],
+            roles: vec![RolePlan {
+                role: "site".into(),
+                drift: None,
+                files: vec![FileChange {
+                    path: dest.into(),
+                    action: FileAction::Create,
+                    mode: "0644".into(),
+                    owner,
+                    group,
+                    old_mode: None,
+                    old_owner: None,
+                    diff: None,
+                    sensitive: false,
+                    notify: Notify::None,
+                    file,
+                }],
+                actions: vec![],
+                validate: None,
+                health: vec![],
+            }],
+        }
+    }
+
+    /// Issue 10, finding 16: a validator that hangs blocked the apply forever (the stall
+    /// watchdog's probe keeps succeeding). Every step is bounded: the host fails, naming
+    /// the step, and the live file is untouched.
+    #[tokio::test]
+    async fn a_hung_validator_fails_the_host_after_its_time_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
+        let interrupted = AtomicBool::new(false);
+        let r = Remote {
+            transport: &Local::default(),
+            sudo: false,
+            secrets: &secrets,
+            reporter: &reporter,
+            host: "h",
+            interrupted: &interrupted,
+            limits: Limits {
+                validation: Duration::from_secs(2),
+                ..Limits::default()
+            },
+        };
+        let o = tokio::time::timeout(
+            Duration::from_secs(8),
+            apply_host(&r, &plan_creating(&dest, "sleep 30")),
+        )
+        .await
+        .expect("a hung validator must not block the apply");
+        let Outcome::Failed(f) = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(f.kind, ErrorKind::Validation);
+        assert!(
+            f.message.contains("validation of") && f.message.contains("timed out after 2s"),
+            "{}",
+            f.message
+        );
+        assert!(!std::path::Path::new(&dest).exists());
+    }
 }

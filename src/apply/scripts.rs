@@ -4,6 +4,7 @@
 
 use crate::plan::{Action, FileChange};
 use crate::shell::{self, Init, quote};
+use std::time::Duration;
 
 /// Where a replaced file's previous version is kept until the role is healthy.
 pub(super) fn backup_path(dest: &str) -> String {
@@ -189,9 +190,12 @@ pub(super) fn action_command(init: Init, a: &Action) -> String {
 /// interval apart, within `retries` failures. Once is not enough: `systemctl reload`
 /// returns before most daemons serve the new configuration (Nginx's old workers answer
 /// for tens of milliseconds more), so a single early success would vouch for the old one.
-pub fn health_script(command: &str, retries: u32, interval_ms: u64) -> String {
+/// Each try is bounded by `try_limit` (a try that overstays is a failure).
+pub fn health_script(command: &str, retries: u32, interval_ms: u64, try_limit: Duration) -> String {
     format!(
-        "i=0\nok=0\nwhile :; do\n  if out=$( ( {command} ) 2>&1 ); then\n    ok=$((ok+1))\n    if [ \"$ok\" -ge 2 ]; then exit 0; fi\n  else\n    ok=0\n    i=$((i+1))\n    if [ \"$i\" -ge {retries} ]; then printf '%s\\n' \"$out\"; exit 1; fi\n  fi\n  sleep {secs}\ndone\n",
+        "i=0\nok=0\nwhile :; do\n  if out=$(timeout -k 5 {limit} sh -c {command} 2>&1); then\n    ok=$((ok+1))\n    if [ \"$ok\" -ge 2 ]; then exit 0; fi\n  else\n    ok=0\n    i=$((i+1))\n    if [ \"$i\" -ge {retries} ]; then printf '%s\\n' \"$out\"; exit 1; fi\n  fi\n  sleep {secs}\ndone\n",
+        limit = try_limit.as_secs().max(1),
+        command = quote(command),
         secs = format_args!("{}.{:03}", interval_ms / 1000, interval_ms % 1000)
     )
 }
@@ -413,14 +417,19 @@ mod tests {
     fn health_loop_retries_then_reports_output() {
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(health_script("echo nope; false", 2, 10))
+            .arg(health_script(
+                "echo nope; false",
+                2,
+                10,
+                Duration::from_secs(5),
+            ))
             .output()
             .expect("sh");
         assert!(!st.status.success());
         assert_eq!(String::from_utf8_lossy(&st.stdout), "nope\n");
         let ok = std::process::Command::new("sh")
             .arg("-c")
-            .arg(health_script("true", 2, 10))
+            .arg(health_script("true", 2, 10, Duration::from_secs(5)))
             .status()
             .expect("sh");
         assert!(ok.success());
@@ -434,7 +443,7 @@ mod tests {
         );
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(health_script(&flaky, 3, 10))
+            .arg(health_script(&flaky, 3, 10, Duration::from_secs(5)))
             .status()
             .expect("sh");
         assert!(!st.success(), "one success then failures is not healthy");
@@ -590,6 +599,19 @@ mod tests {
         assert_eq!(
             std::fs::read_link(p("link.conf")).expect("link"),
             std::path::Path::new("/etc/passwd")
+        );
+    }
+
+    /// Issue 10, finding 16: a health command that hangs is one failed try, not a hang.
+    #[test]
+    fn a_hung_health_command_is_a_failed_try() {
+        let started = std::time::Instant::now();
+        let (ok, _, _) = sh(&health_script("sleep 30", 2, 10, Duration::from_secs(1)));
+        assert!(!ok);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
         );
     }
 
