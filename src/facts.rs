@@ -37,8 +37,11 @@ pub struct Facts {
     pub unfinished: BTreeSet<String>,
     /// Roles whose drift check failed: the live state differs from the files.
     pub drifted: BTreeSet<String>,
-    /// Temporary files an interrupted apply left beside managed paths.
+    /// Temporary files an interrupted apply left beside managed paths (none while
+    /// another apply holds the lock: they are its files in flight).
     pub stale_temps: BTreeSet<String>,
+    /// Who holds the host's apply lock now (`LOCK` line, from `apply::HostLock`).
+    pub locked_by: Option<String>,
 }
 
 /// What the facts script must ask about.
@@ -205,6 +208,7 @@ struct FactsReader {
     unfinished: BTreeSet<String>,
     drifted: BTreeSet<String>,
     stale_temps: BTreeSet<String>,
+    locked_by: Option<String>,
 }
 
 impl FactsReader {
@@ -223,6 +227,7 @@ impl FactsReader {
             unfinished: BTreeSet::new(),
             drifted: BTreeSet::new(),
             stale_temps: BTreeSet::new(),
+            locked_by: None,
         }
     }
 
@@ -259,6 +264,7 @@ impl FactsReader {
             "B" => {
                 self.unfinished.insert(rest.to_string());
             }
+            "LOCK" => self.locked_by = Some(rest.to_string()),
             "END" => self.ended = true,
             "" => {}
             _ => return None,
@@ -364,7 +370,13 @@ impl FactsReader {
             holds_vip: self.holds_vip,
             unfinished: self.unfinished,
             drifted: self.drifted,
-            stale_temps: self.stale_temps,
+            // Another apply holds the lock: its temporary files are in flight.
+            stale_temps: if self.locked_by.is_some() {
+                BTreeSet::new()
+            } else {
+                self.stale_temps
+            },
+            locked_by: self.locked_by,
         })
     }
 }
@@ -614,6 +626,19 @@ END
                 )
             );
         }
+    }
+
+    /// Issue 10, finding 5: while another apply holds the host's lock, its in-flight
+    /// temporary files are not stale: facts must not plan their removal.
+    #[test]
+    fn temp_files_of_an_apply_holding_the_lock_are_not_stale() {
+        let out = format!("LOCK tester@ci pid 7 since 2026-12-01T10:00:00Z\n{RECORDED}");
+        let f = parse(&out, &q()).expect("parses");
+        assert!(f.stale_temps.is_empty(), "{:?}", f.stale_temps);
+        assert_eq!(
+            f.locked_by.as_deref(),
+            Some("tester@ci pid 7 since 2026-12-01T10:00:00Z")
+        );
     }
 
     /// Runs the facts script with a local shell and parses its output.

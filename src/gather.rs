@@ -4,7 +4,9 @@
 //!
 //! Generic over [`Transport`]; connecting is the caller's business.
 
-use crate::apply::{Limits, exec_bounded, printable, timed_out};
+use crate::apply::{
+    HostLock, Limits, exec_bounded, lock_status_script as status_script, printable, timed_out,
+};
 use crate::desired::DesiredHost;
 use crate::facts::{self, FactQuery};
 use crate::plan::{self, HostPlan};
@@ -31,6 +33,8 @@ pub struct Reader<'a, T: Transport> {
     pub secrets: &'a Secrets,
     /// The VIP to look for on the host, if it is a VIP candidate.
     pub vip: Option<String>,
+    /// The apply lock to report in the facts (read only: planning never locks).
+    pub lock: Option<HostLock>,
 }
 
 impl<T: Transport> Reader<'_, T> {
@@ -44,7 +48,10 @@ impl<T: Transport> Reader<'_, T> {
             drift: desired.drift_checks(),
             vip: self.vip.clone(),
         };
-        let out = self.read(&facts::script(&q)).await?;
+        let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
+        let out = self
+            .read(&format!("{lock_status}{}", facts::script(&q)))
+            .await?;
         if out.status != 0 {
             return Err(self.facts_failed(&out));
         }
@@ -188,6 +195,7 @@ mod tests {
             sudo: false,
             secrets,
             vip: None,
+            lock: None,
         }
     }
 

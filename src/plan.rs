@@ -453,6 +453,7 @@ mod tests {
             unfinished: Default::default(),
             drifted: Default::default(),
             stale_temps: Default::default(),
+            locked_by: None,
         }
     }
 

@@ -10,9 +10,11 @@
 //! - `scripts.rs`: the shell scripts, pure builders with exact-string tests.
 //! - this file: the order of the steps, and the rollback.
 
+mod lock;
 mod remote;
 mod scripts;
 
+pub use lock::{HostLock, status_script as lock_status_script};
 pub use remote::{Limits, Remote, exec_bounded, printable, timed_out};
 
 use remote::{StepError, indent};
@@ -32,11 +34,102 @@ const STATUS_LIMIT: Duration = Duration::from_secs(30);
 /// Removing temporary files after a failure (best effort).
 const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 
-/// Applies one host's plan. Never panics; every failure is an [`Outcome`].
+/// Applies one host's plan under the host's lock (when `r.lock` is set), then leaves
+/// the audit line. Never panics; every failure is an [`Outcome`].
 pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     if plan.is_empty() {
         return Outcome::Ok;
     }
+    let Some(lock) = &r.lock else {
+        return apply_unlocked(r, plan).await;
+    };
+    if let Err(o) = acquire(r, lock).await {
+        return o;
+    }
+    let outcome = apply_unlocked(r, plan).await;
+    release(r, lock, plan, &outcome).await;
+    outcome
+}
+
+/// Takes the host's apply lock; a live holder fails the host, naming it.
+async fn acquire<T: Transport>(r: &Remote<'_, T>, lock: &HostLock) -> Result<(), Outcome> {
+    r.step("taking the apply lock");
+    let out = match r.run(&lock::acquire_script(lock), b"", r.limits.swap).await {
+        Ok(out) => out,
+        Err(e) => return Err(Outcome::unreachable(ErrorKind::ConnectionLost, e.message())),
+    };
+    let said = printable(String::from_utf8_lossy(&out.stdout).trim());
+    match out.status {
+        0 if said == "LOCKED" => Ok(()),
+        lock::HELD => Err(Outcome::failed(
+            ErrorKind::Prepare,
+            r.secrets.mask(&format!(
+                "another apply holds the lock on {}: {said}; nothing was changed. It is \
+                 released when that apply ends or its connection closes: wait and run again \
+                 (to take it over, end that host process)",
+                r.host
+            )),
+        )),
+        status => Err(Outcome::failed(
+            ErrorKind::Prepare,
+            r.secrets.mask(&format!(
+                "taking the apply lock failed (exit {status}): {said} {}",
+                printable(String::from_utf8_lossy(&out.stderr).trim())
+            )),
+        )),
+    }
+}
+
+/// Appends the audit line (what changed, the result) and releases the lock; best
+/// effort (a lock left by a broken connection is stale already).
+async fn release<T: Transport>(
+    r: &Remote<'_, T>,
+    lock: &HostLock,
+    plan: &HostPlan,
+    outcome: &Outcome,
+) {
+    let result = match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Changed(_) => "changed",
+        Outcome::Failed(_) => "failed",
+        Outcome::Unreachable(_) => "unreachable",
+        Outcome::Interrupted(_) => "interrupted",
+        Outcome::Skipped(_) => "skipped",
+    };
+    let mut line = format!("{result} changes={}", plan.change_count());
+    if !plan.packages_to_install.is_empty() {
+        line.push_str(&format!(
+            " packages: {}",
+            plan.packages_to_install.join(" ")
+        ));
+    }
+    for role in &plan.roles {
+        let files = role
+            .files
+            .iter()
+            .map(|f| format!("{} {}", action_word(f.action), f.path));
+        let actions = role.actions.iter().map(ToString::to_string);
+        let all: Vec<String> = files.chain(actions).collect();
+        if !all.is_empty() {
+            line.push_str(&format!(" {}: {}", role.role, all.join(", ")));
+        }
+    }
+    let script = lock::release_script(lock, &r.secrets.mask(&line));
+    let _ = r.run(&script, b"", CLEANUP_LIMIT).await;
+}
+
+/// A file action in the audit line.
+fn action_word(a: FileAction) -> &'static str {
+    match a {
+        FileAction::Create => "create",
+        FileAction::Update => "update",
+        FileAction::Metadata => "owner/mode",
+        FileAction::Unfinished => "finish",
+    }
+}
+
+/// Applies one host's plan (the lock, if any, is held).
+async fn apply_unlocked<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     let pending: Vec<&RolePlan> = plan
         .roles
         .iter()
@@ -542,7 +635,7 @@ mod tests {
 
     /// A plan with one role that creates `dest` (owned by this user), checked by
     /// `validate`.
-    fn plan_creating(dest: &str, validate: &str) -> HostPlan {
+    pub(super) fn plan_creating(dest: &str, validate: &str) -> HostPlan {
         let (owner, group) = (whoami("-un"), whoami("-gn"));
         let mut file = DesiredFile::new(
             dest.into(),
@@ -605,6 +698,7 @@ mod tests {
                 validation: Duration::from_secs(2),
                 ..Limits::default()
             },
+            lock: None,
         };
         let o = tokio::time::timeout(
             Duration::from_secs(8),
@@ -622,5 +716,122 @@ mod tests {
             f.message
         );
         assert!(!std::path::Path::new(&dest).exists());
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::lock::{acquire_script, release_script, tests::test_lock};
+    use super::scripts::tests::sh;
+    use super::*;
+    use crate::progress::{Format, Reporter};
+    use crate::secrets::Secrets;
+    use crate::transport::local::Local;
+    use std::sync::atomic::AtomicBool;
+
+    /// Issue 10, finding 5: facts read while another apply holds the lock (a live
+    /// holder, read for real by the status script) do not plan the removal of its
+    /// temporary files; once it released the lock, the same leftover is stale.
+    #[tokio::test]
+    async fn facts_leave_the_lock_holders_temporary_files_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        std::fs::write(dir.path().join(".site.conf.fp-Ab12Cd"), "half").expect("w");
+        let holder = test_lock(dir.path(), "CI");
+        let (ok, out, err) = sh(&acquire_script(&holder));
+        assert!(ok, "{out}{err}");
+        let secrets = Secrets::default();
+        let local = Local::default();
+        let reader = crate::gather::Reader {
+            transport: &local,
+            host: "h",
+            sudo: false,
+            secrets: &secrets,
+            vip: None,
+            lock: Some(test_lock(dir.path(), "planner")),
+        };
+        let desired = crate::desired::DesiredHost {
+            host: crate::inventory::Host {
+                name: "h".into(),
+                address: "127.0.0.1".parse().expect("ip"),
+                tier: "web".into(),
+                port: 22,
+                user: "u".into(),
+                vars: Default::default(),
+            },
+            roles: vec![crate::desired::DesiredRole {
+                name: "site".into(),
+                packages: vec![],
+                service: None,
+                files: vec![
+                    tests::plan_creating(&dest, "true").roles[0].files[0]
+                        .file
+                        .clone(),
+                ],
+                validate: None,
+                handlers: vec![],
+                health: vec![],
+                drift_check: None,
+            }],
+        };
+        let p = reader.plan(&desired).await.expect("planned");
+        assert!(p.plan.stale_temps.is_empty(), "{:?}", p.plan.stale_temps);
+        let (ok, _, err) = sh(&release_script(&holder, "ok"));
+        assert!(ok, "{err}");
+        let p = reader.plan(&desired).await.expect("planned");
+        assert_eq!(p.plan.stale_temps.len(), 1, "{:?}", p.plan.stale_temps);
+    }
+
+    /// Issue 10, finding 5: nothing stopped a second apply (a CI job and an operator) on
+    /// the same host: each removed the other's in-flight temporary files as stale and the
+    /// backups overwrote each other. With the lock held by a live apply, a second apply
+    /// is refused before touching anything, naming who holds it; the holder's apply then
+    /// runs, and leaves one audit line.
+    #[tokio::test]
+    async fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        let other = test_lock(dir.path(), "CI");
+        let (ok, out, err) = sh(&acquire_script(&other));
+        assert!(ok, "{out}{err}");
+        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
+        let interrupted = AtomicBool::new(false);
+        let local = Local::default();
+        let mut r = Remote {
+            transport: &local,
+            sudo: false,
+            secrets: &secrets,
+            reporter: &reporter,
+            host: "h",
+            interrupted: &interrupted,
+            limits: Limits::default(),
+            lock: Some(test_lock(dir.path(), "operator")),
+        };
+        let plan = tests::plan_creating(&dest, "true");
+        let o = apply_host(&r, &plan).await;
+        let Outcome::Failed(f) = &o else {
+            panic!("the second apply must be refused: {o:?}")
+        };
+        assert!(
+            f.message
+                .contains("another apply holds the lock on h: tester@ci pid CI since "),
+            "{}",
+            f.message
+        );
+        assert!(!std::path::Path::new(&dest).exists());
+
+        let (ok, _, err) = sh(&release_script(&other, "ok"));
+        assert!(ok, "{err}");
+        r.lock = Some(test_lock(dir.path(), "operator"));
+        let o = apply_host(&r, &plan).await;
+        assert_eq!(o, Outcome::Changed(1));
+        let log = std::fs::read_to_string(dir.path().join("audit.log")).expect("log");
+        let last = log.lines().last().unwrap_or_default();
+        assert!(
+            last.ends_with(&format!(
+                "tester@ci pid operator changed changes=1 site: create {dest}"
+            )),
+            "{log}"
+        );
     }
 }

@@ -129,6 +129,8 @@ pub struct Remote<'a, T: Transport> {
     /// Set by Ctrl-C: stop at the next step boundary.
     pub interrupted: &'a AtomicBool,
     pub limits: Limits,
+    /// The host's apply lock and audit log (`None`: no lock, as in most tests).
+    pub lock: Option<super::HostLock>,
 }
 
 /// How a step of apply failed.

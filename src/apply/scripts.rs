@@ -212,7 +212,7 @@ pub fn status_script(service: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::plan::FileAction;
 
