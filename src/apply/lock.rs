@@ -29,6 +29,9 @@ pub struct HostLock {
     pub token: String,
     /// This run for people: `user@machine pid N`.
     pub who: String,
+    /// How many times (a second apart) a lock held by a live apply is looked at before
+    /// the host is refused.
+    pub tries: u32,
 }
 
 impl HostLock {
@@ -51,6 +54,7 @@ impl HostLock {
             holder_comms: vec!["sshd".into(), "sshd-session".into()],
             token: format!("{pid}-{nanos}"),
             who: one_word_per_field(&format!("{user}@{machine} pid {pid}")),
+            tries: 10,
         }
     }
 }
@@ -72,21 +76,26 @@ fn prelude(comms: &[String]) -> String {
 }
 
 /// Takes the lock, or exits [`HELD`] printing the holder (`who since DATE (host process
-/// PID)`). Prints `LOCKED` when taken.
+/// PID)`) after [`HostLock::tries`] looks a second apart (a run that just ended may take
+/// a moment to close its connection). Prints `LOCKED` when taken.
 pub fn acquire_script(l: &HostLock) -> String {
     let dir = quote(&l.dir);
     format!(
-        "set -e\numask 077\nmkdir -p {dir}\nexec 9>{dir}/guard\n\
-         flock -w 10 9 || {{ echo 'the lock guard stayed busy for 10s' >&2; exit 1; }}\n{prelude}\
+        "set -e\numask 077\nmkdir -p {dir}\n{prelude}\
          p=$$\nwhile [ \"$p\" -gt 1 ] && ! holder \"$p\"; do p=$(st \"$p\" | cut -d' ' -f2); [ -n \"$p\" ] || p=1; done\n\
          if [ \"$p\" -le 1 ]; then echo 'no sshd process above this command: cannot tie the lock to the connection' >&2; exit 1; fi\n\
-         if [ -f {dir}/holder ]; then\n  read -r hp hs ht rest < {dir}/holder || true\n  \
-         if [ \"$ht\" != {token} ] && alive \"$hp\" \"$hs\"; then echo \"$rest (host process $hp)\"; exit {HELD}; fi\nfi\n\
-         printf '%s %s %s %s since %s\\n' \"$p\" \"$(st \"$p\" | cut -d' ' -f20)\" {token} {who} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" > {dir}/holder.new\n\
-         mv -f {dir}/holder.new {dir}/holder\necho LOCKED\n",
+         n=0\nwhile :; do\n  exec 9>{dir}/guard\n  \
+         flock -w 10 9 || {{ echo 'the lock guard stayed busy for 10s' >&2; exit 1; }}\n  held=\n  \
+         if [ -f {dir}/holder ]; then read -r hp hs ht rest < {dir}/holder || true; \
+         if [ \"$ht\" != {token} ] && alive \"$hp\" \"$hs\"; then held=1; fi; fi\n  \
+         if [ -z \"$held\" ]; then\n    \
+         printf '%s %s %s %s since %s\\n' \"$p\" \"$(st \"$p\" | cut -d' ' -f20)\" {token} {who} \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" > {dir}/holder.new\n    \
+         mv -f {dir}/holder.new {dir}/holder\n    echo LOCKED\n    exit 0\n  fi\n  exec 9>&-\n  \
+         n=$((n+1))\n  if [ \"$n\" -ge {tries} ]; then echo \"$rest (host process $hp)\"; exit {HELD}; fi\n  sleep 1\ndone\n",
         prelude = prelude(&l.holder_comms),
         token = quote(&l.token),
         who = quote(&l.who),
+        tries = l.tries.max(1),
     )
 }
 
@@ -139,7 +148,41 @@ pub(super) mod tests {
             ],
             token: token.into(),
             who: format!("tester@ci pid {token}"),
+            tries: 1,
         }
+    }
+
+    /// A holder that ends while the next run looks (a run that has just finished) is
+    /// waited for, not refused.
+    #[test]
+    fn a_holder_that_ends_soon_is_waited_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut l = test_lock(dir.path(), "B");
+        l.holder_comms.push("sleep".into());
+        l.tries = 8;
+        let mut child = std::process::Command::new("sleep")
+            .arg("2")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let start = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(19))
+            .unwrap_or_default()
+            .to_string();
+        std::fs::create_dir_all(&l.dir).expect("mkdir");
+        std::fs::write(
+            format!("{}/holder", l.dir),
+            format!("{pid} {start} A ci@x pid 1 since then\n"),
+        )
+        .expect("w");
+        let reaper = std::thread::spawn(move || child.wait());
+        let started = std::time::Instant::now();
+        let (ok, out, err) = sh(&acquire_script(&l));
+        assert!(ok && out == "LOCKED\n", "{out}{err}");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+        let _ = reaper.join();
     }
 
     /// Two runs: the first takes the lock, the second is refused with who holds it; once

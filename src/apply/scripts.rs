@@ -287,6 +287,9 @@ pub(super) mod tests {
         ]));
         assert_eq!(std::fs::read_to_string(&dest).expect("r"), "new");
         assert!(!std::path::Path::new(&tmp).exists());
+        let mut left = fp_files(&dir);
+        left.sort();
+        assert_eq!(left, [".live.conf.fp-prev"], "only the backup remains");
         sh(rollback_script(&[&dest, &created], &[]));
         assert_eq!(std::fs::read_to_string(&dest).expect("r"), "old");
         assert!(!std::path::Path::new(&created).exists());
