@@ -13,7 +13,12 @@
 //! it: when, who, from where, what changed, the result. Paths, roles and actions only:
 //! never contents.
 
+use super::Remote;
+use super::printable;
+use crate::plan::{FileAction, HostPlan};
+use crate::report::{ErrorKind, Outcome};
 use crate::shell::quote;
+use crate::transport::Transport;
 
 /// Where the lock lives on a host, who this run is, and where the audit log goes.
 #[derive(Debug, Clone)]
@@ -122,6 +127,86 @@ pub fn status_script(l: &HostLock) -> String {
         "{prelude}if [ -f {dir}/holder ] && read -r hp hs ht rest < {dir}/holder && alive \"$hp\" \"$hs\"; then echo \"LOCK $rest\"; fi\n",
         prelude = prelude(&l.holder_comms),
     )
+}
+
+/// Takes the host's apply lock; a live holder fails the host, naming it.
+pub(super) async fn acquire<T: Transport>(
+    r: &Remote<'_, T>,
+    lock: &HostLock,
+) -> Result<(), Outcome> {
+    r.step("taking the apply lock");
+    let out = match r.run(&acquire_script(lock), b"", r.limits.swap).await {
+        Ok(out) => out,
+        Err(e) => return Err(Outcome::unreachable(ErrorKind::ConnectionLost, e.message())),
+    };
+    let said = printable(String::from_utf8_lossy(&out.stdout).trim());
+    match out.status {
+        0 if said == "LOCKED" => Ok(()),
+        HELD => Err(Outcome::failed(
+            ErrorKind::Prepare,
+            r.secrets.mask(&format!(
+                "another apply holds the lock on {}: {said}; nothing was changed. It is \
+                 released when that apply ends or its connection closes: wait and run again \
+                 (to take it over, end that host process)",
+                r.host
+            )),
+        )),
+        status => Err(Outcome::failed(
+            ErrorKind::Prepare,
+            r.secrets.mask(&format!(
+                "taking the apply lock failed (exit {status}): {said} {}",
+                printable(String::from_utf8_lossy(&out.stderr).trim())
+            )),
+        )),
+    }
+}
+
+/// Appends the audit line (what changed, the result) and releases the lock; best
+/// effort (a lock left by a broken connection is stale already).
+pub(super) async fn release<T: Transport>(
+    r: &Remote<'_, T>,
+    lock: &HostLock,
+    plan: &HostPlan,
+    outcome: &Outcome,
+) {
+    let result = match outcome {
+        Outcome::Ok => "ok",
+        Outcome::Changed(_) => "changed",
+        Outcome::Failed(_) => "failed",
+        Outcome::Unreachable(_) => "unreachable",
+        Outcome::Interrupted(_) => "interrupted",
+        Outcome::Skipped(_) => "skipped",
+    };
+    let mut line = format!("{result} changes={}", plan.change_count());
+    if !plan.packages_to_install.is_empty() {
+        line.push_str(&format!(
+            " packages: {}",
+            plan.packages_to_install.join(" ")
+        ));
+    }
+    for role in &plan.roles {
+        let files = role
+            .files
+            .iter()
+            .map(|f| format!("{} {}", action_word(f.action), f.path));
+        let actions = role.actions.iter().map(ToString::to_string);
+        let all: Vec<String> = files.chain(actions).collect();
+        if !all.is_empty() {
+            line.push_str(&format!(" {}: {}", role.role, all.join(", ")));
+        }
+    }
+    let script = release_script(lock, &r.secrets.mask(&line));
+    let _ = r.run(&script, b"", super::CLEANUP_LIMIT).await;
+}
+
+/// A file action in the audit line.
+fn action_word(a: FileAction) -> &'static str {
+    match a {
+        FileAction::Create => "create",
+        FileAction::Update => "update",
+        FileAction::Metadata => "owner/mode",
+        FileAction::Unfinished => "finish",
+    }
 }
 
 /// One line, printable: control characters (newlines too) become spaces.

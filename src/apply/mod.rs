@@ -6,7 +6,11 @@
 //! swapped in yet is abandoned (its temporary files removed); a role whose files are in
 //! place is finished (handlers, health checks, rollback) so no host is left half-changed.
 //!
-//! - `remote.rs`: [`Remote`], the stall watchdog, how a step fails.
+//! A host's apply runs under its lock and ends with an audit line on the host; every
+//! remote step is bounded in time ([`Limits`]).
+//!
+//! - `remote.rs`: [`Remote`], the stall watchdog, time limits, how a step fails.
+//! - `lock.rs`: [`HostLock`], one apply per host at a time, and the audit trail.
 //! - `scripts.rs`: the shell scripts, pure builders with exact-string tests.
 //! - this file: the order of the steps, and the rollback.
 
@@ -31,7 +35,7 @@ use std::time::Duration;
 
 /// Reading a failed service's status and log lines (best effort).
 const STATUS_LIMIT: Duration = Duration::from_secs(30);
-/// Removing temporary files after a failure (best effort).
+/// Removing temporary files after a failure, releasing the lock (best effort).
 const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Applies one host's plan under the host's lock (when `r.lock` is set), then leaves
@@ -43,89 +47,12 @@ pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Out
     let Some(lock) = &r.lock else {
         return apply_unlocked(r, plan).await;
     };
-    if let Err(o) = acquire(r, lock).await {
+    if let Err(o) = lock::acquire(r, lock).await {
         return o;
     }
     let outcome = apply_unlocked(r, plan).await;
-    release(r, lock, plan, &outcome).await;
+    lock::release(r, lock, plan, &outcome).await;
     outcome
-}
-
-/// Takes the host's apply lock; a live holder fails the host, naming it.
-async fn acquire<T: Transport>(r: &Remote<'_, T>, lock: &HostLock) -> Result<(), Outcome> {
-    r.step("taking the apply lock");
-    let out = match r.run(&lock::acquire_script(lock), b"", r.limits.swap).await {
-        Ok(out) => out,
-        Err(e) => return Err(Outcome::unreachable(ErrorKind::ConnectionLost, e.message())),
-    };
-    let said = printable(String::from_utf8_lossy(&out.stdout).trim());
-    match out.status {
-        0 if said == "LOCKED" => Ok(()),
-        lock::HELD => Err(Outcome::failed(
-            ErrorKind::Prepare,
-            r.secrets.mask(&format!(
-                "another apply holds the lock on {}: {said}; nothing was changed. It is \
-                 released when that apply ends or its connection closes: wait and run again \
-                 (to take it over, end that host process)",
-                r.host
-            )),
-        )),
-        status => Err(Outcome::failed(
-            ErrorKind::Prepare,
-            r.secrets.mask(&format!(
-                "taking the apply lock failed (exit {status}): {said} {}",
-                printable(String::from_utf8_lossy(&out.stderr).trim())
-            )),
-        )),
-    }
-}
-
-/// Appends the audit line (what changed, the result) and releases the lock; best
-/// effort (a lock left by a broken connection is stale already).
-async fn release<T: Transport>(
-    r: &Remote<'_, T>,
-    lock: &HostLock,
-    plan: &HostPlan,
-    outcome: &Outcome,
-) {
-    let result = match outcome {
-        Outcome::Ok => "ok",
-        Outcome::Changed(_) => "changed",
-        Outcome::Failed(_) => "failed",
-        Outcome::Unreachable(_) => "unreachable",
-        Outcome::Interrupted(_) => "interrupted",
-        Outcome::Skipped(_) => "skipped",
-    };
-    let mut line = format!("{result} changes={}", plan.change_count());
-    if !plan.packages_to_install.is_empty() {
-        line.push_str(&format!(
-            " packages: {}",
-            plan.packages_to_install.join(" ")
-        ));
-    }
-    for role in &plan.roles {
-        let files = role
-            .files
-            .iter()
-            .map(|f| format!("{} {}", action_word(f.action), f.path));
-        let actions = role.actions.iter().map(ToString::to_string);
-        let all: Vec<String> = files.chain(actions).collect();
-        if !all.is_empty() {
-            line.push_str(&format!(" {}: {}", role.role, all.join(", ")));
-        }
-    }
-    let script = lock::release_script(lock, &r.secrets.mask(&line));
-    let _ = r.run(&script, b"", CLEANUP_LIMIT).await;
-}
-
-/// A file action in the audit line.
-fn action_word(a: FileAction) -> &'static str {
-    match a {
-        FileAction::Create => "create",
-        FileAction::Update => "update",
-        FileAction::Metadata => "owner/mode",
-        FileAction::Unfinished => "finish",
-    }
 }
 
 /// Applies one host's plan (the lock, if any, is held).
