@@ -35,6 +35,9 @@ pub struct DesiredFile {
     pub validate: Option<String>,
     /// Holds a secret: content never shown, diff never printed.
     pub sensitive: bool,
+    /// The role allows a destination folder that others than root can write to (apply
+    /// refuses such a folder otherwise: its users could swap links in during the apply).
+    pub shared_dir: bool,
 }
 
 impl std::fmt::Debug for DesiredFile {
@@ -71,6 +74,7 @@ impl DesiredFile {
             notify,
             validate,
             sensitive,
+            shared_dir: false,
         }
     }
 }

@@ -37,8 +37,11 @@ pub struct Facts {
     pub unfinished: BTreeSet<String>,
     /// Roles whose drift check failed: the live state differs from the files.
     pub drifted: BTreeSet<String>,
-    /// Temporary files an interrupted apply left beside managed paths.
+    /// Temporary files an interrupted apply left beside managed paths (none while
+    /// another apply holds the lock: they are its files in flight).
     pub stale_temps: BTreeSet<String>,
+    /// Who holds the host's apply lock now (`LOCK` line, from `apply::HostLock`).
+    pub locked_by: Option<String>,
 }
 
 /// What the facts script must ask about.
@@ -126,6 +129,13 @@ pub enum FactsError {
     MissingFile(String),
     #[error("facts output lacks the INIT line")]
     MissingInit,
+    /// A `T` or `B` line that is not a leftover of this tool beside a path asked about
+    /// (a crafted file name): never acted upon.
+    #[error(
+        "facts output line {line}: `{text}` is not a temporary file or backup beside a managed file \
+         (.NAME.fp-XXXXXX, .NAME.fp-prev): remove it from the host by hand"
+    )]
+    UnexpectedLeftover { line: usize, text: String },
     /// A line of the contents output that is not `C <base64|-> <path>`.
     #[error("cannot read `{0}`")]
     UnreadableContent(String),
@@ -134,6 +144,12 @@ pub enum FactsError {
         path: String,
         reason: base64::DecodeError,
     },
+    /// A managed path that exists as a link, a folder or a device.
+    #[error(
+        "{0} exists but is not a regular file (a folder, a link, ...): it is never read or \
+         replaced; move it away on the host"
+    )]
+    NotRegular(String),
     /// No `END` line in the contents output.
     #[error("content output ended early")]
     ContentEndedEarly,
@@ -144,12 +160,39 @@ pub enum FactsError {
 pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, FactsError> {
     let mut reader = FactsReader::new(q);
     for (n, line) in output.lines().enumerate() {
+        if !is_expected_leftover(line, q) {
+            return Err(FactsError::UnexpectedLeftover {
+                line: n + 1,
+                text: line.to_string(),
+            });
+        }
         reader.line(line).ok_or_else(|| FactsError::Unreadable {
             line: n + 1,
             text: line.to_string(),
         })?;
     }
     reader.finish(q)
+}
+
+/// A `T` (temporary file) line must name `DIR/.BASE.fp-XXXXXX` (mktemp's six letters or
+/// digits) and a `B` (backup) line a path asked about: apply removes the first and
+/// restores from `.BASE.fp-prev` beside the second. Other lines pass.
+fn is_expected_leftover(line: &str, q: &FactQuery) -> bool {
+    if let Some(path) = line.strip_prefix("B ") {
+        return q.paths.contains(&path);
+    }
+    let Some(tmp) = line.strip_prefix("T ") else {
+        return true;
+    };
+    let Some((prefix, suffix)) = tmp.rsplit_once(".fp-") else {
+        return false;
+    };
+    suffix.len() == 6
+        && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+        && q.paths.iter().any(|p| {
+            p.rsplit_once('/')
+                .is_some_and(|(dir, base)| prefix == format!("{dir}/.{base}"))
+        })
 }
 
 /// What the facts output has said so far, line by line.
@@ -168,6 +211,7 @@ struct FactsReader {
     unfinished: BTreeSet<String>,
     drifted: BTreeSet<String>,
     stale_temps: BTreeSet<String>,
+    locked_by: Option<String>,
 }
 
 impl FactsReader {
@@ -186,6 +230,7 @@ impl FactsReader {
             unfinished: BTreeSet::new(),
             drifted: BTreeSet::new(),
             stale_temps: BTreeSet::new(),
+            locked_by: None,
         }
     }
 
@@ -222,6 +267,7 @@ impl FactsReader {
             "B" => {
                 self.unfinished.insert(rest.to_string());
             }
+            "LOCK" => self.locked_by = Some(rest.to_string()),
             "END" => self.ended = true,
             "" => {}
             _ => return None,
@@ -327,17 +373,27 @@ impl FactsReader {
             holds_vip: self.holds_vip,
             unfinished: self.unfinished,
             drifted: self.drifted,
-            stale_temps: self.stale_temps,
+            // Another apply holds the lock: its temporary files are in flight.
+            stale_temps: if self.locked_by.is_some() {
+                BTreeSet::new()
+            } else {
+                self.stale_temps
+            },
+            locked_by: self.locked_by,
         })
     }
 }
 
 /// A second round trip, only when a plan has changed files to show: their current
-/// content, base64-encoded, one per line (`C <base64|-> <path>`).
+/// content, base64-encoded, one per line (`C <base64|-> <path>`). Links are never
+/// followed (`dd iflag=nofollow`): a path that is a link, a folder or anything but a
+/// regular file is reported as `N <path>`, and refused by [`parse_contents`].
 pub fn contents_script(paths: &[&str]) -> String {
     let paths: Vec<String> = paths.iter().map(|p| quote(p)).collect();
     format!(
-        "for p in {}; do if [ -f \"$p\" ]; then echo \"C $(base64 -w0 < \"$p\") $p\"; else echo \"C - $p\"; fi; done; echo END\n",
+        "for p in {}; do if [ -L \"$p\" ] || {{ [ -e \"$p\" ] && [ ! -f \"$p\" ]; }}; then echo \"N $p\"; \
+         elif [ -f \"$p\" ]; then echo \"C $(dd if=\"$p\" iflag=nofollow,nonblock status=none | base64 -w0) $p\"; \
+         else echo \"C - $p\"; fi; done; echo END\n",
         paths.join(" ")
     )
 }
@@ -351,6 +407,9 @@ pub fn parse_contents(output: &str) -> Result<BTreeMap<String, Vec<u8>>, FactsEr
         if line == "END" {
             ended = true;
             continue;
+        }
+        if let Some(path) = line.strip_prefix("N ") {
+            return Err(FactsError::NotRegular(path.to_string()));
         }
         let unreadable = || FactsError::UnreadableContent(line.to_string());
         let rest = line.strip_prefix("C ").ok_or_else(unreadable)?;
@@ -499,6 +558,102 @@ END
         };
         let facts = gather_locally(&query);
         assert_eq!(facts.drifted.iter().collect::<Vec<_>>(), vec!["bad"]);
+    }
+
+    /// Issue 10, finding 14: a file named `.nginx.conf.fp-\nT abc` (six characters after
+    /// `fp-`, so the script's glob lists it) printed `T abc` on a line of its own, and facts
+    /// reported a stale temporary file `abc` that apply then removed relative to the login
+    /// user's home. Every reported temporary file and backup must be the exact pattern
+    /// beside a path asked about.
+    #[test]
+    fn crafted_leftover_names_are_refused() {
+        let crafted = RECORDED.replace(
+            "T /etc/nginx/.nginx.conf.fp-Ab12Cd\n",
+            "T /etc/nginx/.nginx.conf.fp-\nT abc\n",
+        );
+        let e = parse(&crafted, &q()).expect_err("must be refused");
+        assert_eq!(
+            e.to_string(),
+            "facts output line 6: `T /etc/nginx/.nginx.conf.fp-` is not a temporary file or backup \
+             beside a managed file (.NAME.fp-XXXXXX, .NAME.fp-prev): remove it from the host by hand"
+        );
+        for bad in [
+            "T abc",
+            "T /etc/.nginx.conf.fp-Ab12Cd",
+            "T /etc/nginx/.nginx.conf.fp-Ab12C",
+            "T /etc/nginx/.nginx.conf.fp-Ab 2Cd",
+            "T /etc/nginx/.other.fp-Ab12Cd",
+            "B /etc/shadow",
+        ] {
+            let out = RECORDED.replace("T /etc/nginx/.nginx.conf.fp-Ab12Cd", bad);
+            assert!(parse(&out, &q()).is_err(), "{bad}");
+        }
+    }
+
+    /// The same crafted name, made on a real filesystem and read by the real script.
+    #[test]
+    fn a_crafted_temp_name_on_disk_fails_the_facts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.conf").to_string_lossy().into_owned();
+        std::fs::write(&path, "x").expect("w");
+        std::fs::write(dir.path().join(".a.conf.fp-\nT abc"), "x").expect("w");
+        let query = FactQuery {
+            paths: vec![&path],
+            ..Default::default()
+        };
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", &script(&query)])
+            .output()
+            .expect("sh");
+        let r = parse(&String::from_utf8_lossy(&out.stdout), &query);
+        assert!(
+            matches!(r, Err(FactsError::UnexpectedLeftover { .. })),
+            "{r:?}"
+        );
+    }
+
+    /// Issue 10, finding 4: the contents read for the diff followed links, so a user who
+    /// can write the folder could link a root-only file there and have it printed in the
+    /// plan. A managed path that is a link, a folder or anything but a regular file is
+    /// now an error naming it, and its target is never read.
+    #[test]
+    fn contents_never_follow_links_and_refuse_non_regular_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, "root:$6$secret").expect("w");
+        let link = dir.path().join("index.html");
+        std::os::unix::fs::symlink(&secret, &link).expect("ln");
+        let folder = dir.path().join("conf.d");
+        std::fs::create_dir(&folder).expect("mkdir");
+        for p in [link, folder] {
+            let p = p.to_string_lossy().into_owned();
+            let out = std::process::Command::new("timeout")
+                .args(["20", "sh", "-c", &contents_script(&[&p])])
+                .output()
+                .expect("sh");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let e = parse_contents(&stdout).expect_err("must be refused");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{p} exists but is not a regular file (a folder, a link, ...): it is never \
+                     read or replaced; move it away on the host"
+                )
+            );
+        }
+    }
+
+    /// Issue 10, finding 5: while another apply holds the host's lock, its in-flight
+    /// temporary files are not stale: facts must not plan their removal.
+    #[test]
+    fn temp_files_of_an_apply_holding_the_lock_are_not_stale() {
+        let out = format!("LOCK tester@ci pid 7 since 2026-12-01T10:00:00Z\n{RECORDED}");
+        let f = parse(&out, &q()).expect("parses");
+        assert!(f.stale_temps.is_empty(), "{:?}", f.stale_temps);
+        assert_eq!(
+            f.locked_by.as_deref(),
+            Some("tester@ci pid 7 since 2026-12-01T10:00:00Z")
+        );
     }
 
     /// Runs the facts script with a local shell and parses its output.

@@ -4,13 +4,14 @@
 //!
 //! Generic over [`Transport`]; connecting is the caller's business.
 
-use crate::apply::{exec_watched, printable};
+use crate::apply::{
+    HostLock, Limits, exec_bounded, lock_status_script as status_script, printable, timed_out,
+};
 use crate::desired::DesiredHost;
 use crate::facts::{self, FactQuery};
 use crate::plan::{self, HostPlan};
 use crate::report::{ErrorKind, Outcome};
 use crate::secrets::Secrets;
-use crate::shell;
 use crate::transport::{ExecOutput, Transport};
 
 /// A host read and planned.
@@ -32,6 +33,8 @@ pub struct Reader<'a, T: Transport> {
     pub secrets: &'a Secrets,
     /// The VIP to look for on the host, if it is a VIP candidate.
     pub vip: Option<String>,
+    /// The apply lock to report in the facts (read only: planning never locks).
+    pub lock: Option<HostLock>,
 }
 
 impl<T: Transport> Reader<'_, T> {
@@ -45,7 +48,10 @@ impl<T: Transport> Reader<'_, T> {
             drift: desired.drift_checks(),
             vip: self.vip.clone(),
         };
-        let out = self.read(&facts::script(&q)).await?;
+        let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
+        let out = self
+            .read(&format!("{lock_status}{}", facts::script(&q)))
+            .await?;
         if out.status != 0 {
             return Err(self.facts_failed(&out));
         }
@@ -67,12 +73,26 @@ impl<T: Transport> Reader<'_, T> {
         })
     }
 
-    /// Runs a read-only script as root under the stall watchdog.
+    /// Runs a read-only script as root under the stall watchdog, bounded by
+    /// [`Limits::facts`]: a hung drift check fails the host.
     async fn read(&self, script: &str) -> Result<ExecOutput, Outcome> {
-        let command = shell::wrap(script, self.sudo);
-        exec_watched(self.transport, self.host, &command, b"")
+        let limit = Limits::default().facts;
+        let out = exec_bounded(self.transport, self.host, script, self.sudo, limit)
             .await
-            .map_err(|e| Outcome::unreachable(ErrorKind::ConnectionLost, self.secrets.mask(&e)))
+            .map_err(|e| {
+                Outcome::unreachable(ErrorKind::ConnectionLost, self.secrets.mask(&printable(&e)))
+            })?;
+        if timed_out(&out) {
+            return Err(Outcome::failed(
+                ErrorKind::Facts,
+                format!(
+                    "gathering facts timed out after {}s (stopped on the host): a drift check \
+                     or the host hangs",
+                    limit.as_secs()
+                ),
+            ));
+        }
+        Ok(out)
     }
 
     /// The facts script exited non-zero: its words, and a hint when sudo is the cause.
@@ -106,40 +126,9 @@ mod tests {
     use crate::inventory::Host;
     use crate::role::Notify;
     use crate::transport::SshError;
+    use crate::transport::local::Local;
     use std::future::Future;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// Runs every command with the local shell and counts them (a host that is this
-    /// machine, without sudo).
-    #[derive(Default)]
-    struct Local {
-        execs: AtomicU32,
-    }
-
-    impl Transport for Local {
-        fn exec(
-            &self,
-            command: &str,
-            _stdin: &[u8],
-        ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send {
-            self.execs.fetch_add(1, Ordering::SeqCst);
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .output();
-            async move {
-                let out = out.map_err(|e| SshError::Channel {
-                    host: "local".into(),
-                    reason: e.to_string(),
-                })?;
-                Ok(ExecOutput {
-                    status: out.status.code().map_or(255, |c| c as u32),
-                    stdout: out.stdout,
-                    stderr: out.stderr,
-                })
-            }
-        }
-    }
+    use std::sync::atomic::Ordering;
 
     /// Answers every command with the same output, or breaks.
     struct Canned(Option<ExecOutput>);
@@ -206,6 +195,7 @@ mod tests {
             sudo: false,
             secrets,
             vip: None,
+            lock: None,
         }
     }
 
@@ -240,6 +230,24 @@ mod tests {
             "{diff}"
         );
         assert!(!p.holds_vip);
+    }
+
+    /// Issue 10, finding 4: a dest that exists as a folder was planned "create" forever;
+    /// now planning fails the host and names it.
+    #[tokio::test]
+    async fn a_dest_that_is_a_folder_fails_the_plan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("conf.d");
+        std::fs::create_dir(&path).expect("mkdir");
+        let path_s = path.to_string_lossy().to_string();
+        let o = reader(&Local::default(), &NO_SECRETS)
+            .plan(&desired(&path_s, "x"))
+            .await
+            .expect_err("fails");
+        assert!(
+            matches!(&o, Outcome::Failed(f) if f.kind == ErrorKind::Facts && f.message.contains("is not a regular file")),
+            "{o:?}"
+        );
     }
 
     #[tokio::test]

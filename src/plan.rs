@@ -1,6 +1,7 @@
 //! Planning: desired state vs facts -> the changes to make. Pure; an empty plan means
 //! the host is converged. `plan` prints this value and `apply` executes the same value.
 
+use crate::apply::printable;
 use crate::desired::{DesiredFile, DesiredHost, DesiredRole};
 use crate::facts::Facts;
 use crate::role::{HealthCheck, Notify, NotifyKind, TreeValidate};
@@ -130,14 +131,19 @@ impl HostPlan {
     }
 }
 
-/// Paths whose content differs: their current content is fetched to show a diff.
+/// Paths whose content differs (their current content is fetched to show a diff) and
+/// paths reported missing (to tell a folder or a link from a missing file).
 pub fn content_changed<'a>(desired: &'a DesiredHost, facts: &Facts) -> Vec<&'a str> {
     desired
         .roles
         .iter()
         .flat_map(|r| r.files.iter())
-        .filter(|f| !f.sensitive)
-        .filter(|f| matches!(facts.files.get(&f.dest), Some(Some(old)) if old.sha256 != f.sha256))
+        .filter(|f| match facts.files.get(&f.dest) {
+            Some(Some(old)) => !f.sensitive && old.sha256 != f.sha256,
+            // Facts report a folder or a link as missing: the contents round trip tells
+            // them apart (and fails the host for them).
+            _ => true,
+        })
         .map(|f| f.dest.as_str())
         .collect()
 }
@@ -221,7 +227,8 @@ fn file_change(
         _ if f.sensitive => None,
         _ => {
             let before = old.get(&f.dest).map(Vec::as_slice).unwrap_or(b"");
-            unified_diff(&f.dest, before, &f.content).map(|d| secrets.mask(&d))
+            // The old content comes from the host: untrusted, made printable.
+            unified_diff(&f.dest, before, &f.content).map(|d| printable(&secrets.mask(&d)))
         }
     };
     Some(FileChange {
@@ -250,8 +257,8 @@ fn file_action(
     };
     let meta = c.mode != f.mode || c.owner != f.owner || c.group != f.group;
     let old_mode = (c.mode != f.mode).then(|| mode_str(c.mode));
-    let old_owner =
-        (c.owner != f.owner || c.group != f.group).then(|| format!("{}:{}", c.owner, c.group));
+    let old_owner = (c.owner != f.owner || c.group != f.group)
+        .then(|| printable(&format!("{}:{}", c.owner, c.group)));
     if c.sha256 != f.sha256 {
         Some((FileAction::Update, old_mode, old_owner))
     } else if meta {
@@ -446,6 +453,7 @@ mod tests {
             unfinished: Default::default(),
             drifted: Default::default(),
             stale_temps: Default::default(),
+            locked_by: None,
         }
     }
 
@@ -604,6 +612,38 @@ mod tests {
                 service: "nginx".into()
             }]
         );
+    }
+
+    /// Issue 10, finding 9: a remote file holding `ESC ]52;c;...BEL` (sets the operator's
+    /// clipboard) or `CR ESC [2K` (erases the line shown) was printed raw in the plan's
+    /// diff. Every byte from the host is made printable, in the text and the JSON plan.
+    #[test]
+    fn escapes_in_remote_content_and_owners_are_made_printable() {
+        let old: BTreeMap<String, Vec<u8>> = [(
+            "/etc/nginx/nginx.conf".to_string(),
+            b"a\n\x1b]52;c;cm0gLXJmIH4=\x07\r\x1b[2Kevil\n".to_vec(),
+        )]
+        .into();
+        let mut f = facts(Some("x\n"), 0o644, true, "active");
+        if let Some(Some(file)) = f.files.get_mut("/etc/nginx/nginx.conf") {
+            file.owner = "r\x1b[8moot".into();
+        }
+        let p = plan_host(
+            &desired("a\n", reload(), false),
+            &f,
+            &old,
+            &Secrets::default(),
+        );
+        let text = crate::report::plan_text(&p, false);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("-^[]52;c;cm0gLXJmIH4=^G^M-^[[2Kevil"),
+            "{text}"
+        );
+        assert!(text.contains("owner r^[[8moot:root -> root:root"), "{text}");
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub struct Context<'a> {
     pub reporter: &'a Reporter,
     /// Set by Ctrl-C.
     pub interrupted: &'a AtomicBool,
+    /// The apply lock taken on each host (`None` in tests of the rollout order).
+    pub lock: Option<apply::HostLock>,
 }
 
 /// Sorts hosts into rollout order: by tier, and within a tier the VIP holder last.
@@ -208,6 +210,8 @@ async fn apply_tier<T: Transport>(
                 reporter: cx.reporter,
                 host: &h.name,
                 interrupted: cx.interrupted,
+                limits: apply::Limits::default(),
+                lock: cx.lock.clone(),
             };
             let o = apply::apply_host(&remote, plan).await;
             if o.is_failure()
@@ -391,6 +395,7 @@ mod tests {
             secrets: &secrets,
             reporter: &reporter,
             interrupted: &script.interrupted,
+            lock: None,
         };
         apply_all(hs, rules, &cx).await;
     }

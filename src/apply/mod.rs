@@ -6,14 +6,20 @@
 //! swapped in yet is abandoned (its temporary files removed); a role whose files are in
 //! place is finished (handlers, health checks, rollback) so no host is left half-changed.
 //!
-//! - `remote.rs`: [`Remote`], the stall watchdog, how a step fails.
+//! A host's apply runs under its lock and ends with an audit line on the host; every
+//! remote step is bounded in time ([`Limits`]).
+//!
+//! - `remote.rs`: [`Remote`], the stall watchdog, time limits, how a step fails.
+//! - `lock.rs`: [`HostLock`], one apply per host at a time, and the audit trail.
 //! - `scripts.rs`: the shell scripts, pure builders with exact-string tests.
 //! - this file: the order of the steps, and the rollback.
 
+mod lock;
 mod remote;
 mod scripts;
 
-pub use remote::{Remote, exec_watched, printable};
+pub use lock::{HostLock, status_script as lock_status_script};
+pub use remote::{Limits, Remote, exec_bounded, printable, timed_out};
 
 use remote::{StepError, indent};
 use scripts::{
@@ -27,11 +33,30 @@ use crate::shell::{self, Init, quote};
 use crate::transport::Transport;
 use std::time::Duration;
 
-/// Applies one host's plan. Never panics; every failure is an [`Outcome`].
+/// Reading a failed service's status and log lines (best effort).
+const STATUS_LIMIT: Duration = Duration::from_secs(30);
+/// Removing temporary files after a failure, releasing the lock (best effort).
+const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Applies one host's plan under the host's lock (when `r.lock` is set), then leaves
+/// the audit line. Never panics; every failure is an [`Outcome`].
 pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     if plan.is_empty() {
         return Outcome::Ok;
     }
+    let Some(lock) = &r.lock else {
+        return apply_unlocked(r, plan).await;
+    };
+    if let Err(o) = lock::acquire(r, lock).await {
+        return o;
+    }
+    let outcome = apply_unlocked(r, plan).await;
+    lock::release(r, lock, plan, &outcome).await;
+    outcome
+}
+
+/// Applies one host's plan (the lock, if any, is held).
+async fn apply_unlocked<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     let pending: Vec<&RolePlan> = plan
         .roles
         .iter()
@@ -219,7 +244,7 @@ async fn validate<T: Transport>(
         }
         r.step(&format!("validating {}", s.change.path));
         let cmd = format!(
-            "if [ ! -s {t} ]; then echo 'staged file is missing or empty'; exit 1; fi\n{} 2>&1",
+            "if [ ! -s {t} ]; then echo 'staged file is missing or empty'; exit 1; fi\n(\n{}\n) 2>&1",
             v.replace("{tmp}", &quote(&s.tmp)),
             t = quote(&s.tmp)
         );
@@ -248,7 +273,8 @@ async fn validate<T: Transport>(
     Ok(())
 }
 
-/// Step 3: Renames every staged file into place (the previous version kept as a backup).
+/// Step 3: Renames every staged file into place (the previous version kept as a backup),
+/// all or nothing: a failed rename puts back the ones already done.
 async fn swap<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) -> Result<(), StepError> {
     if staged.is_empty() {
         return Ok(());
@@ -260,7 +286,9 @@ async fn swap<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) -> Result<
         .await
     {
         cleanup(r, staged).await;
-        return Err(e);
+        return Err(e.with_note(
+            "the files already renamed into place were put back: the live files and the running service were left as they were",
+        ));
     }
     Ok(())
 }
@@ -359,7 +387,7 @@ async fn service_status<T: Transport>(r: &Remote<'_, T>, init: Init, a: &Action)
     if init != Init::Systemd {
         return String::new();
     }
-    r.run(&status_script(service), b"")
+    r.run(&status_script(service), b"", STATUS_LIMIT)
         .await
         .map(|o| {
             r.secrets
@@ -372,11 +400,12 @@ async fn service_status<T: Transport>(r: &Remote<'_, T>, init: Init, a: &Action)
 async fn health<T: Transport>(r: &Remote<'_, T>, role: &RolePlan) -> Result<(), StepError> {
     for h in &role.health {
         r.step(&format!("health check: {}", h.name));
-        r.must(
+        r.must_within(
             ErrorKind::HealthCheck,
             &format!("health check `{}` ({})", h.name, h.command),
-            &health_script(&h.command, h.retries, h.interval_ms),
+            &health_script(&h.command, h.retries, h.interval_ms, r.limits.health_try),
             b"",
+            r.limits.health(h.retries, h.interval_ms),
         )
         .await?;
     }
@@ -508,7 +537,228 @@ async fn cleanup<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) {
     let tmps: Vec<String> = staged.iter().map(|s| quote(&s.tmp)).collect();
     let _ = tokio::time::timeout(
         Duration::from_secs(10),
-        r.run(&format!("rm -f {}", tmps.join(" ")), b""),
+        r.run(&format!("rm -f {}", tmps.join(" ")), b"", CLEANUP_LIMIT),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::DesiredFile;
+    use crate::progress::{Format, Reporter};
+    use crate::role::Notify;
+    use crate::secrets::Secrets;
+    use crate::transport::local::Local;
+    use std::sync::atomic::AtomicBool;
+
+    fn whoami(flag: &str) -> String {
+        std::process::Command::new("id")
+            .arg(flag)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// A plan with one role that creates `dest` (owned by this user), checked by
+    /// `validate`.
+    pub(super) fn plan_creating(dest: &str, validate: &str) -> HostPlan {
+        let (owner, group) = (whoami("-un"), whoami("-gn"));
+        let mut file = DesiredFile::new(
+            dest.into(),
+            b"x\n".to_vec(),
+            owner.clone(),
+            group.clone(),
+            0o644,
+            Notify::None,
+            Some(validate.into()),
+            false,
+        );
+        file.shared_dir = true; // tempdirs live under /tmp
+        HostPlan {
+            host: "h".into(),
+            tier: "web".into(),
+            address: "127.0.0.1".into(),
+            init: Init::Other,
+            packages_to_install: vec![],
+            stale_temps: vec![],
+            roles: vec![RolePlan {
+                role: "site".into(),
+                drift: None,
+                files: vec![FileChange {
+                    path: dest.into(),
+                    action: FileAction::Create,
+                    mode: "0644".into(),
+                    owner,
+                    group,
+                    old_mode: None,
+                    old_owner: None,
+                    diff: None,
+                    sensitive: false,
+                    notify: Notify::None,
+                    file,
+                }],
+                actions: vec![],
+                validate: None,
+                health: vec![],
+            }],
+        }
+    }
+
+    /// Issue 10, finding 16: a validator that hangs blocked the apply forever (the stall
+    /// watchdog's probe keeps succeeding). Every step is bounded: the host fails, naming
+    /// the step, and the live file is untouched.
+    #[tokio::test]
+    async fn a_hung_validator_fails_the_host_after_its_time_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
+        let interrupted = AtomicBool::new(false);
+        let r = Remote {
+            transport: &Local::default(),
+            sudo: false,
+            secrets: &secrets,
+            reporter: &reporter,
+            host: "h",
+            interrupted: &interrupted,
+            limits: Limits {
+                validation: Duration::from_secs(2),
+                ..Limits::default()
+            },
+            lock: None,
+        };
+        let o = tokio::time::timeout(
+            Duration::from_secs(8),
+            apply_host(&r, &plan_creating(&dest, "sleep 30")),
+        )
+        .await
+        .expect("a hung validator must not block the apply");
+        let Outcome::Failed(f) = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(f.kind, ErrorKind::Validation);
+        assert!(
+            f.message.contains("validation of") && f.message.contains("timed out after 2s"),
+            "{}",
+            f.message
+        );
+        assert!(!std::path::Path::new(&dest).exists());
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::lock::{acquire_script, release_script, tests::test_lock};
+    use super::scripts::tests::sh;
+    use super::*;
+    use crate::progress::{Format, Reporter};
+    use crate::secrets::Secrets;
+    use crate::transport::local::Local;
+    use std::sync::atomic::AtomicBool;
+
+    /// Issue 10, finding 5: facts read while another apply holds the lock (a live
+    /// holder, read for real by the status script) do not plan the removal of its
+    /// temporary files; once it released the lock, the same leftover is stale.
+    #[tokio::test]
+    async fn facts_leave_the_lock_holders_temporary_files_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        std::fs::write(dir.path().join(".site.conf.fp-Ab12Cd"), "half").expect("w");
+        let holder = test_lock(dir.path(), "CI");
+        let (ok, out, err) = sh(&acquire_script(&holder));
+        assert!(ok, "{out}{err}");
+        let secrets = Secrets::default();
+        let local = Local::default();
+        let reader = crate::gather::Reader {
+            transport: &local,
+            host: "h",
+            sudo: false,
+            secrets: &secrets,
+            vip: None,
+            lock: Some(test_lock(dir.path(), "planner")),
+        };
+        let desired = crate::desired::DesiredHost {
+            host: crate::inventory::Host {
+                name: "h".into(),
+                address: "127.0.0.1".parse().expect("ip"),
+                tier: "web".into(),
+                port: 22,
+                user: "u".into(),
+                vars: Default::default(),
+            },
+            roles: vec![crate::desired::DesiredRole {
+                name: "site".into(),
+                packages: vec![],
+                service: None,
+                files: vec![
+                    tests::plan_creating(&dest, "true").roles[0].files[0]
+                        .file
+                        .clone(),
+                ],
+                validate: None,
+                handlers: vec![],
+                health: vec![],
+                drift_check: None,
+            }],
+        };
+        let p = reader.plan(&desired).await.expect("planned");
+        assert!(p.plan.stale_temps.is_empty(), "{:?}", p.plan.stale_temps);
+        let (ok, _, err) = sh(&release_script(&holder, "ok"));
+        assert!(ok, "{err}");
+        let p = reader.plan(&desired).await.expect("planned");
+        assert_eq!(p.plan.stale_temps.len(), 1, "{:?}", p.plan.stale_temps);
+    }
+
+    /// Issue 10, finding 5: nothing stopped a second apply (a CI job and an operator) on
+    /// the same host: each removed the other's in-flight temporary files as stale and the
+    /// backups overwrote each other. With the lock held by a live apply, a second apply
+    /// is refused before touching anything, naming who holds it; the holder's apply then
+    /// runs, and leaves one audit line.
+    #[tokio::test]
+    async fn a_second_apply_is_refused_while_the_first_holds_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        let other = test_lock(dir.path(), "CI");
+        let (ok, out, err) = sh(&acquire_script(&other));
+        assert!(ok, "{out}{err}");
+        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
+        let interrupted = AtomicBool::new(false);
+        let local = Local::default();
+        let mut r = Remote {
+            transport: &local,
+            sudo: false,
+            secrets: &secrets,
+            reporter: &reporter,
+            host: "h",
+            interrupted: &interrupted,
+            limits: Limits::default(),
+            lock: Some(test_lock(dir.path(), "operator")),
+        };
+        let plan = tests::plan_creating(&dest, "true");
+        let o = apply_host(&r, &plan).await;
+        let Outcome::Failed(f) = &o else {
+            panic!("the second apply must be refused: {o:?}")
+        };
+        assert!(
+            f.message
+                .contains("another apply holds the lock on h: tester@ci pid CI since "),
+            "{}",
+            f.message
+        );
+        assert!(!std::path::Path::new(&dest).exists());
+
+        let (ok, _, err) = sh(&release_script(&other, "ok"));
+        assert!(ok, "{err}");
+        r.lock = Some(test_lock(dir.path(), "operator"));
+        let o = apply_host(&r, &plan).await;
+        assert_eq!(o, Outcome::Changed(1));
+        let log = std::fs::read_to_string(dir.path().join("audit.log")).expect("log");
+        let last = log.lines().last().unwrap_or_default();
+        assert!(
+            last.ends_with(&format!(
+                "tester@ci pid operator changed changes=1 site: create {dest}"
+            )),
+            "{log}"
+        );
+    }
 }

@@ -17,6 +17,108 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(5);
 /// probe queued behind an upload's in-flight data on a slow link.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long each kind of remote step may run. The host kills a step that overstays
+/// (`timeout`, TERM then KILL 10 s later) and the step fails, naming itself; a host that
+/// does not even answer then is given up on [`BACKSTOP`] later.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The facts script (with the roles' drift checks) and the old contents.
+    pub facts: Duration,
+    /// Installing packages, removing stale temporary files.
+    pub prepare: Duration,
+    pub upload: Duration,
+    /// One file's validator, or the whole-tree validator.
+    pub validation: Duration,
+    /// Renames, owners and modes, removing backups.
+    pub swap: Duration,
+    /// One service action or handler.
+    pub handler: Duration,
+    /// One try of a health check command (the whole check: its tries and intervals).
+    pub health_try: Duration,
+    pub rollback: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            facts: Duration::from_secs(120),
+            prepare: Duration::from_secs(900),
+            upload: Duration::from_secs(300),
+            validation: Duration::from_secs(120),
+            swap: Duration::from_secs(60),
+            handler: Duration::from_secs(300),
+            health_try: Duration::from_secs(30),
+            rollback: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Limits {
+    /// The limit of a step of this kind (health checks: see [`Limits::health`]).
+    pub(super) fn of(&self, kind: ErrorKind) -> Duration {
+        match kind {
+            ErrorKind::Prepare => self.prepare,
+            ErrorKind::Upload => self.upload,
+            ErrorKind::Validation => self.validation,
+            ErrorKind::Handler => self.handler,
+            ErrorKind::Rollback => self.rollback,
+            ErrorKind::HealthCheck => self.health_try,
+            ErrorKind::Facts => self.facts,
+            _ => self.swap,
+        }
+    }
+
+    /// A whole health check: at most `2 * retries + 1` tries (two successes in a row are
+    /// needed), each bounded, one interval apart.
+    pub(super) fn health(&self, retries: u32, interval_ms: u64) -> Duration {
+        (self.health_try + Duration::from_millis(interval_ms)) * (2 * retries + 2)
+    }
+}
+
+/// How long after a step's limit the host is given to report that it killed it.
+pub const BACKSTOP: Duration = Duration::from_secs(30);
+
+/// The exit status of `timeout` when it had to stop the command.
+const TIMED_OUT: u32 = 124;
+
+/// `script` run by `sh` under `timeout`: the host kills it (TERM, then KILL 10 s later)
+/// when it runs longer than `limit`.
+pub fn bounded(script: &str, limit: Duration) -> String {
+    format!(
+        "exec timeout -k 10 {} sh -c {}",
+        limit.as_secs().max(1),
+        shell::quote(script)
+    )
+}
+
+/// Runs `script` (as root when `sudo`) bounded by `limit` on the host, under the stall
+/// watchdog, and by `limit` + [`BACKSTOP`] here.
+pub async fn exec_bounded<T: Transport>(
+    t: &T,
+    host: &str,
+    script: &str,
+    sudo: bool,
+    limit: Duration,
+) -> Result<ExecOutput, String> {
+    let command = shell::wrap(&bounded(script, limit), sudo);
+    tokio::time::timeout(limit + BACKSTOP, exec_watched(t, host, &command, b""))
+        .await
+        .unwrap_or_else(|_| Err(overstayed(host, limit)))
+}
+
+fn overstayed(host: &str, limit: Duration) -> String {
+    format!(
+        "{host}: a step ran past its time limit ({}s) and the host did not report stopping it; \
+         whether it took effect is unknown: check the host and run again",
+        limit.as_secs()
+    )
+}
+
+/// Whether a bounded command was stopped by its time limit.
+pub fn timed_out(out: &ExecOutput) -> bool {
+    out.status == TIMED_OUT
+}
+
 /// What apply needs to run commands on one host.
 pub struct Remote<'a, T: Transport> {
     pub transport: &'a T,
@@ -26,6 +128,9 @@ pub struct Remote<'a, T: Transport> {
     pub host: &'a str,
     /// Set by Ctrl-C: stop at the next step boundary.
     pub interrupted: &'a AtomicBool,
+    pub limits: Limits,
+    /// The host's apply lock and audit log (`None`: no lock, as in most tests).
+    pub lock: Option<super::HostLock>,
 }
 
 /// How a step of apply failed.
@@ -111,19 +216,24 @@ async fn exec_watched_with<T: Transport>(
 }
 
 impl<T: Transport> Remote<'_, T> {
-    pub(super) async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, StepError> {
-        exec_watched(
-            self.transport,
-            self.host,
-            &shell::wrap(script, self.sudo),
-            stdin,
-        )
-        .await
-        .map_err(|e| StepError::Transport(self.secrets.mask(&e)))
+    /// Runs `script` bounded by `limit` (see [`exec_bounded`]).
+    pub(super) async fn run(
+        &self,
+        script: &str,
+        stdin: &[u8],
+        limit: Duration,
+    ) -> Result<ExecOutput, StepError> {
+        let command = shell::wrap(&bounded(script, limit), self.sudo);
+        let run = exec_watched(self.transport, self.host, &command, stdin);
+        tokio::time::timeout(limit + BACKSTOP, run)
+            .await
+            .unwrap_or_else(|_| Err(overstayed(self.host, limit)))
+            .map_err(|e| StepError::Transport(self.secrets.mask(&printable(&e))))
     }
 
-    /// Runs `script`; a non-zero exit is an error carrying `what` and the output. The
-    /// whole message is masked: `what` may quote a rendered command.
+    /// Runs `script` within the limit of its kind; a non-zero exit is an error carrying
+    /// `what` and the output. The whole message is masked: `what` may quote a rendered
+    /// command.
     pub(super) async fn must(
         &self,
         kind: ErrorKind,
@@ -131,18 +241,38 @@ impl<T: Transport> Remote<'_, T> {
         script: &str,
         stdin: &[u8],
     ) -> Result<String, StepError> {
-        let out = self.run(script, stdin).await?;
+        self.must_within(kind, what, script, stdin, self.limits.of(kind))
+            .await
+    }
+
+    /// [`Remote::must`] with an explicit limit; a step stopped by it says so.
+    pub(super) async fn must_within(
+        &self,
+        kind: ErrorKind,
+        what: &str,
+        script: &str,
+        stdin: &[u8],
+        limit: Duration,
+    ) -> Result<String, StepError> {
+        let out = self.run(script, stdin, limit).await?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         if out.status != 0 {
+            let how = if timed_out(&out) {
+                format!(
+                    "timed out after {}s (stopped on the host)",
+                    limit.as_secs().max(1)
+                )
+            } else {
+                format!("failed (exit {})", out.status)
+            };
             return Err(StepError::failed(
                 kind,
                 self.secrets.mask(&format!(
-                    "{what} failed (exit {}):\n{}",
-                    out.status,
+                    "{what} {how}:\n{}",
                     indent(printable(&text).trim_end())
                 )),
             ));

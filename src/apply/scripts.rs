@@ -4,6 +4,7 @@
 
 use crate::plan::{Action, FileChange};
 use crate::shell::{self, Init, quote};
+use std::time::Duration;
 
 /// Where a replaced file's previous version is kept until the role is healthy.
 pub(super) fn backup_path(dest: &str) -> String {
@@ -22,21 +23,58 @@ fn split_path(p: &str) -> (&str, &str) {
 /// Uploads `content` into a new temporary file beside `dest`, owner and mode already set.
 /// The file is checked to hold all of the content (a cut connection ends `cat` early), and
 /// removed again when the script does not get to report it (error, hangup, broken pipe).
+/// Refused first: a `dest` that exists and is not a regular file (a folder, a link), and,
+/// unless the role allows it, a folder that anyone but root can write to (checked up to
+/// `/` after resolving links): its users could swap links in while root works there.
 pub fn upload_script(c: &FileChange) -> String {
     let (dir, base) = split_path(&c.path);
+    let d = quote(&c.path);
+    let folder_check = if c.file.shared_dir {
+        String::new()
+    } else {
+        format!(
+            "p=$(readlink -f -- {dir})\nwhile :; do\n  \
+             s=$(stat -c '%u %g %A' -- \"$p\")\n  u=${{s%% *}}; a=${{s##* }}; g=${{s#* }}; g=${{g%% *}}; ok=1\n  \
+             [ \"$u\" = 0 ] || ok=\n  case $a in ????????w*) ok= ;; ?????w*) [ \"$g\" = 0 ] || ok= ;; esac\n  \
+             if [ -z \"$ok\" ]; then echo \"refusing {shown}: the folder $p is writable by others than root \
+             (uid gid mode: $s); make it root's, or let the role share it\" >&2; exit 1; fi\n  \
+             [ \"$p\" = / ] && break\n  p=${{p%/*}}; [ -n \"$p\" ] || p=/\ndone\n",
+            dir = quote(dir),
+            shown = shown(&c.path),
+        )
+    };
     format!(
-        "set -e\numask 022\nmkdir -p {dir}\numask 077\nt=$(mktemp {tmpl})\n\
+        "set -e\numask 022\nmkdir -p {dir}\n{folder_check}\
+         if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then echo \"refusing {shown}: it is not a regular file (a folder, a link, ...); move it away\" >&2; exit 1; fi\n\
+         umask 077\nt=$(mktemp {tmpl})\n\
          trap 'rm -f \"$t\"' EXIT\ntrap 'exit 129' HUP\ntrap 'exit 130' INT\ntrap 'exit 141' PIPE\ntrap 'exit 143' TERM\n\
          cat > \"$t\"\nn=$(wc -c < \"$t\")\n\
          if [ \"$n\" -ne {size} ]; then echo \"upload cut short: $n of {size} bytes arrived\" >&2; exit 1; fi\n\
-         chown {owner}:{group} \"$t\"\nchmod {mode} \"$t\"\necho \"$t\"\ntrap - EXIT\n",
+         chown -h {owner}:{group} \"$t\"\n\
+         if [ -L \"$t\" ] || [ ! -f \"$t\" ]; then echo \"$t was replaced during the upload\" >&2; exit 1; fi\n\
+         chmod {mode} \"$t\"\necho \"$t\"\ntrap - EXIT\n",
         dir = quote(dir),
         tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX")),
+        shown = shown(&c.path),
         size = c.file.content.len(),
         owner = quote(&c.owner),
         group = quote(&c.group),
         mode = c.mode,
     )
+}
+
+/// A path inside a double-quoted `echo` argument: quoted for the shell, with what a
+/// double quote would expand (`$`, backquote, backslash, `"`) escaped.
+fn shown(path: &str) -> String {
+    path.chars()
+        .map(|c| {
+            if matches!(c, '$' | '`' | '\\' | '"') {
+                format!("\\{c}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Builds the whole-tree validation: copy `tree`, lay the staged files over it, run.
@@ -56,23 +94,54 @@ pub fn tree_validate_script(tree: &str, command: &str, staged: &[(String, String
             ));
         }
     }
-    s.push_str(&format!("{} 2>&1\n", command.replace("{tree}", "\"$s\"")));
+    // The command on lines of its own: a `#` in it cannot comment out the redirection.
+    s.push_str(&format!(
+        "(\n{}\n) 2>&1\n",
+        command.replace("{tree}", "\"$s\"")
+    ));
     s
 }
 
-/// Swaps every staged file into place; a target that exists is first hard-linked to
-/// its backup name so a rollback can restore it.
+/// Swaps every staged file into place. A target that exists is hard-linked to its backup
+/// name so a rollback can restore it, unless a backup is there already: an unfinished
+/// apply's backup is the last version that passed its health checks, and is kept.
+/// All or nothing: each live file is also linked to an undo name (`.NAME.fp-XXXXXX`, so
+/// a crash leaves only what facts reports as stale); when a rename fails (its temporary
+/// file vanished, the disk is read-only), `undo` puts back exactly what was live, removes
+/// the backups this script made, and the script exits 1.
 pub fn swap_script(staged: &[(String, String)]) -> String {
-    let mut s = String::from("set -e\n");
-    for (dest, tmp) in staged {
+    let mut vars = String::from("n=0\n");
+    let mut undos: Vec<String> = Vec::new();
+    let mut undo = String::from("undo() {\n");
+    let mut backups = String::new();
+    let mut renames = String::new();
+    for (i, (dest, tmp)) in staged.iter().enumerate() {
+        let k = i + 1;
+        let (dir, base) = split_path(dest);
         let d = quote(dest);
         let b = quote(&backup_path(dest));
-        s.push_str(&format!(
-            "if [ -f {d} ]; then ln -f {d} {b}; else rm -f {b}; fi\nmv -f {t} {d}\n",
-            t = quote(tmp)
+        vars.push_str(&format!("u{k}=\nb{k}=\n"));
+        undos.push(format!("\"$u{k}\""));
+        undo.push_str(&format!(
+            "  if [ $n -ge {k} ]; then if [ -n \"$u{k}\" ]; then mv -fT \"$u{k}\" {d}; else rm -f {d}; fi; fi\n  \
+             if [ -n \"$b{k}\" ]; then rm -f {b}; fi\n"
         ));
+        backups.push_str(&format!(
+            "if [ -L {d} ] || {{ [ -e {d} ] && [ ! -f {d} ]; }}; then echo \"refusing {shown}: it is not a regular file \
+             (a folder, a link, ...); move it away\" >&2; undo; fi\n\
+             if [ -f {d} ]; then u{k}=$(mktemp {tmpl}) && ln -fT {d} \"$u{k}\" || undo; \
+             if [ ! -e {b} ] && [ ! -L {b} ]; then ln -T {d} {b} || undo; b{k}=1; fi; else rm -f {b}; fi\n",
+            tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX")),
+            shown = shown(dest),
+        ));
+        renames.push_str(&format!("mv -fT {t} {d} || undo\nn={k}\n", t = quote(tmp)));
     }
-    s
+    undo.push_str("  exit 1\n}\n");
+    let trap = format!(
+        "trap 'for u in {}; do [ -z \"$u\" ] || rm -f -- \"$u\"; done' EXIT\n",
+        undos.join(" ")
+    );
+    format!("{vars}{trap}{undo}{backups}{renames}")
 }
 
 /// A file whose owner or mode was changed in place, with what they were before.
@@ -93,7 +162,7 @@ pub fn rollback_script(dests: &[&str], meta: &[MetaBefore]) -> String {
         let d = quote(dest);
         let b = quote(&backup_path(dest));
         s.push_str(&format!(
-            "if [ -f {b} ]; then mv -f {b} {d} || rc=1; else rm -f {d} || rc=1; fi\n"
+            "if [ -f {b} ] && [ ! -L {b} ]; then mv -fT {b} {d} || rc=1; else rm -f {d} || rc=1; fi\n"
         ));
     }
     for m in meta {
@@ -125,9 +194,12 @@ pub(super) fn action_command(init: Init, a: &Action) -> String {
 /// interval apart, within `retries` failures. Once is not enough: `systemctl reload`
 /// returns before most daemons serve the new configuration (Nginx's old workers answer
 /// for tens of milliseconds more), so a single early success would vouch for the old one.
-pub fn health_script(command: &str, retries: u32, interval_ms: u64) -> String {
+/// Each try is bounded by `try_limit` (a try that overstays is a failure).
+pub fn health_script(command: &str, retries: u32, interval_ms: u64, try_limit: Duration) -> String {
     format!(
-        "i=0\nok=0\nwhile :; do\n  if out=$( ( {command} ) 2>&1 ); then\n    ok=$((ok+1))\n    if [ \"$ok\" -ge 2 ]; then exit 0; fi\n  else\n    ok=0\n    i=$((i+1))\n    if [ \"$i\" -ge {retries} ]; then printf '%s\\n' \"$out\"; exit 1; fi\n  fi\n  sleep {secs}\ndone\n",
+        "i=0\nok=0\nwhile :; do\n  if out=$(timeout -k 5 {limit} sh -c {command} 2>&1); then\n    ok=$((ok+1))\n    if [ \"$ok\" -ge 2 ]; then exit 0; fi\n  else\n    ok=0\n    i=$((i+1))\n    if [ \"$i\" -ge {retries} ]; then printf '%s\\n' \"$out\"; exit 1; fi\n  fi\n  sleep {secs}\ndone\n",
+        limit = try_limit.as_secs().max(1),
+        command = quote(command),
         secs = format_args!("{}.{:03}", interval_ms / 1000, interval_ms % 1000)
     )
 }
@@ -144,7 +216,7 @@ pub fn status_script(service: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::plan::FileAction;
 
@@ -163,11 +235,22 @@ mod tests {
         let staged = vec![("/etc/x.conf".to_string(), "/etc/.x.conf.fp-abc".to_string())];
         assert_eq!(
             swap_script(&staged),
-            "set -e\nif [ -f /etc/x.conf ]; then ln -f /etc/x.conf /etc/.x.conf.fp-prev; else rm -f /etc/.x.conf.fp-prev; fi\nmv -f /etc/.x.conf.fp-abc /etc/x.conf\n"
+            "n=0\nu1=\nb1=\n\
+             trap 'for u in \"$u1\"; do [ -z \"$u\" ] || rm -f -- \"$u\"; done' EXIT\n\
+             undo() {\n  \
+             if [ $n -ge 1 ]; then if [ -n \"$u1\" ]; then mv -fT \"$u1\" /etc/x.conf; else rm -f /etc/x.conf; fi; fi\n  \
+             if [ -n \"$b1\" ]; then rm -f /etc/.x.conf.fp-prev; fi\n  exit 1\n}\n\
+             if [ -L /etc/x.conf ] || { [ -e /etc/x.conf ] && [ ! -f /etc/x.conf ]; }; then \
+             echo \"refusing /etc/x.conf: it is not a regular file (a folder, a link, ...); move it away\" >&2; undo; fi\n\
+             if [ -f /etc/x.conf ]; then u1=$(mktemp /etc/.x.conf.fp-XXXXXX) && ln -fT /etc/x.conf \"$u1\" || undo; \
+             if [ ! -e /etc/.x.conf.fp-prev ] && [ ! -L /etc/.x.conf.fp-prev ]; then ln -T /etc/x.conf /etc/.x.conf.fp-prev || undo; b1=1; fi; \
+             else rm -f /etc/.x.conf.fp-prev; fi\n\
+             mv -fT /etc/.x.conf.fp-abc /etc/x.conf || undo\nn=1\n"
         );
         assert_eq!(
             rollback_script(&["/etc/x.conf"], &[]),
-            "rc=0\nif [ -f /etc/.x.conf.fp-prev ]; then mv -f /etc/.x.conf.fp-prev /etc/x.conf || rc=1; else rm -f /etc/x.conf || rc=1; fi\nexit $rc\n"
+            "rc=0\nif [ -f /etc/.x.conf.fp-prev ] && [ ! -L /etc/.x.conf.fp-prev ]; then mv -fT /etc/.x.conf.fp-prev /etc/x.conf || rc=1; \
+             else rm -f /etc/x.conf || rc=1; fi\nexit $rc\n"
         );
         assert_eq!(
             rollback_script(
@@ -208,10 +291,103 @@ mod tests {
         ]));
         assert_eq!(std::fs::read_to_string(&dest).expect("r"), "new");
         assert!(!std::path::Path::new(&tmp).exists());
+        let mut left = fp_files(&dir);
+        left.sort();
+        assert_eq!(left, [".live.conf.fp-prev"], "only the backup remains");
         sh(rollback_script(&[&dest, &created], &[]));
         assert_eq!(std::fs::read_to_string(&dest).expect("r"), "old");
         assert!(!std::path::Path::new(&created).exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs `script` with `sh` under a 20 s timeout; returns (success, stdout, stderr).
+    pub(crate) fn sh(script: &str) -> (bool, String, String) {
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", script])
+            .output()
+            .expect("timeout sh");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn read(p: &str) -> String {
+        std::fs::read_to_string(p).unwrap_or_else(|e| format!("<{e}>"))
+    }
+
+    /// Issue 10, finding 3: a role with two files; the first is renamed into place, then
+    /// the second `mv` fails (its temporary file was removed meanwhile). Before the fix
+    /// `a=new, b=old` stayed live. The swap must put the first file back, leave no backup
+    /// (nothing is unfinished) and fail.
+    #[test]
+    fn a_failed_swap_puts_back_the_files_already_swapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let (a, b, created) = (p("a.conf"), p("b.conf"), p("c.conf"));
+        std::fs::write(&a, "old a").expect("w");
+        std::fs::write(&b, "old b").expect("w");
+        std::fs::write(p(".a.conf.fp-000001"), "new a").expect("w");
+        std::fs::write(p(".c.conf.fp-000003"), "new c").expect("w");
+        // .b.conf.fp-000002 is missing: its mv fails.
+        let (ok, _, err) = sh(&swap_script(&[
+            (a.clone(), p(".a.conf.fp-000001")),
+            (created.clone(), p(".c.conf.fp-000003")),
+            (b.clone(), p(".b.conf.fp-000002")),
+        ]));
+        assert!(!ok, "the swap must fail");
+        assert!(err.contains("b.conf"), "{err}");
+        assert_eq!(read(&a), "old a", "the file already swapped is put back");
+        assert_eq!(read(&b), "old b");
+        assert!(
+            !std::path::Path::new(&created).exists(),
+            "a created file is removed"
+        );
+        assert!(
+            !std::path::Path::new(&backup_path(&a)).exists(),
+            "no backup left: nothing is unfinished"
+        );
+    }
+
+    /// Issue 10, finding 10: an apply swapped v2 in over v1 and stopped before its health
+    /// checks (the backup, v1, is still there); then the template changed to v3. Before the
+    /// fix the swap's `ln -f` replaced the backup by v2, so a failed health check
+    /// "restored" v2, which never passed one. The oldest backup is kept; and a swap that
+    /// fails later puts back exactly what was live (v2), the backup still v1.
+    #[test]
+    fn a_swap_over_an_unfinished_apply_keeps_the_oldest_backup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let (a, bak) = (p("a.conf"), p(".a.conf.fp-prev"));
+        std::fs::write(&a, "v2").expect("w");
+        std::fs::write(&bak, "v1").expect("w");
+        std::fs::write(p(".a.conf.fp-000003"), "v3").expect("w");
+        let (ok, _, err) = sh(&swap_script(&[
+            (a.clone(), p(".a.conf.fp-000003")),
+            (p("b.conf"), p(".b.conf.fp-missing")),
+        ]));
+        assert!(!ok, "the second rename fails");
+        assert_eq!((read(&a), read(&bak)), ("v2".into(), "v1".into()), "{err}");
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".fp-") && n != ".a.conf.fp-prev")
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        std::fs::write(p(".a.conf.fp-000004"), "v3").expect("w");
+        let (ok, _, err) = sh(&swap_script(&[(a.clone(), p(".a.conf.fp-000004"))]));
+        assert!(ok, "{err}");
+        assert_eq!((read(&a), read(&bak)), ("v3".into(), "v1".into()));
+        let (ok, _, err) = sh(&rollback_script(&[&a], &[]));
+        assert!(ok, "{err}");
+        assert_eq!(
+            read(&a),
+            "v1",
+            "the rollback restores the last healthy version"
+        );
     }
 
     #[test]
@@ -239,23 +415,43 @@ mod tests {
         );
         assert!(!s.contains("index.html"), "{s}");
         assert!(
-            s.ends_with("nginx -t -q -c \"$s\"/nginx.conf 2>&1\n"),
+            s.ends_with("(\nnginx -t -q -c \"$s\"/nginx.conf\n) 2>&1\n"),
             "{s}"
         );
+    }
+
+    /// A `#` in a validator (review finding 13, the same as for drift checks) commented
+    /// out the `2>&1` after it: the validator's complaints on stderr were lost.
+    #[test]
+    fn a_comment_in_a_tree_validator_keeps_its_stderr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().to_string_lossy().into_owned();
+        let s = tree_validate_script(&tree, "echo refused >&2; false # why", &[]);
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", &s])
+            .output()
+            .expect("sh");
+        assert!(!out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "refused\n");
     }
 
     #[test]
     fn health_loop_retries_then_reports_output() {
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(health_script("echo nope; false", 2, 10))
+            .arg(health_script(
+                "echo nope; false",
+                2,
+                10,
+                Duration::from_secs(5),
+            ))
             .output()
             .expect("sh");
         assert!(!st.status.success());
         assert_eq!(String::from_utf8_lossy(&st.stdout), "nope\n");
         let ok = std::process::Command::new("sh")
             .arg("-c")
-            .arg(health_script("true", 2, 10))
+            .arg(health_script("true", 2, 10, Duration::from_secs(5)))
             .status()
             .expect("sh");
         assert!(ok.success());
@@ -269,7 +465,7 @@ mod tests {
         );
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(health_script(&flaky, 3, 10))
+            .arg(health_script(&flaky, 3, 10, Duration::from_secs(5)))
             .status()
             .expect("sh");
         assert!(!st.success(), "one success then failures is not healthy");
@@ -352,7 +548,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let dest = dir.join("live.conf").to_string_lossy().to_string();
-        let c = change(&dest, b"0123456789");
+        let mut c = change(&dest, b"0123456789");
+        c.file.shared_dir = true; // under /tmp, writable by everyone
 
         let (ok, out, err) = upload_locally(&c, b"0123456789");
         assert!(ok, "{err}");
@@ -369,6 +566,75 @@ mod tests {
         assert!(fp_files(&dir).is_empty(), "{:?}", fp_files(&dir));
         assert!(!std::path::Path::new(&dest).exists());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 10, finding 4: in a folder a non-root user can write to (a web root owned by
+    /// www-data), that user can swap the temporary file for a link between the upload and
+    /// `chown`/`chmod` (root then changes another file's mode) or plant a backup. Before
+    /// the fix the upload went ahead; now it is refused with a clear error unless the
+    /// role says the folder may be shared.
+    #[test]
+    fn upload_refuses_a_folder_others_can_write_to() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = dir.path().join("www");
+        std::fs::create_dir(&shared).expect("mkdir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let dest = shared.join("index.html").to_string_lossy().into_owned();
+        let (ok, out, err) = upload_locally(&change(&dest, b"hi"), b"hi");
+        assert!(!ok, "must be refused: {out}");
+        assert!(
+            err.contains("is writable by others than root")
+                && err.contains(&*shared.to_string_lossy()),
+            "{err}"
+        );
+        assert!(fp_files(&shared).is_empty(), "{:?}", fp_files(&shared));
+        assert!(upload_script(&change(&dest, b"hi")).contains("\nchown -h "));
+        let mut allowed = change(&dest, b"hi");
+        allowed.file.shared_dir = true;
+        let (ok, out, err) = upload_locally(&allowed, b"hi");
+        assert!(ok, "{err}");
+        assert!(out.trim().contains("/.index.html.fp-"), "{out}");
+    }
+
+    /// Issue 10, finding 4: a dest that is a folder today was planned "create" forever,
+    /// and `mv` moved the temporary file into it. A dest that exists and is not a regular
+    /// file (folder, link) is refused by the upload and by the swap (`mv -T`).
+    #[test]
+    fn a_dest_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        std::fs::create_dir(p("conf.d")).expect("mkdir");
+        std::os::unix::fs::symlink("/etc/passwd", p("link.conf")).expect("ln");
+        for dest in [p("conf.d"), p("link.conf")] {
+            let mut c = change(&dest, b"x");
+            c.file.shared_dir = true; // tempdirs live under /tmp
+            let (ok, out, err) = upload_locally(&c, b"x");
+            assert!(!ok, "{dest}: {out}");
+            assert!(err.contains("is not a regular file"), "{err}");
+            std::fs::write(p(".t.fp-000001"), "x").expect("w");
+            let (ok, _, err) = sh(&swap_script(&[(dest.clone(), p(".t.fp-000001"))]));
+            assert!(!ok, "{dest}");
+            assert!(err.contains("is not a regular file"), "{err}");
+        }
+        assert!(std::fs::metadata(p("conf.d")).expect("stat").is_dir());
+        assert_eq!(
+            std::fs::read_link(p("link.conf")).expect("link"),
+            std::path::Path::new("/etc/passwd")
+        );
+    }
+
+    /// Issue 10, finding 16: a health command that hangs is one failed try, not a hang.
+    #[test]
+    fn a_hung_health_command_is_a_failed_try() {
+        let started = std::time::Instant::now();
+        let (ok, _, _) = sh(&health_script("sleep 30", 2, 10, Duration::from_secs(1)));
+        assert!(!ok);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

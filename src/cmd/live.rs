@@ -5,6 +5,7 @@
 
 use super::interrupt::{INTERRUPTED, watch_ctrl_c};
 use super::{EXIT_CHANGES, EXIT_FAIL, EXIT_OK, load, render_all, select, ssh_options};
+use crate::apply::HostLock;
 use crate::cli::Live;
 use crate::desired::DesiredHost;
 use crate::gather::Reader;
@@ -56,6 +57,7 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
                 secrets: &secrets,
                 reporter: &reporter,
                 interrupted: &INTERRUPTED,
+                lock: Some(HostLock::for_this_run()),
             };
             rollout::apply_all(&mut runs, &rules, &cx).await;
         }
@@ -118,6 +120,7 @@ async fn connect_and_plan(
                     .vip
                     .filter(|_| d.host.tier == "lb")
                     .map(|v| v.to_string()),
+                lock: Some(HostLock::for_this_run()),
             };
             reader.plan(&d).await
         }

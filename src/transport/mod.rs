@@ -5,6 +5,8 @@
 //! pipeline can be tested with in-memory fakes.
 
 pub mod known_hosts;
+#[cfg(test)]
+pub mod local;
 mod ssh;
 
 pub use ssh::{JumpHost, SshError, SshOptions, SshSession, connect, scan_host_key_via_jump};
