@@ -267,7 +267,7 @@ impl RenderCtx<'_> {
             || std::str::from_utf8(&content)
                 .map(|t| real.appears_in(t))
                 .unwrap_or(true);
-        Ok(DesiredFile::new(
+        let mut file = DesiredFile::new(
             f.dest.clone(),
             content,
             f.owner.clone(),
@@ -276,7 +276,9 @@ impl RenderCtx<'_> {
             f.notify.clone(),
             f.validate.as_deref().map(|v| self.command(v)).transpose()?,
             sensitive,
-        ))
+        );
+        file.shared_dir = f.shared_dir;
+        Ok(file)
     }
 
     /// Whether template `name`, its includes or its parents read `secrets` (or the whole

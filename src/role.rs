@@ -76,6 +76,9 @@ pub struct RoleFile {
     pub notify: Notify,
     /// Per-file validator; `{tmp}` is replaced by the uploaded temporary file.
     pub validate: Option<String>,
+    /// `shared_dir: true`: the folder may be writable by others than root (e.g. a web root
+    /// owned by www-data); without it such a folder is refused at upload.
+    pub shared_dir: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +156,8 @@ struct RawFile {
     notify: Option<Spanned<String>>,
     #[serde(default)]
     validate: Option<Spanned<String>>,
+    #[serde(default)]
+    shared_dir: bool,
 }
 
 #[derive(Deserialize)]
@@ -534,6 +539,7 @@ impl FileChecks<'_> {
             mode,
             notify,
             validate: f.validate.map(|v| v.value),
+            shared_dir: f.shared_dir,
         })
     }
 
@@ -757,6 +763,18 @@ health:
         assert_eq!(r.files[0].notify, Notify::Service(NotifyKind::Reload));
         assert_eq!(r.health[0].retries, 10);
         assert!(r.service.as_ref().is_some_and(|s| s.reload && s.enabled));
+    }
+
+    /// Review finding 4: a folder others can write to is refused at upload unless the
+    /// file says `shared_dir: true`; the flag is off unless written.
+    #[test]
+    fn shared_dir_is_off_unless_the_file_says_so() {
+        let d = fixture();
+        let r = parse_role(&d, ROLE).expect("valid");
+        assert!(!r.files[0].shared_dir);
+        let shared = ROLE.replace("notify: reload", "notify: reload\n    shared_dir: true");
+        let r = parse_role(&d, &shared).expect("valid");
+        assert!(r.files[0].shared_dir);
     }
 
     #[test]

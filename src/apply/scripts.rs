@@ -37,7 +37,7 @@ pub fn upload_script(c: &FileChange) -> String {
              s=$(stat -c '%u %g %A' -- \"$p\")\n  u=${{s%% *}}; a=${{s##* }}; g=${{s#* }}; g=${{g%% *}}; ok=1\n  \
              [ \"$u\" = 0 ] || ok=\n  case $a in ????????w*) ok= ;; ?????w*) [ \"$g\" = 0 ] || ok= ;; esac\n  \
              if [ -z \"$ok\" ]; then echo \"refusing {shown}: the folder $p is writable by others than root \
-             (uid gid mode: $s); make it root's, or let the role share it\" >&2; exit 1; fi\n  \
+             (uid gid mode: $s); make it root's, or set shared_dir: true on this file in role.yml\" >&2; exit 1; fi\n  \
              [ \"$p\" = / ] && break\n  p=${{p%/*}}; [ -n \"$p\" ] || p=/\ndone\n",
             dir = quote(dir),
             shown = shown(&c.path),
