@@ -30,8 +30,8 @@ pub(super) fn watch_ctrl_c() {
         };
         INTERRUPTED.store(true, Ordering::SeqCst);
         eprintln!(
-            "interrupted ({first}): finishing the step in flight, then stopping; nothing new is \
-             started (press Ctrl-C again to abort at once)"
+            "interrupted: finishing the step in flight, then stopping; nothing new is started \
+             ({first}; press Ctrl-C again to abort at once)"
         );
         if next().await.is_some() {
             eprintln!(
