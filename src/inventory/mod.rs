@@ -160,3 +160,41 @@ impl Inventory {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::validate::tests::{GOOD, parse_str};
+    use super::*;
+
+    #[test]
+    fn tier_hosts_of_and_roles_used_follow_the_inventory() {
+        let mut inv = parse_str(GOOD).expect("valid");
+        assert_eq!(inv.tier("lb").map(|t| t.roles.len()), Some(2));
+        assert!(inv.tier("db").is_none());
+        let web: Vec<&str> = inv.hosts_of("web").map(|h| h.name.as_str()).collect();
+        assert_eq!(web, ["web1"]);
+        assert_eq!(inv.hosts_of("db").count(), 0);
+        // A role used by two tiers is listed once, in tier order.
+        inv.tiers[1].roles.push("nginx".into());
+        assert_eq!(inv.roles_used(), ["nginx", "haproxy", "keepalived"]);
+    }
+
+    #[test]
+    fn inventory_files_up_to_the_size_limit_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inv.yml");
+        let limit = usize::try_from(MAX_INVENTORY_BYTES).expect("fits");
+        assert_eq!(limit, 4 * 1024 * 1024);
+        std::fs::write(&path, "#".repeat(limit)).expect("write");
+        assert_eq!(read_yaml_text(&path).map(|t| t.len()), Ok(limit));
+        std::fs::write(&path, "#".repeat(limit + 1)).expect("write");
+        let e = read_yaml_text(&path).expect_err("too big");
+        assert!(
+            e.message.contains("more than the 4194304 bytes"),
+            "{}",
+            e.message
+        );
+        std::fs::write(&path, "domain: x\n").expect("write");
+        assert_eq!(read_yaml_text(&path).ok().as_deref(), Some("domain: x\n"));
+    }
+}
