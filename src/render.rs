@@ -418,4 +418,103 @@ mod tests {
         );
         assert!(d.message.contains("web1"), "{d}");
     }
+
+    const INVENTORY: &str = "\
+domain: www.example.org
+vip: 10.0.0.10
+ssh:
+  user: deploy
+admin_networks: [10.9.0.0/16]
+vars:
+  a: inventory
+  domain: shadowed
+tiers:
+  web:
+    roles: [nginx]
+    vars:
+      a: tier
+  lb:
+    roles: [haproxy]
+hosts:
+  lb1:
+    address: 10.0.0.11
+    tier: lb
+  web1:
+    address: 10.0.0.21
+    tier: web
+    port: 2222
+  web2:
+    address: 10.0.0.22
+    tier: web
+    vars:
+      a: host
+";
+
+    fn inventory() -> Inventory {
+        let roles = vec!["nginx".to_string(), "haproxy".to_string()];
+        crate::inventory::parse(Path::new("inv.yml"), INVENTORY, &roles).expect("valid")
+    }
+
+    #[test]
+    fn context_has_the_built_in_names_and_they_win_over_vars() {
+        let inv = inventory();
+        let secrets: BTreeMap<String, String> = [("pw".to_string(), "s".to_string())].into();
+        let vars = merge_vars(&Map::new(), &inv.vars, &Map::new(), &Map::new());
+        let ctx = context(&inv, &inv.hosts[1], vars, &secrets);
+        assert_eq!(ctx["a"], json!("inventory"));
+        assert_eq!(ctx["domain"], json!("www.example.org"));
+        assert_eq!(ctx["vip"], json!("10.0.0.10"));
+        assert_eq!(ctx["admin_networks"], json!(["10.9.0.0/16"]));
+        assert_eq!(ctx["secrets"], json!({"pw": "s"}));
+        assert_eq!(
+            ctx["host"],
+            json!({"name": "web1", "address": "10.0.0.21", "tier": "web", "ssh_port": 2222, "vars": {}})
+        );
+        let names = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().map(|h| h["name"].to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(names(&ctx["hosts"]), ["\"lb1\"", "\"web1\"", "\"web2\""]);
+        assert_eq!(names(&ctx["tiers"]["web"]), ["\"web1\"", "\"web2\""]);
+        assert_eq!(names(&ctx["tiers"]["lb"]), ["\"lb1\""]);
+    }
+
+    #[test]
+    fn each_layer_wins_over_the_ones_below_it() {
+        let inv = inventory();
+        let role = m(&[("a", 0)]);
+        let web = inv.tier("web").expect("tier").vars.clone();
+        // (host, value of `a`)
+        for (host, want) in [(0, json!(0)), (1, json!("tier")), (2, json!("host"))] {
+            let h = &inv.hosts[host];
+            let tier = if h.tier == "web" {
+                web.clone()
+            } else {
+                Map::new()
+            };
+            let role = if host == 0 { role.clone() } else { m(&[]) };
+            let inv_vars = if host == 0 {
+                Map::new()
+            } else {
+                inv.vars.clone()
+            };
+            let merged = merge_vars(&role, &inv_vars, &tier, &h.vars);
+            assert_eq!(merged["a"], want, "{}", h.name);
+        }
+    }
+
+    #[test]
+    fn the_project_root_holds_roles_and_templates() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = find_root(&here.join("inventories/lab.yml")).expect("found");
+        assert_eq!(root, std::fs::canonicalize(here).expect("canonical"));
+        // A folder with roles/ but no templates/ is not a root.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("roles")).expect("mkdir");
+        std::fs::write(dir.path().join("inv.yml"), "").expect("write");
+        let found = find_root(&dir.path().join("inv.yml"));
+        assert_ne!(found.as_deref(), Some(dir.path()));
+        assert_eq!(find_root(&dir.path().join("missing.yml")), None);
+    }
 }
