@@ -197,4 +197,36 @@ mod tests {
         std::fs::write(&path, "domain: x\n").expect("write");
         assert_eq!(read_yaml_text(&path).ok().as_deref(), Some("domain: x\n"));
     }
+
+    #[test]
+    fn yaml_nesting_is_limited_to_64_levels() {
+        let nested = |n: usize| {
+            GOOD.replace(
+                "secrets:",
+                &format!(
+                    "vars:\n  deep: {}{}\nsecrets:",
+                    "[".repeat(n),
+                    "]".repeat(n)
+                ),
+            )
+        };
+        // `vars:` and `deep:` are two levels of the 64.
+        assert!(parse_str(&nested(60)).is_ok());
+        let e = parse_str(&nested(70)).expect_err("too deep");
+        assert!(e.message.contains("nested too deeply"), "{}", e.message);
+    }
+
+    #[test]
+    fn yaml_nodes_are_limited_to_200_000() {
+        let list = |n: usize| {
+            GOOD.replace(
+                "secrets:",
+                &format!("vars:\n  l: [{}]\nsecrets:", vec!["0"; n].join(",")),
+            )
+        };
+        assert_eq!(parse_str(&list(1000)).err(), None);
+        // serde-saphyr's own default would take 250 000.
+        let refused = parse_str(&list(210_000)).err().map(|e| e.message);
+        assert!(refused.is_some(), "210 000 nodes must be refused");
+    }
 }
