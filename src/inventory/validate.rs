@@ -814,4 +814,14 @@ secrets:
             "declared tiers: lb, web"
         );
     }
+
+    #[test]
+    fn tilde_paths_are_under_home_and_relative_ones_under_the_inventory() {
+        let home = PathBuf::from(std::env::var_os("HOME").expect("tests run with HOME set"));
+        assert_eq!(expand_home("~/.ssh/id"), home.join(".ssh/id"));
+        assert_eq!(expand_home("~user/id"), PathBuf::from("~user/id"));
+        let inv = parse_str(&with_ssh("  identity_file: ~/k\n")).expect("valid");
+        assert_eq!(inv.ssh.identity_file, Some(home.join("k")));
+        assert_eq!(inv.ssh.known_hosts, home.join(".ssh/known_hosts"));
+    }
 }
