@@ -704,4 +704,153 @@ END
         assert!(!c.contains_key(&missing));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    const HASH: &str = "5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3";
+
+    /// Parses `lines` (INIT and END added) for a query of one path `/x`, packages `a` and
+    /// `b`, and service `s`.
+    fn parse_lines(lines: &str) -> Result<Facts, FactsError> {
+        let q = FactQuery {
+            paths: vec!["/x"],
+            packages: vec!["a", "b"],
+            services: vec!["s"],
+            ..Default::default()
+        };
+        parse(&format!("INIT systemd\n{lines}END\n"), &q)
+    }
+
+    fn file_lines(hash: &str, meta: &str) -> String {
+        format!("H {hash}  /x\nM {meta} /x\n")
+    }
+
+    #[test]
+    fn init_line_names_systemd_or_other() {
+        let q = FactQuery::default();
+        for (line, init) in [
+            ("INIT systemd", Init::Systemd),
+            ("INIT other", Init::Other),
+            ("INIT", Init::Other),
+        ] {
+            let f = parse(&format!("{line}\nEND\n"), &q).expect("parses");
+            assert_eq!(f.init, init, "{line}");
+        }
+    }
+
+    #[test]
+    fn hash_lines_need_64_hex_digits_and_two_spaces() {
+        let upper = HASH.to_uppercase();
+        let rows = [
+            (HASH.to_string(), true),
+            (upper, true),
+            (HASH[..63].to_string(), false),
+            (format!("{HASH}0"), false),
+            (HASH.replacen('5', "g", 1), false),
+        ];
+        for (hash, ok) in rows {
+            let r = parse_lines(&file_lines(&hash, "644 root root"));
+            assert_eq!(r.is_ok(), ok, "{hash}");
+            if let Ok(f) = r {
+                assert_eq!(
+                    f.files["/x"].as_ref().map(|x| x.sha256.as_str()),
+                    Some(hash.as_str())
+                );
+            }
+        }
+        assert!(parse_lines(&format!("H {HASH} /x\nM 644 root root /x\n")).is_err());
+    }
+
+    #[test]
+    fn meta_lines_are_octal_mode_owner_group_path() {
+        let f = parse_lines(&file_lines(HASH, "4750 www adm")).expect("parses");
+        let x = f.files["/x"].clone().expect("exists");
+        assert_eq!(
+            (x.mode, x.owner.as_str(), x.group.as_str()),
+            (0o4750, "www", "adm")
+        );
+        // A path with spaces stays whole.
+        let q = FactQuery {
+            paths: vec!["/a b"],
+            ..Default::default()
+        };
+        let f = parse(
+            &format!("INIT other\nH {HASH}  /a b\nM 600 root root /a b\nEND\n"),
+            &q,
+        )
+        .expect("parses");
+        assert_eq!(f.files["/a b"].as_ref().map(|x| x.mode), Some(0o600));
+        for bad in ["644 root root", "689 root root /x", "root root root /x"] {
+            assert!(
+                parse_lines(&format!("H {HASH}  /x\nM {bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn packages_are_installed_only_when_dpkg_says_installed() {
+        let rows = [
+            ("P a installed\n", true, false),
+            ("P a:amd64 installed\n", true, false),
+            ("P a config-files\nP b installed\n", false, true),
+            ("P a not-installed\n", false, false),
+            ("", false, false),
+        ];
+        for (lines, a, b) in rows {
+            let f = parse_lines(&format!("F 0 /x\n{lines}")).expect("parses");
+            assert_eq!((f.packages["a"], f.packages["b"]), (a, b), "{lines}");
+        }
+        assert!(parse_lines("F 0 /x\nP a\n").is_err());
+    }
+
+    #[test]
+    fn units_are_read_block_by_block() {
+        let f = parse_lines(
+            "F 0 /x\nU Id=s.service\nU ActiveState=failed\nU UnitFileState=disabled\nU \nU Id=t.socket\nU ActiveState=\nU Other=x\n",
+        )
+        .expect("parses");
+        assert_eq!(f.services["s"].active, "failed");
+        assert_eq!(f.services["s"].enabled, "disabled");
+        assert_eq!(f.services["t.socket"].active, "not-found");
+        assert_eq!(f.services["t.socket"].enabled, "not-found");
+        // A state before any Id= line belongs to no unit.
+        assert!(parse_lines("F 0 /x\nU ActiveState=active\n").is_err());
+    }
+
+    #[test]
+    fn vip_drift_and_blank_lines() {
+        let f = parse_lines("F 0 /x\nVIP yes\nD ok web\nD drift fw\n\n").expect("parses");
+        assert_eq!(f.holds_vip, Some(true));
+        assert_eq!(f.drifted.iter().collect::<Vec<_>>(), vec!["fw"]);
+        let f = parse_lines("F 0 /x\n").expect("parses");
+        assert_eq!(f.holds_vip, None);
+        for bad in ["D maybe fw\n", "D\n", "F 1 /x\n"] {
+            assert!(parse_lines(&format!("F 0 /x\n{bad}")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn script_asks_only_what_the_query_needs() {
+        let s = script(&FactQuery::default());
+        assert_eq!(
+            s,
+            "if [ -d /run/systemd/system ]; then echo 'INIT systemd'; else echo 'INIT other'; fi\necho END\n"
+        );
+        let s = script(&FactQuery {
+            services: vec!["nginx", "foo.socket"],
+            ..Default::default()
+        });
+        assert!(s.contains("-- nginx.service foo.socket 2>/dev/null"), "{s}");
+        assert!(!s.contains("dpkg-query") && !s.contains("sha256sum") && !s.contains("VIP"));
+    }
+
+    #[test]
+    fn contents_skip_missing_files_and_decode_the_others() {
+        let c = parse_contents("C aGk= /a\nC - /b\nEND\n").expect("parses");
+        assert_eq!(c.get("/a").map(Vec::as_slice), Some(&b"hi"[..]));
+        assert!(!c.contains_key("/b"));
+        assert_eq!(
+            contents_script(&["/a b"]),
+            "for p in '/a b'; do if [ -L \"$p\" ] || { [ -e \"$p\" ] && [ ! -f \"$p\" ]; }; then echo \"N $p\"; elif [ -f \"$p\" ]; then echo \"C $(dd if=\"$p\" iflag=nofollow,nonblock status=none | base64 -w0) $p\"; else echo \"C - $p\"; fi; done; echo END\n"
+        );
+    }
 }

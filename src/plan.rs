@@ -667,4 +667,917 @@ mod tests {
         let d = p.roles[0].files[0].diff.clone().unwrap_or_default();
         assert!(!d.contains("s3cr3t") && d.contains("********"), "{d}");
     }
+
+    // ---- Rule tables: one decision of the planner each (issue 16). ----
+
+    const CONF: &str = "/etc/app/app.conf";
+
+    fn file(dest: &str, content: &str, notify: Notify) -> DesiredFile {
+        DesiredFile::new(
+            dest.into(),
+            content.as_bytes().to_vec(),
+            "root".into(),
+            "root".into(),
+            0o644,
+            notify,
+            None,
+            false,
+        )
+    }
+
+    fn service(reload: bool, enabled: bool) -> Option<Service> {
+        Some(Service {
+            name: "app".into(),
+            enabled,
+            reload,
+        })
+    }
+
+    fn role(files: Vec<DesiredFile>, service: Option<Service>) -> DesiredRole {
+        DesiredRole {
+            name: "app".into(),
+            packages: vec!["app".into()],
+            service,
+            files,
+            validate: None,
+            handlers: vec![],
+            health: vec![],
+            drift_check: None,
+        }
+    }
+
+    fn host(roles: Vec<DesiredRole>) -> DesiredHost {
+        let mut h = desired("", Notify::None, false);
+        h.roles = roles;
+        h
+    }
+
+    fn on_disk(content: &str, mode: u32, owner: &str, group: &str) -> Option<FileFact> {
+        Some(FileFact {
+            sha256: sha256_hex(content.as_bytes()),
+            mode,
+            owner: owner.into(),
+            group: group.into(),
+        })
+    }
+
+    /// Facts of a systemd host with package `app` installed and service `app` in `active`
+    /// state, enabled, and `files` on disk.
+    fn host_facts(files: &[(&str, Option<FileFact>)], active: &str) -> Facts {
+        let mut f = facts(None, 0, true, active);
+        f.files = files
+            .iter()
+            .map(|(p, ff)| (p.to_string(), ff.clone()))
+            .collect();
+        f.packages = [("app".to_string(), true)].into();
+        f.services = [(
+            "app".to_string(),
+            ServiceFact {
+                active: active.into(),
+                enabled: "enabled".into(),
+            },
+        )]
+        .into();
+        f
+    }
+
+    fn plan_of(h: &DesiredHost, f: &Facts) -> HostPlan {
+        plan_host(h, f, &BTreeMap::new(), &Secrets::default())
+    }
+
+    fn restart() -> Action {
+        Action::Restart {
+            service: "app".into(),
+        }
+    }
+    fn reload_app() -> Action {
+        Action::Reload {
+            service: "app".into(),
+        }
+    }
+    fn start() -> Action {
+        Action::Start {
+            service: "app".into(),
+        }
+    }
+    fn enable() -> Action {
+        Action::Enable {
+            service: "app".into(),
+        }
+    }
+
+    #[test]
+    fn file_action_create_update_metadata_or_nothing() {
+        // (case, fact on disk, action, old_mode, old_owner)
+        type Row = (
+            &'static str,
+            Option<Option<FileFact>>,
+            Option<FileAction>,
+            Option<&'static str>,
+            Option<&'static str>,
+        );
+        let rows: Vec<Row> = vec![
+            ("never asked", None, Some(FileAction::Create), None, None),
+            ("missing", Some(None), Some(FileAction::Create), None, None),
+            (
+                "in place",
+                Some(on_disk("a\n", 0o644, "root", "root")),
+                None,
+                None,
+                None,
+            ),
+            (
+                "content",
+                Some(on_disk("b\n", 0o644, "root", "root")),
+                Some(FileAction::Update),
+                None,
+                None,
+            ),
+            (
+                "content and mode",
+                Some(on_disk("b\n", 0o600, "root", "root")),
+                Some(FileAction::Update),
+                Some("0600"),
+                None,
+            ),
+            (
+                "mode alone",
+                Some(on_disk("a\n", 0o600, "root", "root")),
+                Some(FileAction::Metadata),
+                Some("0600"),
+                None,
+            ),
+            (
+                "owner alone",
+                Some(on_disk("a\n", 0o644, "www", "root")),
+                Some(FileAction::Metadata),
+                None,
+                Some("www:root"),
+            ),
+            (
+                "group alone",
+                Some(on_disk("a\n", 0o644, "root", "adm")),
+                Some(FileAction::Metadata),
+                None,
+                Some("root:adm"),
+            ),
+        ];
+        for (case, fact, action, old_mode, old_owner) in rows {
+            let h = host(vec![role(vec![file(CONF, "a\n", Notify::None)], None)]);
+            let f = host_facts(
+                &fact.map(|ff| vec![(CONF, ff)]).unwrap_or_default(),
+                "active",
+            );
+            let p = plan_of(&h, &f);
+            let change = p.roles[0].files.first();
+            assert_eq!(change.map(|c| c.action), action, "{case}");
+            assert_eq!(
+                change.and_then(|c| c.old_mode.as_deref()),
+                old_mode,
+                "{case}"
+            );
+            assert_eq!(
+                change.and_then(|c| c.old_owner.as_deref()),
+                old_owner,
+                "{case}"
+            );
+            if let Some(c) = change {
+                assert_eq!(
+                    (c.mode.as_str(), c.owner.as_str(), c.group.as_str()),
+                    ("0644", "root", "root"),
+                    "{case}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unfinished_only_when_content_and_metadata_are_in_place() {
+        let h = host(vec![role(vec![file(CONF, "a\n", Notify::None)], None)]);
+        for (case, fact, action) in [
+            (
+                "in place",
+                on_disk("a\n", 0o644, "root", "root"),
+                FileAction::Unfinished,
+            ),
+            (
+                "content differs",
+                on_disk("b\n", 0o644, "root", "root"),
+                FileAction::Update,
+            ),
+            (
+                "mode differs",
+                on_disk("a\n", 0o600, "root", "root"),
+                FileAction::Metadata,
+            ),
+        ] {
+            let mut f = host_facts(&[(CONF, fact)], "active");
+            f.unfinished.insert(CONF.into());
+            let p = plan_of(&h, &f);
+            assert_eq!(p.roles[0].files[0].action, action, "{case}");
+        }
+    }
+
+    #[test]
+    fn diff_only_for_content_changes_of_non_sensitive_text() {
+        let old: BTreeMap<String, Vec<u8>> = [(CONF.to_string(), b"b\n".to_vec())].into();
+        let mut secret = file(CONF, "a\n", Notify::None);
+        secret.sensitive = true;
+        let binary = DesiredFile::new(
+            CONF.into(),
+            vec![0xff, 0xfe],
+            "root".into(),
+            "root".into(),
+            0o644,
+            Notify::None,
+            None,
+            false,
+        );
+        let rows: Vec<(&str, DesiredFile, Option<FileFact>, Option<&str>)> = vec![
+            (
+                "update",
+                file(CONF, "a\n", Notify::None),
+                on_disk("b\n", 0o644, "root", "root"),
+                Some("--- a/etc/app/app.conf\n+++ b/etc/app/app.conf\n@@ -1 +1 @@\n-b\n+a\n"),
+            ),
+            (
+                "create diffs against nothing",
+                file(CONF, "a\n", Notify::None),
+                None,
+                Some("--- a/etc/app/app.conf\n+++ b/etc/app/app.conf\n@@ -0,0 +1 @@\n+a\n"),
+            ),
+            (
+                "an empty new file has an empty diff",
+                file(CONF, "", Notify::None),
+                None,
+                Some(""),
+            ),
+            (
+                "metadata",
+                file(CONF, "a\n", Notify::None),
+                on_disk("a\n", 0o600, "root", "root"),
+                None,
+            ),
+            (
+                "sensitive",
+                secret,
+                on_disk("b\n", 0o644, "root", "root"),
+                None,
+            ),
+            (
+                "binary",
+                binary,
+                on_disk("b\n", 0o644, "root", "root"),
+                None,
+            ),
+        ];
+        for (case, df, fact, diff) in rows {
+            let h = host(vec![role(vec![df], None)]);
+            // The old content is fetched only for files that exist.
+            let old = if fact.is_some() {
+                old.clone()
+            } else {
+                BTreeMap::new()
+            };
+            let f = host_facts(&[(CONF, fact)], "active");
+            let p = plan_host(&h, &f, &old, &Secrets::default());
+            assert_eq!(p.roles[0].files[0].diff.as_deref(), diff, "{case}");
+        }
+    }
+
+    #[test]
+    fn diff_of_text_without_final_newline_ends_with_one() {
+        let old: BTreeMap<String, Vec<u8>> = [(CONF.to_string(), b"b".to_vec())].into();
+        let h = host(vec![role(vec![file(CONF, "a", Notify::None)], None)]);
+        let f = host_facts(&[(CONF, on_disk("b", 0o644, "root", "root"))], "active");
+        let p = plan_host(&h, &f, &old, &Secrets::default());
+        let d = p.roles[0].files[0].diff.clone().unwrap_or_default();
+        assert!(d.contains("-b") && d.contains("+a"), "{d:?}");
+        assert!(d.ends_with('\n') && !d.ends_with("\n\n"), "{d:?}");
+    }
+
+    #[test]
+    /// Non-sensitive files whose content differs, and those reported missing (their old
+    /// contents are asked for so that a dest that exists but is not a regular file is
+    /// found before the apply: review finding 4).
+    fn content_changed_lists_non_sensitive_files_that_differ_or_are_missing() {
+        let mut secret = file("/etc/app/secret", "s\n", Notify::None);
+        secret.sensitive = true;
+        let h = host(vec![role(
+            vec![
+                file("/etc/app/changed", "a\n", Notify::None),
+                file("/etc/app/same", "a\n", Notify::None),
+                file("/etc/app/new", "a\n", Notify::None),
+                file("/etc/app/mode", "a\n", Notify::None),
+                secret,
+            ],
+            None,
+        )]);
+        let f = host_facts(
+            &[
+                ("/etc/app/changed", on_disk("b\n", 0o644, "root", "root")),
+                ("/etc/app/same", on_disk("a\n", 0o644, "root", "root")),
+                ("/etc/app/new", None),
+                ("/etc/app/mode", on_disk("a\n", 0o600, "root", "root")),
+                ("/etc/app/secret", on_disk("t\n", 0o644, "root", "root")),
+            ],
+            "active",
+        );
+        assert_eq!(
+            content_changed(&h, &f),
+            vec!["/etc/app/changed", "/etc/app/new"]
+        );
+    }
+
+    #[test]
+    fn daemon_reload_exactly_when_a_unit_file_content_changed_under_systemd() {
+        // (case, path, on disk, init, daemon-reload?)
+        let changed = || on_disk("old\n", 0o644, "root", "root");
+        let rows = [
+            (
+                "etc unit",
+                "/etc/systemd/system/app.service",
+                changed(),
+                Init::Systemd,
+                true,
+            ),
+            (
+                "lib unit",
+                "/lib/systemd/system/app.service",
+                changed(),
+                Init::Systemd,
+                true,
+            ),
+            (
+                "usr lib unit",
+                "/usr/lib/systemd/system/app.service",
+                changed(),
+                Init::Systemd,
+                true,
+            ),
+            (
+                "new unit",
+                "/etc/systemd/system/app.service",
+                None,
+                Init::Systemd,
+                true,
+            ),
+            (
+                "not a unit",
+                "/etc/app/app.conf",
+                changed(),
+                Init::Systemd,
+                false,
+            ),
+            (
+                "sysv host",
+                "/etc/systemd/system/app.service",
+                changed(),
+                Init::Other,
+                false,
+            ),
+            (
+                "mode only",
+                "/etc/systemd/system/app.service",
+                on_disk("a\n", 0o600, "root", "root"),
+                Init::Systemd,
+                false,
+            ),
+        ];
+        for (case, path, fact, init, want) in rows {
+            let h = host(vec![role(vec![file(path, "a\n", Notify::None)], None)]);
+            let mut f = host_facts(&[(path, fact)], "active");
+            f.init = init;
+            let p = plan_of(&h, &f);
+            let want = if want {
+                vec![Action::DaemonReload]
+            } else {
+                vec![]
+            };
+            assert_eq!(p.roles[0].actions, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn reload_or_restart_of_the_role_service() {
+        let changed = |p: &'static str| (p, on_disk("old\n", 0o644, "root", "root"));
+        let same = |p: &'static str| (p, on_disk("a\n", 0o644, "root", "root"));
+        let mode = |p: &'static str| (p, on_disk("a\n", 0o600, "root", "root"));
+        let rel = || Notify::Service(NotifyKind::Reload);
+        let res = || Notify::Service(NotifyKind::Restart);
+        type Row = (
+            &'static str,
+            Option<Service>,
+            &'static str,
+            bool,
+            Vec<Notify>,
+            Vec<(&'static str, Option<FileFact>)>,
+            Vec<Action>,
+        );
+        // (case, service, active state, package being installed, notify of /a, /b, facts, actions)
+        let rows: Vec<Row> = vec![
+            (
+                "reload",
+                service(true, true),
+                "active",
+                false,
+                vec![rel()],
+                vec![changed("/a")],
+                vec![reload_app()],
+            ),
+            (
+                "reload: false restarts",
+                service(false, true),
+                "active",
+                false,
+                vec![rel()],
+                vec![changed("/a")],
+                vec![restart()],
+            ),
+            (
+                "restart",
+                service(true, true),
+                "active",
+                false,
+                vec![res()],
+                vec![changed("/a")],
+                vec![restart()],
+            ),
+            (
+                "restart wins over reload",
+                service(true, true),
+                "active",
+                false,
+                vec![rel(), res()],
+                vec![changed("/a"), changed("/b")],
+                vec![restart()],
+            ),
+            (
+                "reload then restart: still restart",
+                service(true, true),
+                "active",
+                false,
+                vec![res(), rel()],
+                vec![changed("/a"), changed("/b")],
+                vec![restart()],
+            ),
+            (
+                "nothing changed",
+                service(true, true),
+                "active",
+                false,
+                vec![rel()],
+                vec![same("/a")],
+                vec![],
+            ),
+            (
+                "metadata only",
+                service(true, true),
+                "active",
+                false,
+                vec![res()],
+                vec![mode("/a")],
+                vec![],
+            ),
+            (
+                "notify none",
+                service(true, true),
+                "active",
+                false,
+                vec![Notify::None],
+                vec![changed("/a")],
+                vec![],
+            ),
+            (
+                "not running: started",
+                service(true, true),
+                "inactive",
+                false,
+                vec![rel()],
+                vec![same("/a")],
+                vec![start()],
+            ),
+            (
+                "not running and changed: restarted",
+                service(true, true),
+                "failed",
+                false,
+                vec![rel()],
+                vec![changed("/a")],
+                vec![restart()],
+            ),
+            (
+                "not running, restart notify",
+                service(true, true),
+                "inactive",
+                false,
+                vec![res()],
+                vec![changed("/a")],
+                vec![restart()],
+            ),
+            (
+                "being installed: started and enabled",
+                service(true, true),
+                "active",
+                true,
+                vec![rel()],
+                vec![same("/a")],
+                vec![start(), enable()],
+            ),
+            (
+                "being installed and changed: restarted",
+                service(true, true),
+                "active",
+                true,
+                vec![rel()],
+                vec![changed("/a")],
+                vec![restart(), enable()],
+            ),
+            (
+                "disabled service not running is left alone",
+                service(true, false),
+                "inactive",
+                false,
+                vec![rel()],
+                vec![same("/a")],
+                vec![],
+            ),
+            (
+                "disabled service still reloads on change",
+                service(true, false),
+                "inactive",
+                false,
+                vec![rel()],
+                vec![changed("/a")],
+                vec![reload_app()],
+            ),
+            (
+                "disabled service being installed",
+                service(true, false),
+                "active",
+                true,
+                vec![res()],
+                vec![changed("/a")],
+                vec![restart()],
+            ),
+            (
+                "no service",
+                None,
+                "active",
+                false,
+                vec![res()],
+                vec![changed("/a")],
+                vec![],
+            ),
+        ];
+        for (case, svc, active, fresh, notify, on, want) in rows {
+            let files = ["/a", "/b"]
+                .iter()
+                .zip(notify)
+                .map(|(p, n)| file(p, "a\n", n))
+                .collect();
+            let h = host(vec![role(files, svc)]);
+            let mut f = host_facts(&on, active);
+            f.packages.insert("app".into(), !fresh);
+            let p = plan_of(&h, &f);
+            assert_eq!(p.roles[0].actions, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn enable_when_not_enabled_unknown_or_being_installed() {
+        // (case, service state, package installed, enabled in role, actions)
+        type Row = (&'static str, Option<&'static str>, bool, bool, Vec<Action>);
+        let rows: Vec<Row> = vec![
+            ("enabled", Some("enabled"), true, true, vec![]),
+            ("disabled", Some("disabled"), true, true, vec![enable()]),
+            ("unknown service", None, true, true, vec![start(), enable()]),
+            (
+                "being installed",
+                Some("enabled"),
+                false,
+                true,
+                vec![start(), enable()],
+            ),
+            ("role says disabled", Some("disabled"), true, false, vec![]),
+        ];
+        for (case, state, installed, enabled, want) in rows {
+            let h = host(vec![role(vec![], service(true, enabled))]);
+            let mut f = host_facts(&[], "active");
+            f.packages.insert("app".into(), installed);
+            match state {
+                Some(s) => {
+                    f.services.insert(
+                        "app".into(),
+                        ServiceFact {
+                            active: "active".into(),
+                            enabled: s.into(),
+                        },
+                    );
+                }
+                None => {
+                    f.services.clear();
+                }
+            }
+            let p = plan_of(&h, &f);
+            assert_eq!(p.roles[0].actions, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn named_handlers_run_once_in_role_order_when_notified_by_a_content_change() {
+        let mut r = role(
+            vec![
+                file("/a", "a\n", Notify::Handler("second".into())),
+                file("/b", "a\n", Notify::Handler("second".into())),
+                file("/c", "a\n", Notify::Handler("first".into())),
+                file("/d", "a\n", Notify::Handler("unused".into())),
+            ],
+            None,
+        );
+        r.handlers = vec![
+            ("first".into(), "echo 1".into()),
+            ("second".into(), "echo 2".into()),
+            ("unused".into(), "echo 3".into()),
+            ("never".into(), "echo 4".into()),
+        ];
+        let changed = || on_disk("old\n", 0o644, "root", "root");
+        let f = host_facts(
+            &[
+                ("/a", changed()),
+                ("/b", changed()),
+                ("/c", changed()),
+                ("/d", on_disk("a\n", 0o600, "root", "root")),
+            ],
+            "active",
+        );
+        let p = plan_of(&host(vec![r]), &f);
+        assert_eq!(
+            p.roles[0].actions,
+            vec![
+                Action::Run {
+                    handler: "first".into(),
+                    command: "echo 1".into()
+                },
+                Action::Run {
+                    handler: "second".into(),
+                    command: "echo 2".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn drift_reloads_or_restarts_unless_the_service_is_already_handled() {
+        let rel = || Notify::Service(NotifyKind::Reload);
+        let res = || Notify::Service(NotifyKind::Restart);
+        // (case, service, active, drifted, drift check, file on disk, notify, drift shown, actions)
+        type Row = (
+            &'static str,
+            Option<Service>,
+            &'static str,
+            bool,
+            bool,
+            Option<FileFact>,
+            Notify,
+            bool,
+            Vec<Action>,
+        );
+        let same = || on_disk("a\n", 0o644, "root", "root");
+        let changed = || on_disk("b\n", 0o644, "root", "root");
+        let rows: Vec<Row> = vec![
+            (
+                "drift reloads",
+                service(true, true),
+                "active",
+                true,
+                true,
+                same(),
+                rel(),
+                true,
+                vec![reload_app()],
+            ),
+            (
+                "drift restarts without reload",
+                service(false, true),
+                "active",
+                true,
+                true,
+                same(),
+                rel(),
+                true,
+                vec![restart()],
+            ),
+            (
+                "not drifted",
+                service(true, true),
+                "active",
+                false,
+                true,
+                same(),
+                rel(),
+                false,
+                vec![],
+            ),
+            (
+                "no drift check",
+                service(true, true),
+                "active",
+                true,
+                false,
+                same(),
+                rel(),
+                false,
+                vec![],
+            ),
+            (
+                "no service: shown, nothing to do",
+                None,
+                "active",
+                true,
+                true,
+                same(),
+                rel(),
+                true,
+                vec![],
+            ),
+            (
+                "start already",
+                service(true, true),
+                "inactive",
+                true,
+                true,
+                same(),
+                rel(),
+                true,
+                vec![start()],
+            ),
+            (
+                "restart already",
+                service(true, true),
+                "active",
+                true,
+                true,
+                changed(),
+                res(),
+                true,
+                vec![restart()],
+            ),
+            (
+                "reload already",
+                service(true, true),
+                "active",
+                true,
+                true,
+                changed(),
+                rel(),
+                true,
+                vec![reload_app()],
+            ),
+        ];
+        for (case, svc, active, drifted, check, fact, notify, shown, want) in rows {
+            let mut r = role(vec![file(CONF, "a\n", notify)], svc);
+            r.drift_check = check.then(|| "test -f /x".to_string());
+            let mut f = host_facts(&[(CONF, fact)], active);
+            if drifted {
+                f.drifted.insert("app".into());
+            }
+            let p = plan_of(&host(vec![r]), &f);
+            assert_eq!(p.roles[0].drift.is_some(), shown, "{case}");
+            assert_eq!(p.roles[0].actions, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn packages_to_install_are_the_missing_ones_once() {
+        let mut a = role(vec![], None);
+        a.packages = vec!["app".into(), "curl".into(), "unasked".into()];
+        let mut b = role(vec![], None);
+        b.packages = vec!["curl".into(), "app".into()];
+        let mut f = host_facts(&[], "active");
+        f.packages = [("app".to_string(), true), ("curl".to_string(), false)].into();
+        let p = plan_of(&host(vec![a, b]), &f);
+        assert_eq!(p.packages_to_install, vec!["curl", "unasked"]);
+    }
+
+    #[test]
+    fn host_plan_carries_host_identity_init_and_stale_temps() {
+        let mut f = host_facts(&[], "active");
+        f.init = Init::Other;
+        f.stale_temps.insert("/etc/app/.app.conf.foobar-tmp".into());
+        let p = plan_of(&host(vec![]), &f);
+        assert_eq!(
+            (p.host.as_str(), p.tier.as_str(), p.address.as_str()),
+            ("web1", "web", "172.30.77.21")
+        );
+        assert_eq!(p.init, Init::Other);
+        assert_eq!(p.stale_temps, vec!["/etc/app/.app.conf.foobar-tmp"]);
+    }
+
+    fn change_stub(path: &str) -> FileChange {
+        let f = file(path, "", Notify::None);
+        FileChange {
+            path: path.into(),
+            action: FileAction::Create,
+            mode: "0644".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            old_mode: None,
+            old_owner: None,
+            diff: None,
+            sensitive: false,
+            notify: Notify::None,
+            file: f,
+        }
+    }
+
+    fn plan_with(packages: usize, temps: usize, files: &[usize], actions: &[usize]) -> HostPlan {
+        HostPlan {
+            host: "web1".into(),
+            tier: "web".into(),
+            address: "172.30.77.21".into(),
+            init: Init::Systemd,
+            packages_to_install: (0..packages).map(|i| format!("p{i}")).collect(),
+            stale_temps: (0..temps).map(|i| format!("/t{i}")).collect(),
+            roles: files
+                .iter()
+                .zip(actions)
+                .map(|(&nf, &na)| RolePlan {
+                    role: "r".into(),
+                    drift: None,
+                    files: (0..nf).map(|i| change_stub(&format!("/f{i}"))).collect(),
+                    actions: vec![Action::DaemonReload; na],
+                    validate: None,
+                    health: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn is_empty_and_change_count_for_each_kind_of_plan() {
+        // (case, packages, stale temps, files per role, actions per role, empty, count)
+        type Row = (
+            &'static str,
+            usize,
+            usize,
+            Vec<usize>,
+            Vec<usize>,
+            bool,
+            usize,
+        );
+        let rows: Vec<Row> = vec![
+            ("nothing", 0, 0, vec![], vec![], true, 0),
+            ("roles with nothing", 0, 0, vec![0, 0], vec![0, 0], true, 0),
+            ("a package", 1, 0, vec![0], vec![0], false, 1),
+            ("a stale temp", 0, 1, vec![0], vec![0], false, 1),
+            ("a file", 0, 0, vec![1], vec![0], false, 1),
+            ("an action", 0, 0, vec![0], vec![1], false, 1),
+            (
+                "second role has a file",
+                0,
+                0,
+                vec![0, 1],
+                vec![0, 0],
+                false,
+                1,
+            ),
+            (
+                "second role has an action",
+                0,
+                0,
+                vec![0, 0],
+                vec![0, 1],
+                false,
+                1,
+            ),
+            ("everything", 2, 3, vec![5, 7], vec![11, 13], false, 41),
+        ];
+        for (case, packages, temps, files, actions, empty, count) in rows {
+            let p = plan_with(packages, temps, &files, &actions);
+            assert_eq!(p.is_empty(), empty, "{case}");
+            assert_eq!(p.change_count(), count, "{case}");
+        }
+    }
+
+    #[test]
+    fn actions_display_what_they_do() {
+        let rows = [
+            (Action::DaemonReload, "daemon-reload (a unit file changed)"),
+            (reload_app(), "reload app"),
+            (restart(), "restart app"),
+            (start(), "start app"),
+            (enable(), "enable app"),
+            (
+                Action::Run {
+                    handler: "h".into(),
+                    command: "c".into(),
+                },
+                "run handler h",
+            ),
+        ];
+        for (action, text) in rows {
+            assert_eq!(action.to_string(), text);
+        }
+    }
 }

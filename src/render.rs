@@ -651,4 +651,198 @@ mod tests {
         );
         assert!(d.message.contains("web1"), "{d}");
     }
+
+    const INVENTORY: &str = "\
+domain: www.example.org
+vip: 10.0.0.10
+ssh:
+  user: deploy
+admin_networks: [10.9.0.0/16]
+vars:
+  a: inventory
+  domain: shadowed
+tiers:
+  web:
+    roles: [nginx]
+    vars:
+      a: tier
+  lb:
+    roles: [haproxy]
+hosts:
+  lb1:
+    address: 10.0.0.11
+    tier: lb
+  web1:
+    address: 10.0.0.21
+    tier: web
+    port: 2222
+  web2:
+    address: 10.0.0.22
+    tier: web
+    vars:
+      a: host
+";
+
+    fn inventory() -> Inventory {
+        let roles = vec!["nginx".to_string(), "haproxy".to_string()];
+        crate::inventory::parse(Path::new("inv.yml"), INVENTORY, &roles).expect("valid")
+    }
+
+    #[test]
+    fn context_has_the_built_in_names_and_they_win_over_vars() {
+        let inv = inventory();
+        let secrets: BTreeMap<String, String> = [("pw".to_string(), "s".to_string())].into();
+        let vars = merge_vars(&Map::new(), &inv.vars, &Map::new(), &Map::new());
+        let ctx = context(&inv, &inv.hosts[1], vars, &secrets);
+        assert_eq!(ctx["a"], json!("inventory"));
+        assert_eq!(ctx["domain"], json!("www.example.org"));
+        assert_eq!(ctx["vip"], json!("10.0.0.10"));
+        assert_eq!(ctx["admin_networks"], json!(["10.9.0.0/16"]));
+        assert_eq!(ctx["secrets"], json!({"pw": "s"}));
+        assert_eq!(
+            ctx["host"],
+            json!({"name": "web1", "address": "10.0.0.21", "tier": "web", "ssh_port": 2222, "vars": {}})
+        );
+        let names = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().map(|h| h["name"].to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(names(&ctx["hosts"]), ["\"lb1\"", "\"web1\"", "\"web2\""]);
+        assert_eq!(names(&ctx["tiers"]["web"]), ["\"web1\"", "\"web2\""]);
+        assert_eq!(names(&ctx["tiers"]["lb"]), ["\"lb1\""]);
+    }
+
+    #[test]
+    fn each_layer_wins_over_the_ones_below_it() {
+        let inv = inventory();
+        let role = m(&[("a", 0)]);
+        let web = inv.tier("web").expect("tier").vars.clone();
+        // (host, value of `a`)
+        for (host, want) in [(0, json!(0)), (1, json!("tier")), (2, json!("host"))] {
+            let h = &inv.hosts[host];
+            let tier = if h.tier == "web" {
+                web.clone()
+            } else {
+                Map::new()
+            };
+            let role = if host == 0 { role.clone() } else { m(&[]) };
+            let inv_vars = if host == 0 {
+                Map::new()
+            } else {
+                inv.vars.clone()
+            };
+            let merged = merge_vars(&role, &inv_vars, &tier, &h.vars);
+            assert_eq!(merged["a"], want, "{}", h.name);
+        }
+    }
+
+    #[test]
+    fn the_project_root_holds_roles_and_templates() {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = find_root(&here.join("inventories/lab.yml")).expect("found");
+        assert_eq!(root, std::fs::canonicalize(here).expect("canonical"));
+        // A folder with roles/ but no templates/ is not a root.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("roles")).expect("mkdir");
+        std::fs::write(dir.path().join("inv.yml"), "").expect("write");
+        let found = find_root(&dir.path().join("inv.yml"));
+        assert_ne!(found.as_deref(), Some(dir.path()));
+        assert_eq!(find_root(&dir.path().join("missing.yml")), None);
+    }
+
+    /// A project with one role `web` on disk: a template under a sub-folder, role
+    /// defaults, and handlers with and without template syntax.
+    fn project_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("roles/web")).expect("mkdir");
+        std::fs::create_dir_all(root.join("templates/web/sub")).expect("mkdir");
+        std::fs::write(
+            root.join("roles/web/role.yml"),
+            "defaults:\n  a: role\n  b: role\nfiles:\n  - template: web/sub/site.conf.tera\n    dest: /etc/site.conf\n    notify: verbatim\nhandlers:\n  verbatim: echo ${#x}\n  expr: echo {{ a | shell_quote }}\n  tag: \"{% if b == 'role' %}echo b{% endif %}\"\n",
+        )
+        .expect("write");
+        std::fs::write(
+            root.join("templates/web/sub/site.conf.tera"),
+            "a={{ a }} b={{ b }} host={{ host.name }} tier={{ tiers.web | length }}\n",
+        )
+        .expect("write");
+        dir
+    }
+
+    #[test]
+    fn a_project_renders_templates_and_templated_commands() {
+        let dir = project_dir();
+        let project = Project::load(dir.path()).expect("loads");
+        assert_eq!(project.role_names(), ["web"]);
+        let inv = crate::inventory::parse(
+            Path::new("inv.yml"),
+            "domain: a.example\ntiers:\n  web:\n    roles: [web]\nhosts:\n  web1:\n    address: 10.0.0.1\n    tier: web\n    vars:\n      a: host\n",
+            &["web".to_string()],
+        )
+        .expect("valid");
+        let d = project
+            .render_host(&inv, &inv.hosts[0], &BTreeMap::new(), &Secrets::default())
+            .expect("renders");
+        let role = &d.roles[0];
+        assert_eq!(
+            String::from_utf8_lossy(&role.files[0].content),
+            "a=host b=role host=web1 tier=1\n"
+        );
+        // Without `{{` or `{%` a command is kept as written (`${#x}` is not a Tera comment).
+        assert_eq!(
+            role.handlers,
+            [
+                ("verbatim".to_string(), "echo ${#x}".to_string()),
+                ("expr".to_string(), "echo host".to_string()),
+                ("tag".to_string(), "echo b".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn undefined_variables_get_a_hint_and_a_1_based_column() {
+        for (template, line, column) in [
+            ("ok\n  {{ missing_var }}\n", 2, 6),
+            ("{% for x in nope %}{% endfor %}", 1, 13),
+        ] {
+            let mut t = tera::Tera::default();
+            t.add_raw_templates(vec![("a.tera", template)])
+                .expect("parses");
+            let e = t
+                .render("a.tera", &tera::Context::new())
+                .expect_err("undefined");
+            let d = tera_diag(Path::new("templates"), &e, None);
+            assert_eq!((d.line, d.column), (line, column), "{template}: {d}");
+            assert!(d.hint.is_some(), "{template}: {d}");
+        }
+    }
+
+    #[test]
+    fn inheritance_and_include_errors_name_the_template() {
+        let load = |templates: Vec<(&str, &str)>| {
+            let mut t = tera::Tera::default();
+            let e = match t.add_raw_templates(templates) {
+                Err(e) => e,
+                Ok(()) => t
+                    .render("a.tera", &tera::Context::new())
+                    .expect_err("fails"),
+            };
+            tera_diag(Path::new("templates"), &e, None)
+        };
+        let d = load(vec![("a.tera", "{% extends \"nope.tera\" %}")]);
+        assert_eq!(d.file, Path::new("templates/a.tera"));
+        assert!(d.message.contains("extends `nope.tera`"), "{d}");
+        let d = load(vec![
+            ("a.tera", "{% extends \"b.tera\" %}"),
+            ("b.tera", "{% extends \"a.tera\" %}"),
+        ]);
+        assert!(d.message.starts_with("extends loop: "), "{d}");
+        let d = load(vec![
+            ("a.tera", "{% include \"b.tera\" %}"),
+            ("b.tera", "{% include \"a.tera\" %}"),
+        ]);
+        assert!(d.message.starts_with("include loop: "), "{d}");
+    }
 }

@@ -928,4 +928,235 @@ health:
         assert_eq!(parse_mode("0888"), None);
         assert_eq!(parse_mode("12345"), None);
     }
+
+    /// A role.yml with one file entry `file` (indented as a list item's fields) and `extra`
+    /// top-level lines.
+    fn role_with(file: &str, extra: &str) -> String {
+        format!(
+            "service:\n  name: nginx\nhandlers:\n  hup: kill -HUP 1\nfiles:\n  - {file}\n{extra}"
+        )
+    }
+
+    /// The error of a role.yml, or "ok".
+    fn verdict(text: &str) -> String {
+        let d = fixture();
+        std::fs::create_dir_all(d.0.join("roles/web/files/sub")).expect("mkdir");
+        std::fs::write(d.0.join("roles/web/files/sub/a.txt"), "a").expect("write");
+        match parse_role(&d, text) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.message,
+        }
+    }
+
+    #[test]
+    fn file_entries_are_checked_rule_by_rule() {
+        let t = "template: web/site.conf.tera\n    ";
+        let rows: Vec<(String, &str)> = vec![
+            (format!("{t}dest: /etc/a"), "ok"),
+            ("src: sub/a.txt\n    dest: /etc/a".into(), "ok"),
+            ("src: ./sub/a.txt\n    dest: /etc/a".into(), "ok"),
+            (
+                "src: sub/missing\n    dest: /etc/a".into(),
+                "file `sub/missing` not found",
+            ),
+            (
+                "src: ../web/files/sub/a.txt\n    dest: /etc/a".into(),
+                "src `../web/files/sub/a.txt` must be a path under roles/web/files/",
+            ),
+            (
+                "src: /etc/passwd\n    dest: /etc/a".into(),
+                "src `/etc/passwd` must be a path",
+            ),
+            (
+                "template: ../templates/web/site.conf.tera\n    dest: /etc/a".into(),
+                "must be a name under templates/",
+            ),
+            (
+                "template: \"\"\n    dest: /etc/a".into(),
+                "template `` must be a name under templates/",
+            ),
+            (
+                "template: web/site.conf.tera\n    src: sub/a.txt\n    dest: /etc/a".into(),
+                "exactly one of",
+            ),
+            ("dest: /etc/a".into(), "exactly one of"),
+            (format!("{t}dest: /etc/a/"), "must be an absolute file path"),
+            (
+                format!("{t}dest: /etc/../a"),
+                "must be an absolute file path",
+            ),
+            (
+                format!("{t}dest: /etc/a\\\\b"),
+                "must be an absolute file path",
+            ),
+            (format!("{t}dest: /etc/a\n    notify: none"), "ok"),
+            (format!("{t}dest: /etc/a\n    notify: restart"), "ok"),
+            (format!("{t}dest: /etc/a\n    notify: hup"), "ok"),
+            (
+                format!("{t}dest: /etc/a\n    notify: hupp"),
+                "notify `hupp` is not reload, restart, none or a handler",
+            ),
+            (
+                format!("{t}dest: /etc/a\n    owner: www-data\n    group: adm"),
+                "ok",
+            ),
+            (
+                format!("{t}dest: /etc/a\n    owner: \"bad name\""),
+                "owner `bad name` is not a valid user or group name",
+            ),
+            (
+                format!("{t}dest: /etc/a\n    group: \"\""),
+                "group `` is not a valid user or group name",
+            ),
+        ];
+        for (file, want) in rows {
+            let v = verdict(&role_with(&file, ""));
+            assert!(v.contains(want), "{file}: {v}");
+        }
+        let twice = role_with(&format!("{t}dest: /etc/a\n  - {t}dest: /etc/a"), "");
+        assert!(verdict(&twice).contains("dest `/etc/a` is listed twice"));
+    }
+
+    #[test]
+    fn file_defaults_are_root_root_0644_and_no_notify() {
+        let d = fixture();
+        let r = parse_role(
+            &d,
+            &role_with("template: web/site.conf.tera\n    dest: /etc/a", ""),
+        )
+        .expect("valid");
+        let f = &r.files[0];
+        assert_eq!(
+            (f.owner.as_str(), f.group.as_str(), f.mode),
+            ("root", "root", 0o644)
+        );
+        assert_eq!(f.notify, Notify::None);
+        assert_eq!(f.source, Source::Template("web/site.conf.tera".into()));
+        let r = parse_role(
+            &d,
+            &role_with(
+                "template: web/site.conf.tera\n    dest: /etc/a\n    owner: www\n    group: adm\n    notify: hup",
+                "",
+            ),
+        )
+        .expect("valid");
+        let f = &r.files[0];
+        assert_eq!((f.owner.as_str(), f.group.as_str()), ("www", "adm"));
+        assert_eq!(f.notify, Notify::Handler("hup".into()));
+    }
+
+    #[test]
+    fn reload_and_restart_need_a_service() {
+        for n in ["reload", "restart"] {
+            let text = format!(
+                "files:\n  - template: web/site.conf.tera\n    dest: /etc/a\n    notify: {n}\n"
+            );
+            assert_eq!(
+                verdict(&text),
+                format!("notify `{n}` needs a `service:` in this role")
+            );
+        }
+    }
+
+    #[test]
+    fn service_packages_validate_and_drift_check_rules() {
+        let long = "a".repeat(64);
+        let too_long = "a".repeat(65);
+        let rows: Vec<(String, &str)> = vec![
+            ("service:\n  name: nginx.service\n".into(), "ok"),
+            ("service:\n  name: getty@tty1\n".into(), "ok"),
+            (format!("service:\n  name: {long}\n"), "ok"),
+            (
+                format!("service:\n  name: {too_long}\n"),
+                "is not a service name",
+            ),
+            ("service:\n  name: \"\"\n".into(), "is not a service name"),
+            (
+                "service:\n  name: \"a b\"\n".into(),
+                "is not a service name",
+            ),
+            ("packages: [nginx, lib++, python3.11, g-c]\n".into(), "ok"),
+            ("packages: [ab]\n".into(), "ok"),
+            ("packages: [a]\n".into(), "`a` is not a Debian package name"),
+            (
+                "packages: [Nginx]\n".into(),
+                "`Nginx` is not a Debian package name",
+            ),
+            (
+                "packages: [\"ng inx\"]\n".into(),
+                "is not a Debian package name",
+            ),
+            (
+                "validate:\n  tree: /etc/nginx\n  command: nginx -t -p {tree}\n".into(),
+                "ok",
+            ),
+            (
+                "validate:\n  tree: etc/nginx\n  command: nginx -t -p {tree}\n".into(),
+                "validate: `tree` must be an absolute folder",
+            ),
+            (
+                "validate:\n  tree: /etc/nginx\n  command: nginx -t\n".into(),
+                "validate: `tree` must be an absolute folder",
+            ),
+            (
+                "service:\n  name: nginx\ndrift_check: \"true\"\n".into(),
+                "ok",
+            ),
+            (
+                "drift_check: \"true\"\n".into(),
+                "drift_check needs a `service:`",
+            ),
+        ];
+        for (text, want) in rows {
+            let v = verdict(&text);
+            assert!(v.contains(want), "{text}: {v}");
+        }
+    }
+
+    #[test]
+    fn service_flags_and_health_bounds() {
+        let d = fixture();
+        let r = parse_role(
+            &d,
+            "service:\n  name: a\n  enabled: false\n  reload: false\nhealth:\n  - name: h\n    command: x\n  - name: lo\n    command: x\n    retries: 0\n    interval_ms: 100000\n  - name: hi\n    command: x\n    retries: 1000\n    interval_ms: 7\n",
+        )
+        .expect("valid");
+        let s = r.service.expect("service");
+        assert!(!s.enabled && !s.reload);
+        let h: Vec<(u32, u64)> = r
+            .health
+            .iter()
+            .map(|h| (h.retries, h.interval_ms))
+            .collect();
+        assert_eq!(h, [(10, 500), (1, 60_000), (600, 7)]);
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        for (p, ok) in [
+            ("a", true),
+            ("a/b", true),
+            ("./a", true),
+            ("", false),
+            ("/a", false),
+            ("../a", false),
+            ("a/../../b", false),
+        ] {
+            assert_eq!(is_relative_inside(p), ok, "{p}");
+        }
+        assert_eq!(parse_mode("064"), Some(0o64));
+        assert_eq!(parse_mode("00644"), None);
+    }
+
+    #[test]
+    fn list_names_the_folders_holding_a_role_yml_sorted() {
+        let d = fixture();
+        for name in ["b", "a"] {
+            std::fs::create_dir_all(d.0.join("roles").join(name)).expect("mkdir");
+            std::fs::write(d.0.join("roles").join(name).join("role.yml"), "").expect("write");
+        }
+        std::fs::create_dir_all(d.0.join("roles/empty")).expect("mkdir");
+        assert_eq!(list(&d.0.join("roles")), ["a", "b"]);
+        assert!(list(&d.0.join("nowhere")).is_empty());
+    }
 }

@@ -586,4 +586,121 @@ mod tests {
         let names: Vec<&str> = hs.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["db1", "lb2", "lb1", "x1"]);
     }
+
+    #[test]
+    fn stack_rules_follow_tier_order_with_lb_serial_and_at_least_one_fork() {
+        let rules = Rules::stack(0, true);
+        let tiers: Vec<(&str, bool)> = rules
+            .tiers
+            .iter()
+            .map(|t| (t.name.as_str(), t.serial))
+            .collect();
+        assert_eq!(
+            tiers,
+            [("db", false), ("app", false), ("web", false), ("lb", true)]
+        );
+        assert_eq!(rules.forks, 1);
+        assert!(rules.keep_going);
+        assert_eq!(Rules::stack(7, false).forks, 7);
+        assert!(!Rules::stack(7, false).keep_going);
+    }
+
+    #[test]
+    fn failures_stop_a_rollout_but_interruptions_and_skips_do_not() {
+        let interrupted = Outcome::Interrupted(Interruption {
+            applied: vec![],
+            not_applied: vec![],
+            note: String::new(),
+        });
+        let rows = [
+            (None, false),
+            (Some(Outcome::Ok), false),
+            (Some(Outcome::Changed(2)), false),
+            (Some(Outcome::failed(ErrorKind::Handler, "x")), true),
+            (Some(Outcome::unreachable(ErrorKind::Connect, "x")), true),
+            (Some(interrupted), false),
+            (Some(Outcome::Skipped("x".into())), false),
+        ];
+        for (o, want) in rows {
+            assert_eq!(failed(o.as_ref()), want, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_kept_from_starting_by_ctrl_c_lists_the_roles_with_changes() {
+        let mut p = plan("web1", "web");
+        assert_eq!(
+            not_started(&HostPlan {
+                roles: vec![],
+                ..p.clone()
+            }),
+            Outcome::Ok
+        );
+        let empty = RolePlan {
+            role: "empty".into(),
+            actions: vec![],
+            ..p.roles[0].clone()
+        };
+        let with_action = RolePlan {
+            role: "action".into(),
+            ..p.roles[0].clone()
+        };
+        p.roles = vec![empty, with_action];
+        match not_started(&p) {
+            Outcome::Interrupted(i) => {
+                assert_eq!(i.not_applied, ["action"]);
+                assert!(i.applied.is_empty());
+            }
+            o => panic!("{o:?}"),
+        }
+        // Only stale temps: not empty, no role listed.
+        let mut temps = plan("web1", "web");
+        temps.roles.clear();
+        temps.stale_temps = vec!["/etc/x.tmp".into()];
+        assert!(matches!(not_started(&temps), Outcome::Interrupted(i) if i.not_applied.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_host_whose_tier_is_not_in_the_rollout_is_skipped() {
+        let script = Arc::new(Script::default());
+        let rules = Rules::stack(10, false);
+        let mut hs = hosts(&script, &[("db1", "db", false), ("x1", "cache", false)]);
+        order(&mut hs, &rules);
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(first_seen(&script), ["db1"]);
+        assert_eq!(
+            outcome(&hs, "x1"),
+            &Outcome::Skipped("not started: its tier is not in the rollout".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn in_a_parallel_tier_a_failed_host_does_not_skip_its_peers() {
+        let script = Arc::new(Script {
+            failing: vec!["web1"],
+            ..Script::default()
+        });
+        // One fork: web2 starts after web1 has failed.
+        let hs = roll(&script, &Rules::stack(1, false)).await;
+        assert!(outcome(&hs, "web1").is_failure());
+        assert_eq!(outcome(&hs, "web2"), &Outcome::Changed(1));
+        assert_eq!(
+            outcome(&hs, "lb1"),
+            &Outcome::Skipped("not started: tier web failed".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn ctrl_c_before_the_rollout_starts_nothing() {
+        let script = Arc::new(Script::default());
+        script.interrupted.store(true, Ordering::SeqCst);
+        let rules = Rules::stack(10, false);
+        let mut hs = hosts(&script, &[("db1", "db", false), ("web1", "web", false)]);
+        hs[1].plan = None;
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert!(first_seen(&script).is_empty());
+        assert!(matches!(outcome(&hs, "db1"), Outcome::Interrupted(_)));
+        // A host without a plan has nothing to report as not applied.
+        assert!(matches!(outcome(&hs, "web1"), Outcome::Skipped(_)));
+    }
 }

@@ -130,4 +130,52 @@ mod tests {
              -o DPkg::Lock::Timeout=120 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold -- nginx curl"
         );
     }
+
+    #[test]
+    fn every_safe_character_is_left_bare_and_others_are_quoted() {
+        for c in "-_./:=@%+,"
+            .chars()
+            .chain('a'..='z')
+            .chain('A'..='Z')
+            .chain('0'..='9')
+        {
+            let s = format!("x{c}");
+            assert_eq!(quote(&s), s, "{c:?} needs no quotes");
+        }
+        for c in " \t\n'\"$`\\;&|<>()*?[]{}~!#^".chars() {
+            let s = format!("x{c}");
+            assert_ne!(quote(&s), s, "{c:?} must be quoted");
+        }
+        // One unsafe character anywhere quotes the whole word.
+        assert_eq!(quote("a b c"), "'a b c'");
+        assert_eq!(quote("abc;"), "'abc;'");
+    }
+
+    #[test]
+    fn service_commands_per_init_and_action() {
+        let rows = [
+            (Init::Systemd, "start", "systemctl start -- 'my app'"),
+            (Init::Systemd, "restart", "systemctl restart -- 'my app'"),
+            (
+                Init::Systemd,
+                "enable",
+                "systemctl enable --quiet -- 'my app'",
+            ),
+            (Init::Other, "reload", "service 'my app' reload"),
+            (Init::Other, "start", "service 'my app' start"),
+            (
+                Init::Other,
+                "enable",
+                "update-rc.d 'my app' defaults >/dev/null",
+            ),
+        ];
+        for (init, action, want) in rows {
+            assert_eq!(service_command(init, action, "my app"), want);
+        }
+    }
+
+    #[test]
+    fn apt_install_quotes_each_package() {
+        assert!(apt_install(&["a b", "c"]).ends_with(" 'a b' c"));
+    }
 }

@@ -203,3 +203,73 @@ impl Inventory {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::validate::tests::{GOOD, parse_str};
+    use super::*;
+
+    #[test]
+    fn tier_hosts_of_and_roles_used_follow_the_inventory() {
+        let mut inv = parse_str(GOOD).expect("valid");
+        assert_eq!(inv.tier("lb").map(|t| t.roles.len()), Some(2));
+        assert!(inv.tier("db").is_none());
+        let web: Vec<&str> = inv.hosts_of("web").map(|h| h.name.as_str()).collect();
+        assert_eq!(web, ["web1"]);
+        assert_eq!(inv.hosts_of("db").count(), 0);
+        // A role used by two tiers is listed once, in tier order.
+        inv.tiers[1].roles.push("nginx".into());
+        assert_eq!(inv.roles_used(), ["nginx", "haproxy", "keepalived"]);
+    }
+
+    #[test]
+    fn inventory_files_up_to_the_size_limit_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inv.yml");
+        let limit = usize::try_from(MAX_INVENTORY_BYTES).expect("fits");
+        assert_eq!(limit, 4 * 1024 * 1024);
+        std::fs::write(&path, "#".repeat(limit)).expect("write");
+        assert_eq!(read_yaml_text(&path).map(|t| t.len()), Ok(limit));
+        std::fs::write(&path, "#".repeat(limit + 1)).expect("write");
+        let e = read_yaml_text(&path).expect_err("too big");
+        assert!(
+            e.message.contains("more than the 4194304 bytes"),
+            "{}",
+            e.message
+        );
+        std::fs::write(&path, "domain: x\n").expect("write");
+        assert_eq!(read_yaml_text(&path).ok().as_deref(), Some("domain: x\n"));
+    }
+
+    #[test]
+    fn yaml_nesting_is_limited_to_64_levels() {
+        let nested = |n: usize| {
+            GOOD.replace(
+                "secrets:",
+                &format!(
+                    "vars:\n  deep: {}{}\nsecrets:",
+                    "[".repeat(n),
+                    "]".repeat(n)
+                ),
+            )
+        };
+        // `vars:` and `deep:` are two levels of the 64.
+        assert!(parse_str(&nested(60)).is_ok());
+        let e = parse_str(&nested(70)).expect_err("too deep");
+        assert!(e.message.contains("nested too deeply"), "{}", e.message);
+    }
+
+    #[test]
+    fn yaml_nodes_are_limited_to_200_000() {
+        let list = |n: usize| {
+            GOOD.replace(
+                "secrets:",
+                &format!("vars:\n  l: [{}]\nsecrets:", vec!["0"; n].join(",")),
+            )
+        };
+        assert_eq!(parse_str(&list(1000)).err(), None);
+        // serde-saphyr's own default would take 250 000.
+        let refused = parse_str(&list(210_000)).err().map(|e| e.message);
+        assert!(refused.is_some(), "210 000 nodes must be refused");
+    }
+}

@@ -95,4 +95,67 @@ mod tests {
         assert!(e.contains("did you mean `web1`?"), "{e}");
         assert!(inv.select(&["lb1".into()], &["web".into()]).is_err());
     }
+
+    fn select_names(limit: &[&str], tiers: &[&str]) -> Result<Vec<String>, String> {
+        let inv = parse_str(GOOD).expect("valid");
+        let limit: Vec<String> = limit.iter().map(|s| s.to_string()).collect();
+        let tiers: Vec<String> = tiers.iter().map(|s| s.to_string()).collect();
+        inv.select(&limit, &tiers)
+            .map(|v| v.iter().map(|h| h.name.clone()).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn limit_and_tier_each_narrow_and_both_must_match() {
+        // (limit, tiers, selected)
+        let rows: [(&[&str], &[&str], &[&str]); 6] = [
+            (&[], &[], &["lb1", "web1"]),
+            (&["web1"], &[], &["web1"]),
+            (&["web1", "lb1"], &[], &["lb1", "web1"]),
+            (&[], &["lb"], &["lb1"]),
+            (&[], &["web", "lb"], &["lb1", "web1"]),
+            (&["web1"], &["web"], &["web1"]),
+        ];
+        for (limit, tiers, want) in rows {
+            assert_eq!(
+                select_names(limit, tiers),
+                Ok(want.iter().map(|s| s.to_string()).collect()),
+                "{limit:?} {tiers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_names_say_the_nearest_or_list_every_name() {
+        let rows = [
+            (
+                &["web1", "wbe1"][..],
+                &[][..],
+                "--limit: no host `wbe1` in the inventory; did you mean `web1`?",
+            ),
+            (
+                &["zzzzzz"],
+                &[],
+                "--limit: no host `zzzzzz` in the inventory (hosts: lb1, web1)",
+            ),
+            (
+                &[],
+                &["wbe"],
+                "--tier: no tier `wbe` in the inventory; did you mean `web`?",
+            ),
+            (
+                &[],
+                &["zzzzzz"],
+                "--tier: no tier `zzzzzz` in the inventory (tiers: web, lb)",
+            ),
+            (
+                &["lb1"],
+                &["web"],
+                "--limit and --tier together select no host",
+            ),
+        ];
+        for (limit, tiers, want) in rows {
+            assert_eq!(select_names(limit, tiers), Err(want.to_string()));
+        }
+    }
 }

@@ -622,4 +622,285 @@ secrets:
         assert!(!is_cidr("10.0.0.0/33"));
         assert!(!is_cidr("banana"));
     }
+
+    /// GOOD with its `ssh:` section replaced by `ssh` (indented lines, or empty).
+    fn with_ssh(ssh: &str) -> String {
+        GOOD.replace(
+            "ssh:\n  user: deploy\n  identity_file: keys/id\n",
+            &format!("ssh:\n{ssh}"),
+        )
+    }
+
+    /// "ok" or the error message (without file and position).
+    fn verdict(text: &str) -> String {
+        match parse_str(text) {
+            Ok(_) => "ok".into(),
+            Err(e) => e.message,
+        }
+    }
+
+    #[test]
+    fn domain_vip_and_admin_networks_rules() {
+        let rows: Vec<(String, &str)> = vec![
+            (
+                GOOD.replace("domain: www.foobar.com", "domain: \" a.b \""),
+                "ok",
+            ),
+            (
+                GOOD.replace("domain: www.foobar.com", "domain: \"\""),
+                "`` is not a domain name",
+            ),
+            (
+                GOOD.replace("domain: www.foobar.com", "domain: localhost"),
+                "`localhost` is not a domain name",
+            ),
+            (
+                GOOD.replace("domain: www.foobar.com", "domain: \"a .b\""),
+                "`a .b` is not a domain name",
+            ),
+            (
+                GOOD.replace("vip: 172.30.77.10", "vip: ::1"),
+                "vip `::1` is not an IPv4 address",
+            ),
+            (GOOD.replace("vip: 172.30.77.10\n", ""), "ok"),
+            (
+                GOOD.replace(
+                    "tiers:",
+                    "admin_networks: [10.0.0.0/8, 192.0.2.7, \"::/0\"]\ntiers:",
+                ),
+                "ok",
+            ),
+            (
+                GOOD.replace("tiers:", "admin_networks: [10.0.0.0/x]\ntiers:"),
+                "admin network `10.0.0.0/x` is not an address or CIDR",
+            ),
+        ];
+        for (text, want) in rows {
+            let v = verdict(&text);
+            assert!(v.contains(want), "{want}: {v}");
+        }
+        assert_eq!(
+            parse_str(&rows_domain(" a.b "))
+                .map(|i| i.domain)
+                .ok()
+                .as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(
+            parse_str(GOOD).ok().and_then(|i| i.vip),
+            Some(Ipv4Addr::new(172, 30, 77, 10))
+        );
+    }
+
+    fn rows_domain(d: &str) -> String {
+        GOOD.replace("domain: www.foobar.com", &format!("domain: \"{d}\""))
+    }
+
+    #[test]
+    fn cidr_prefix_is_bounded_by_the_address_family() {
+        for (s, ok) in [
+            ("10.0.0.0/32", true),
+            ("10.0.0.0/0", true),
+            ("10.0.0.0/33", false),
+            ("::/128", true),
+            ("::/129", false),
+            ("10.0.0.0/", false),
+        ] {
+            assert_eq!(is_cidr(s), ok, "{s}");
+        }
+    }
+
+    #[test]
+    fn ssh_defaults_root_port_22_agent_known_hosts_10s_no_sudo_for_root() {
+        let inv = parse_str(&with_ssh("")).expect("valid");
+        let ssh = &inv.ssh;
+        assert_eq!((ssh.user.as_str(), ssh.port), ("root", 22));
+        assert!(!ssh.sudo, "root needs no sudo");
+        assert!(ssh.use_agent);
+        assert_eq!(ssh.identity_file, None);
+        assert!(
+            ssh.known_hosts.ends_with(".ssh/known_hosts"),
+            "{:?}",
+            ssh.known_hosts
+        );
+        assert_eq!(ssh.connect_timeout, Duration::from_secs(10));
+        assert!(ssh.jump_host.is_none());
+        assert_eq!(inv.hosts[0].user, "root");
+        assert_eq!(inv.hosts[0].port, 22);
+    }
+
+    #[test]
+    fn ssh_settings_as_written() {
+        let inv = parse_str(&with_ssh(
+            "  user: ops\n  port: 2222\n  use_agent: false\n  sudo: false\n  known_hosts: /etc/kh\n  connect_timeout: 600\n  jump_host:\n    address: bastion\n",
+        ))
+        .expect("valid");
+        let ssh = &inv.ssh;
+        assert_eq!((ssh.user.as_str(), ssh.port), ("ops", 2222));
+        assert!(!ssh.use_agent && !ssh.sudo);
+        assert_eq!(ssh.known_hosts, PathBuf::from("/etc/kh"));
+        assert_eq!(ssh.connect_timeout, Duration::from_secs(600));
+        let j = ssh.jump_host.as_ref().expect("jump host");
+        assert_eq!(
+            (j.address.as_str(), j.port, j.user.as_str()),
+            ("bastion", 22, "ops")
+        );
+        assert_eq!(
+            (inv.hosts[0].user.as_str(), inv.hosts[0].port),
+            ("ops", 2222)
+        );
+        let inv = parse_str(&with_ssh(
+            "  user: root\n  sudo: true\n  jump_host:\n    address: b\n    port: 2200\n    user: j\n",
+        ))
+        .expect("valid");
+        assert!(inv.ssh.sudo);
+        let j = inv.ssh.jump_host.as_ref().expect("jump host");
+        assert_eq!((j.port, j.user.as_str()), (2200, "j"));
+    }
+
+    #[test]
+    fn connect_timeout_and_ports_are_bounded() {
+        let rows = [
+            ("  connect_timeout: 0.5\n", "ok"),
+            (
+                "  connect_timeout: 0\n",
+                "connect_timeout 0 is out of range",
+            ),
+            (
+                "  connect_timeout: -1\n",
+                "connect_timeout -1 is out of range",
+            ),
+            (
+                "  connect_timeout: 600.5\n",
+                "connect_timeout 600.5 is out of range",
+            ),
+            ("  port: 1\n", "ok"),
+            ("  port: 65535\n", "ok"),
+            ("  port: 0\n", "port 0 is out of range"),
+            ("  port: 65536\n", "port 65536 is out of range"),
+            (
+                "  jump_host:\n    address: b\n    port: 0\n",
+                "port 0 is out of range",
+            ),
+        ];
+        for (ssh, want) in rows {
+            let v = verdict(&with_ssh(ssh));
+            assert!(v.contains(want), "{ssh}: {v}");
+        }
+        let v = verdict(&GOOD.replace("    tier: lb\n", "    tier: lb\n    port: 0\n"));
+        assert!(v.contains("port 0 is out of range"), "{v}");
+        let inv = parse_str(&GOOD.replace(
+            "    tier: lb\n",
+            "    tier: lb\n    port: 2022\n    user: u\n",
+        ))
+        .expect("valid");
+        assert_eq!((inv.hosts[0].port, inv.hosts[0].user.as_str()), (2022, "u"));
+        assert_eq!(
+            (inv.hosts[1].port, inv.hosts[1].user.as_str()),
+            (22, "deploy")
+        );
+    }
+
+    #[test]
+    fn host_names_start_with_a_letter_and_fit_a_dns_label() {
+        let long = format!("a{}", "b".repeat(62));
+        let too_long = format!("a{}", "b".repeat(63));
+        for (name, ok) in [
+            ("web1", true),
+            ("w-1", true),
+            (long.as_str(), true),
+            (too_long.as_str(), false),
+            ("1web", false),
+            ("-web", false),
+            ("web_1", false),
+            ("web.1", false),
+            ("", false),
+        ] {
+            assert_eq!(is_host_name(name), ok, "{name}");
+        }
+        let v = verdict(&GOOD.replace("  web1:\n", "  web_1:\n"));
+        assert!(v.contains("host name `web_1` is not valid"), "{v}");
+    }
+
+    #[test]
+    fn hosts_tiers_roles_and_secrets_rules() {
+        let rows: Vec<(String, &str)> = vec![
+            (
+                GOOD.split("hosts:").next().unwrap_or_default().to_string() + "hosts: {}\n",
+                "the inventory lists no hosts",
+            ),
+            (
+                GOOD.replace("roles: [nginx]", "roles: [nginx, nginx]"),
+                "role `nginx` is listed twice for tier `web`",
+            ),
+            (
+                GOOD.replace("roles: [nginx]", "roles: [zzzzzz]"),
+                "unknown role `zzzzzz`",
+            ),
+            (
+                GOOD.replace("  web:\n", "  zzzzzz:\n"),
+                "unknown tier `zzzzzz`",
+            ),
+            (
+                GOOD.replace("    env: PW", "    env: \"\""),
+                "secret `pw` needs exactly one of",
+            ),
+            (
+                GOOD.replace("    env: PW", "    file: \"\""),
+                "secret `pw` needs exactly one of",
+            ),
+            (GOOD.replace("    env: PW", "    file: pw.txt"), "ok"),
+        ];
+        for (text, want) in rows {
+            let v = verdict(&text);
+            assert!(v.contains(want), "{want}: {v}");
+        }
+        let inv = parse_str(&GOOD.replace("    env: PW", "    file: pw.txt")).expect("valid");
+        assert_eq!(
+            inv.secrets[0].source,
+            SecretSource::File(PathBuf::from("inv/pw.txt"))
+        );
+        assert_eq!((inv.secrets[0].line, inv.secrets[0].column), (23, 3));
+        let inv = parse_str(&GOOD.replace("    env: PW", "    file: /etc/pw")).expect("valid");
+        assert_eq!(
+            inv.secrets[0].source,
+            SecretSource::File(PathBuf::from("/etc/pw"))
+        );
+    }
+
+    #[test]
+    fn unknown_names_hint_the_nearest_or_list_them_all() {
+        let hint = |text: &str| {
+            parse_str(text)
+                .err()
+                .and_then(|d| d.hint)
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            hint(&GOOD.replace("  web:\n", "  wbe:\n")),
+            "did you mean `web`? tiers are db, app, web, lb"
+        );
+        assert_eq!(
+            hint(&GOOD.replace("  web:\n", "  zzzzzz:\n")),
+            "tiers are db, app, web, lb"
+        );
+        assert!(
+            hint(&GOOD.replace("roles: [nginx]", "roles: [zzzzzz]"))
+                .starts_with("roles under roles/: ")
+        );
+        assert_eq!(
+            hint(&GOOD.replace("    tier: web", "    tier: zzzzzz")),
+            "declared tiers: lb, web"
+        );
+    }
+
+    #[test]
+    fn tilde_paths_are_under_home_and_relative_ones_under_the_inventory() {
+        let home = PathBuf::from(std::env::var_os("HOME").expect("tests run with HOME set"));
+        assert_eq!(expand_home("~/.ssh/id"), home.join(".ssh/id"));
+        assert_eq!(expand_home("~user/id"), PathBuf::from("~user/id"));
+        let inv = parse_str(&with_ssh("  identity_file: ~/k\n")).expect("valid");
+        assert_eq!(inv.ssh.identity_file, Some(home.join("k")));
+        assert_eq!(inv.ssh.known_hosts, home.join(".ssh/known_hosts"));
+    }
 }

@@ -502,4 +502,114 @@ mod tests {
         );
         assert!(known_key_algorithms(&text, "web9", 22).is_empty());
     }
+
+    #[test]
+    fn a_comment_line_is_skipped_even_when_it_would_parse() {
+        // `#,web1` is a comma list whose second pattern names web1: only the `#` at the
+        // start of the line keeps it from trusting web1.
+        let text = format!("#,web1 {ED1}\n");
+        assert_eq!(check(&text, "web1", 22, &key(ED1)), HostKeyStatus::Unknown);
+        let text = format!("  #,web1 {ED1}\n");
+        assert_eq!(check(&text, "web1", 22, &key(ED1)), HostKeyStatus::Unknown);
+        assert!(known_key_algorithms(&text, "web1", 22).is_empty());
+    }
+
+    #[test]
+    fn line_type_must_match_the_key_blob() {
+        // An ed25519 blob announced as ssh-rsa is malformed, not a key for web1.
+        let blob = ED1.split(' ').nth(1).unwrap_or_default();
+        let text = format!("web1 ssh-rsa {blob}\n");
+        assert_eq!(check(&text, "web1", 22, &key(ED1)), HostKeyStatus::Unknown);
+    }
+
+    #[test]
+    fn glob_matcher_rules() {
+        // (pattern, text, matches)
+        let rows: [(&str, &str, bool); 16] = [
+            ("", "", true),
+            ("", "a", false),
+            ("a", "", false),
+            ("*", "abc", true),
+            ("?", "", false),
+            ("?", "a", true),
+            ("??", "a", false),
+            ("a*", "a", true),
+            ("*a", "ba", true),
+            ("*a", "ab", false),
+            ("*.example.com", "web1.example.com", true),
+            ("*.example.com", "web1.example.org", false),
+            ("*b*b", "abxbyb", true),
+            ("a*b*c", "abcbc", true),
+            ("a*b*c", "abcbd", false),
+            ("*?", "", false),
+        ];
+        for (pattern, text, want) in rows {
+            assert_eq!(
+                glob_match(pattern.as_bytes(), text.as_bytes()),
+                want,
+                "{pattern:?} ~ {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn negation_excludes_even_when_listed_first_or_last() {
+        for hosts in ["!web1,web*", "web*,!web1"] {
+            let text = format!("{hosts} {ED1}\n");
+            assert_eq!(
+                check(&text, "web1", 22, &key(ED1)),
+                HostKeyStatus::Unknown,
+                "{hosts}"
+            );
+            assert_eq!(
+                check(&text, "web2", 22, &key(ED1)),
+                HostKeyStatus::Trusted,
+                "{hosts}"
+            );
+        }
+        // A line with only a negated pattern matches nothing.
+        let text = format!("!web1 {ED1}\n");
+        assert_eq!(check(&text, "web2", 22, &key(ED1)), HostKeyStatus::Unknown);
+        // Patterns are compared case-insensitively.
+        let text = format!("WEB* {ED1}\n");
+        assert_eq!(check(&text, "web2", 22, &key(ED1)), HostKeyStatus::Trusted);
+    }
+
+    #[test]
+    fn hashed_name_needs_the_right_salt_and_name() {
+        // From HASHED's first line: the salt and hash of `web1.example.com`.
+        let line = HASHED.lines().next().unwrap_or_default();
+        let field = line.split(' ').next().unwrap_or_default();
+        let Ok(HostPatterns::HashedName { salt, hash }) = field.parse::<HostPatterns>() else {
+            panic!("hashed field parses: {field}");
+        };
+        assert!(hashed_name_matches(&salt, &hash, "web1.example.com"));
+        assert!(!hashed_name_matches(&salt, &hash, "web2.example.com"));
+        assert!(!hashed_name_matches(
+            b"other salt",
+            &hash,
+            "web1.example.com"
+        ));
+    }
+
+    #[test]
+    fn changed_lists_each_known_fingerprint_once() {
+        let text = format!("web1 {ED1}\nweb1,web2 {ED1}\nweb1 {ED2}\n");
+        assert_eq!(
+            check(&text, "web1", 22, &key(RSA1)),
+            HostKeyStatus::Changed {
+                known_fingerprints: vec![ED1_FP.to_string(), ED2_FP.to_string()],
+                line: 1
+            }
+        );
+    }
+
+    #[test]
+    fn known_algorithms_are_listed_once_in_file_order() {
+        let text = format!("web1 {ED1}\nweb1 {RSA1}\nweb1 {ED2}\n@cert-authority web1 {RSA1}\n");
+        assert_eq!(
+            known_key_algorithms(&text, "web1", 22),
+            vec![Algorithm::Ed25519, Algorithm::Rsa { hash: None }]
+        );
+    }
 }
