@@ -5,13 +5,14 @@
 //! Generic over [`Transport`]; connecting is the caller's business.
 
 use crate::apply::{
-    HostLock, Limits, exec_bounded, lock_status_script as status_script, printable, timed_out,
+    HostLock, Limits, exec_bounded, lock_status_script as status_script, timed_out,
 };
 use crate::desired::DesiredHost;
 use crate::facts::{self, FactQuery};
 use crate::plan::{self, HostPlan};
 use crate::report::{ErrorKind, Outcome};
 use crate::secrets::Secrets;
+use crate::shell::printable;
 use crate::transport::{ExecOutput, Transport};
 
 /// A host read and planned.

@@ -1,12 +1,12 @@
 //! Planning: desired state vs facts -> the changes to make. Pure; an empty plan means
 //! the host is converged. `plan` prints this value and `apply` executes the same value.
 
-use crate::apply::printable;
 use crate::desired::{DesiredFile, DesiredHost, DesiredRole};
 use crate::facts::Facts;
 use crate::role::{HealthCheck, Notify, NotifyKind, TreeValidate};
 use crate::secrets::Secrets;
 use crate::shell::Init;
+use crate::shell::printable;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

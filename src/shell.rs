@@ -55,6 +55,26 @@ pub fn apt_install(packages: &[&str]) -> String {
     )
 }
 
+/// Text from a host made safe for a terminal (the counterpart of [`quote`]): control characters other than newline and
+/// tab are shown in caret notation (`^G`), so no host can ring bells or send escape
+/// sequences to the operator's terminal.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            c if (c as u32) < 0x20 => {
+                out.push('^');
+                out.push(char::from(b'@' + c as u8));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +197,13 @@ mod tests {
     #[test]
     fn apt_install_quotes_each_package() {
         assert!(apt_install(&["a b", "c"]).ends_with(" 'a b' c"));
+    }
+
+    #[test]
+    fn remote_output_is_made_printable() {
+        assert_eq!(
+            printable("\u{7}mariadbd: Can't\tx\r\n\u{1b}[31mred\u{9b}"),
+            "^Gmariadbd: Can't\tx^M\n^[[31mred\u{fffd}"
+        );
     }
 }

@@ -14,9 +14,9 @@
 //! never contents.
 
 use super::Remote;
-use super::printable;
 use crate::plan::{FileAction, HostPlan};
 use crate::report::{ErrorKind, Outcome};
+use crate::shell::printable;
 use crate::shell::quote;
 use crate::transport::Transport;
 

@@ -19,7 +19,7 @@ mod remote;
 mod scripts;
 
 pub use lock::{HostLock, status_script as lock_status_script};
-pub use remote::{Limits, Remote, exec_bounded, printable, timed_out};
+pub use remote::{Limits, Remote, exec_bounded, timed_out};
 
 use remote::{StepError, indent};
 use scripts::{
@@ -29,7 +29,7 @@ use scripts::{
 
 use crate::plan::{Action, FileAction, FileChange, HostPlan, RolePlan};
 use crate::report::{ErrorKind, Interruption, Outcome};
-use crate::shell::{self, Init, quote};
+use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 use crate::progress::Reporter;
 use crate::report::{ErrorKind, Failure};
 use crate::secrets::Secrets;
-use crate::shell;
+use crate::shell::{self, printable};
 use crate::transport::{ExecOutput, Transport};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -289,26 +289,6 @@ impl<T: Transport> Remote<'_, T> {
     }
 }
 
-/// Remote output made safe for a terminal: control characters other than newline and
-/// tab are shown in caret notation (`^G`), so no host can ring bells or send escape
-/// sequences to the operator's terminal.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' | '\t' => out.push(c),
-            c if (c as u32) < 0x20 => {
-                out.push('^');
-                out.push(char::from(b'@' + c as u8));
-            }
-            '\u{7f}' => out.push_str("^?"),
-            c if c.is_control() => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Every line indented by four spaces (output quoted under a message).
 pub(super) fn indent(s: &str) -> String {
     s.lines()
@@ -320,14 +300,6 @@ pub(super) fn indent(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn remote_output_is_made_printable() {
-        assert_eq!(
-            printable("\u{7}mariadbd: Can't\tx\r\n\u{1b}[31mred\u{9b}"),
-            "^Gmariadbd: Can't\tx^M\n^[[31mred\u{fffd}"
-        );
-    }
 
     /// A transport whose commands take `main` to finish and whose probe (`true`) takes
     /// `probe`; `None` never finishes (a cut connection).
