@@ -51,7 +51,12 @@ pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Out
         return o;
     }
     let outcome = apply_unlocked(r, plan).await;
-    lock::release(r, lock, plan, &outcome).await;
+    // A lost connection takes no release: waiting on it would double the time to report
+    // the host, and the lock dies with the connection's sshd (stale, taken over by the
+    // next apply).
+    if !matches!(outcome, Outcome::Unreachable(_)) {
+        lock::release(r, lock, plan, &outcome).await;
+    }
     outcome
 }
 
@@ -653,6 +658,7 @@ mod lock_tests {
     use super::*;
     use crate::progress::{Format, Reporter};
     use crate::secrets::Secrets;
+    use crate::transport::SshError;
     use crate::transport::local::Local;
     use std::sync::atomic::AtomicBool;
 
@@ -759,6 +765,78 @@ mod lock_tests {
                 "tester@ci pid operator changed changes=1 site: create {dest}"
             )),
             "{log}"
+        );
+    }
+
+    /// A connection that breaks mid-upload: every command fails at the transport from
+    /// the upload on, as a cut link does (each would wait for the stall watchdog).
+    struct CutAtUpload {
+        local: Local,
+        cut: AtomicBool,
+        after_cut: std::sync::atomic::AtomicU32,
+    }
+
+    impl Transport for CutAtUpload {
+        fn exec(
+            &self,
+            command: &str,
+            stdin: &[u8],
+        ) -> impl std::future::Future<Output = Result<crate::transport::ExecOutput, SshError>> + Send
+        {
+            use std::sync::atomic::Ordering;
+            if command.contains("mktemp") {
+                self.cut.store(true, Ordering::SeqCst);
+            }
+            let cut = self.cut.load(Ordering::SeqCst);
+            if cut {
+                self.after_cut.fetch_add(1, Ordering::SeqCst);
+            }
+            let run = self.local.exec(command, stdin);
+            async move {
+                if cut {
+                    return Err(SshError::Channel {
+                        host: "h".into(),
+                        reason: "connection lost".into(),
+                    });
+                }
+                run.await
+            }
+        }
+    }
+
+    /// The e2e cut test saw the tool give up 40 s after the cut instead of 20: after the
+    /// upload failed on the lost connection, releasing the lock waited on it again. A host
+    /// whose connection is lost is reported at once: nothing more is sent to it.
+    #[tokio::test]
+    async fn a_lost_connection_is_not_used_again_to_release_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
+        let interrupted = AtomicBool::new(false);
+        let t = CutAtUpload {
+            local: Local::default(),
+            cut: AtomicBool::new(false),
+            after_cut: Default::default(),
+        };
+        let r = Remote {
+            transport: &t,
+            sudo: false,
+            secrets: &secrets,
+            reporter: &reporter,
+            host: "h",
+            interrupted: &interrupted,
+            limits: Limits::default(),
+            lock: Some(test_lock(dir.path(), "cut")),
+        };
+        let o = apply_host(&r, &tests::plan_creating(&dest, "true")).await;
+        assert!(
+            matches!(&o, Outcome::Unreachable(f) if f.kind == ErrorKind::ConnectionLost),
+            "{o:?}"
+        );
+        assert_eq!(
+            t.after_cut.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "only the upload went to the lost connection"
         );
     }
 }
