@@ -64,10 +64,12 @@ pub fn script(q: &FactQuery) -> String {
         let paths: Vec<String> = q.paths.iter().map(|p| quote(p)).collect();
         s.push_str(&format!(
             // Existing files are collected in "$@" so that one sha256sum and one stat
-            // cover them all (a fork per file per tool was most of a no-op's time).
+            // cover them all (a fork per file per tool was most of a no-op's time). A
+            // path that exists but is no regular file (a folder, a link) is `N PATH`.
             "set --\nfor p in {}; do d=${{p%/*}}; [ -e \"$d/.${{p##*/}}.fp-prev\" ] && echo \"B $p\"; \
              for t in \"$d/.${{p##*/}}\".fp-??????; do [ -f \"$t\" ] && echo \"T $t\"; done; \
-             if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then set -- \"$@\" \"$p\"; else echo \"F 0 $p\"; fi; done\n\
+             if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then set -- \"$@\" \"$p\"; \
+             elif [ -e \"$p\" ] || [ -L \"$p\" ]; then echo \"N $p\"; else echo \"F 0 $p\"; fi; done\n\
              if [ $# -gt 0 ]; then sha256sum -- \"$@\" | sed 's/^/H /'; stat -c 'M %a %U %G %n' -- \"$@\"; fi\n",
             paths.join(" ")
         ));
@@ -200,6 +202,8 @@ struct FactsReader {
     init: Option<Init>,
     /// Paths reported missing (`F 0 PATH`); the others are assembled by [`Self::finish`].
     files: BTreeMap<String, Option<FileFact>>,
+    /// The first path reported as existing but not a regular file (`N PATH`).
+    not_regular: Option<String>,
     packages: BTreeMap<String, bool>,
     services: BTreeMap<String, ServiceFact>,
     holds_vip: Option<bool>,
@@ -220,6 +224,7 @@ impl FactsReader {
         FactsReader {
             init: None,
             files: BTreeMap::new(),
+            not_regular: None,
             packages: q.packages.iter().map(|p| (p.to_string(), false)).collect(),
             services: BTreeMap::new(),
             holds_vip: None,
@@ -248,6 +253,10 @@ impl FactsReader {
             "F" => {
                 let path = rest.strip_prefix("0 ")?;
                 self.files.insert(path.to_string(), None);
+            }
+            "N" => {
+                self.files.insert(rest.to_string(), None);
+                self.not_regular.get_or_insert_with(|| rest.to_string());
             }
             "H" => self.hash(rest)?,
             "M" => self.meta(rest)?,
@@ -345,6 +354,9 @@ impl FactsReader {
     fn finish(mut self, q: &FactQuery) -> Result<Facts, FactsError> {
         if !self.ended {
             return Err(FactsError::EndedEarly);
+        }
+        if let Some(path) = self.not_regular {
+            return Err(FactsError::NotRegular(path));
         }
         for p in &q.paths {
             if self.files.contains_key(*p) {
@@ -610,6 +622,44 @@ END
             matches!(r, Err(FactsError::UnexpectedLeftover { .. })),
             "{r:?}"
         );
+    }
+
+    /// Issue 10, finding 4, found in the facts' one round trip: a managed path that is a
+    /// folder or a link fails the host, naming it (without a second round trip).
+    #[test]
+    fn a_managed_path_that_is_no_regular_file_fails_the_facts() {
+        let out = RECORDED.replace("F 0 /etc/foo bar\n", "N /etc/foo bar\n");
+        let e = parse(&out, &q()).expect_err("must be refused");
+        assert_eq!(
+            e.to_string(),
+            "/etc/foo bar exists but is not a regular file (a folder, a link, ...): it is never \
+             read or replaced; move it away on the host"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink("/etc/hostname", &link).expect("ln");
+        let missing = dir.path().join("missing.conf");
+        for (p, refused) in [
+            (&link, true),
+            (&dir.path().to_path_buf(), true),
+            (&missing, false),
+        ] {
+            let p = p.to_string_lossy().into_owned();
+            let query = FactQuery {
+                paths: vec![&p],
+                ..Default::default()
+            };
+            let out = std::process::Command::new("timeout")
+                .args(["20", "sh", "-c", &script(&query)])
+                .output()
+                .expect("sh");
+            let r = parse(&String::from_utf8_lossy(&out.stdout), &query);
+            assert_eq!(
+                matches!(r, Err(FactsError::NotRegular(_))),
+                refused,
+                "{p}: {r:?}"
+            );
+        }
     }
 
     /// Issue 10, finding 4: the contents read for the diff followed links, so a user who

@@ -131,19 +131,14 @@ impl HostPlan {
     }
 }
 
-/// Paths whose content differs (their current content is fetched to show a diff) and
-/// paths reported missing (to tell a folder or a link from a missing file).
+/// Paths whose content differs: their current content is fetched to show a diff.
 pub fn content_changed<'a>(desired: &'a DesiredHost, facts: &Facts) -> Vec<&'a str> {
     desired
         .roles
         .iter()
         .flat_map(|r| r.files.iter())
-        .filter(|f| match facts.files.get(&f.dest) {
-            Some(Some(old)) => !f.sensitive && old.sha256 != f.sha256,
-            // Facts report a folder or a link as missing: the contents round trip tells
-            // them apart (and fails the host for them).
-            _ => true,
-        })
+        .filter(|f| !f.sensitive)
+        .filter(|f| matches!(facts.files.get(&f.dest), Some(Some(old)) if old.sha256 != f.sha256))
         .map(|f| f.dest.as_str())
         .collect()
 }
@@ -957,10 +952,7 @@ mod tests {
     }
 
     #[test]
-    /// Non-sensitive files whose content differs, and those reported missing (their old
-    /// contents are asked for so that a dest that exists but is not a regular file is
-    /// found before the apply: review finding 4).
-    fn content_changed_lists_non_sensitive_files_that_differ_or_are_missing() {
+    fn content_changed_lists_existing_non_sensitive_files_whose_content_differs() {
         let mut secret = file("/etc/app/secret", "s\n", Notify::None);
         secret.sensitive = true;
         let h = host(vec![role(
@@ -983,10 +975,7 @@ mod tests {
             ],
             "active",
         );
-        assert_eq!(
-            content_changed(&h, &f),
-            vec!["/etc/app/changed", "/etc/app/new"]
-        );
+        assert_eq!(content_changed(&h, &f), vec!["/etc/app/changed"]);
     }
 
     #[test]
