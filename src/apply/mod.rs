@@ -23,8 +23,8 @@ pub use remote::{Limits, Remote, exec_bounded, timed_out};
 
 use remote::{StepError, indent};
 use scripts::{
-    MetaBefore, action_command, backup_path, health_script, rollback_script, status_script,
-    swap_script, tree_validate_script, upload_script,
+    MetaBefore, action_command, backup_path, health_script, remove_script, rollback_script,
+    status_script, swap_script, tree_validate_script, upload_script,
 };
 
 use crate::plan::{Action, FileAction, FileChange, HostPlan, RolePlan};
@@ -110,11 +110,11 @@ async fn apply_roles<T: Transport>(
 async fn prepare<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Result<(), StepError> {
     if !plan.stale_temps.is_empty() {
         r.step("removing temporary files an interrupted apply left");
-        let files: Vec<String> = plan.stale_temps.iter().map(|t| quote(t)).collect();
+        let files = plan.stale_temps.iter().map(String::as_str);
         r.must(
             ErrorKind::Prepare,
             "removing stale temporary files",
-            &format!("rm -f -- {}", files.join(" ")),
+            &remove_script(files),
             b"",
         )
         .await?;
@@ -422,11 +422,11 @@ async fn remove_backups<T: Transport>(r: &Remote<'_, T>, dests: &[&str]) -> Resu
     if dests.is_empty() {
         return Ok(());
     }
-    let backups: Vec<String> = dests.iter().map(|d| quote(&backup_path(d))).collect();
+    let backups: Vec<String> = dests.iter().map(|d| backup_path(d)).collect();
     r.must(
         ErrorKind::Swap,
         "removing backups",
-        &format!("rm -f {}", backups.join(" ")),
+        &remove_script(backups.iter().map(String::as_str)),
         b"",
     )
     .await?;
@@ -539,10 +539,10 @@ async fn cleanup<T: Transport>(r: &Remote<'_, T>, staged: &[Staged<'_>]) {
     if staged.is_empty() {
         return;
     }
-    let tmps: Vec<String> = staged.iter().map(|s| quote(&s.tmp)).collect();
+    let tmps = staged.iter().map(|s| s.tmp.as_str());
     let _ = tokio::time::timeout(
         Duration::from_secs(10),
-        r.run(&format!("rm -f {}", tmps.join(" ")), b"", CLEANUP_LIMIT),
+        r.run(&remove_script(tmps), b"", CLEANUP_LIMIT),
     )
     .await;
 }

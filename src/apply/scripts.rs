@@ -204,6 +204,13 @@ pub fn health_script(command: &str, retries: u32, interval_ms: u64, try_limit: D
     )
 }
 
+/// Removes files (temporary files, backups), quoted, `--` before them. Missing ones are
+/// not an error.
+pub(super) fn remove_script<'a>(paths: impl IntoIterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = paths.into_iter().map(quote).collect();
+    format!("rm -f -- {}", quoted.join(" "))
+}
+
 /// The service's state and its last log lines. The log comes from `journalctl -a`:
 /// `systemctl status` shows a line holding a control character (mariadbd starts its
 /// fatal messages with a BEL) as "[N blob data]", hiding the one line that matters.
@@ -433,6 +440,14 @@ pub(super) mod tests {
             .expect("sh");
         assert!(!out.status.success());
         assert_eq!(String::from_utf8_lossy(&out.stdout), "refused\n");
+    }
+
+    #[test]
+    fn remove_script_quotes_every_path_after_the_end_of_options() {
+        assert_eq!(
+            remove_script(["/etc/a b", "/etc/.c.fp-prev"]),
+            "rm -f -- '/etc/a b' /etc/.c.fp-prev"
+        );
     }
 
     #[test]
