@@ -78,7 +78,7 @@ impl<T: Transport> Reader<'_, T> {
     /// [`Limits::facts`]: a hung drift check fails the host.
     async fn read(&self, script: &str) -> Result<ExecOutput, Outcome> {
         let limit = Limits::default().facts;
-        let out = exec_bounded(self.transport, self.host, script, self.sudo, limit)
+        let out = exec_bounded(self.transport, self.host, script, b"", self.sudo, limit)
             .await
             .map_err(|e| {
                 Outcome::unreachable(ErrorKind::ConnectionLost, self.secrets.mask(&printable(&e)))

@@ -91,17 +91,18 @@ pub fn bounded(script: &str, limit: Duration) -> String {
     )
 }
 
-/// Runs `script` (as root when `sudo`) bounded by `limit` on the host, under the stall
-/// watchdog, and by `limit` + [`BACKSTOP`] here.
+/// Runs `script` (as root when `sudo`) with `stdin` fed to it, bounded by `limit` on the
+/// host, under the stall watchdog, and by `limit` + [`BACKSTOP`] here.
 pub async fn exec_bounded<T: Transport>(
     t: &T,
     host: &str,
     script: &str,
+    stdin: &[u8],
     sudo: bool,
     limit: Duration,
 ) -> Result<ExecOutput, String> {
     let command = shell::wrap(&bounded(script, limit), sudo);
-    tokio::time::timeout(limit + BACKSTOP, exec_watched(t, host, &command, b""))
+    tokio::time::timeout(limit + BACKSTOP, exec_watched(t, host, &command, stdin))
         .await
         .unwrap_or_else(|_| Err(overstayed(host, limit)))
 }
@@ -223,11 +224,8 @@ impl<T: Transport> Remote<'_, T> {
         stdin: &[u8],
         limit: Duration,
     ) -> Result<ExecOutput, StepError> {
-        let command = shell::wrap(&bounded(script, limit), self.sudo);
-        let run = exec_watched(self.transport, self.host, &command, stdin);
-        tokio::time::timeout(limit + BACKSTOP, run)
+        exec_bounded(self.transport, self.host, script, stdin, self.sudo, limit)
             .await
-            .unwrap_or_else(|_| Err(overstayed(self.host, limit)))
             .map_err(|e| StepError::Transport(self.secrets.mask(&printable(&e))))
     }
 
