@@ -15,7 +15,7 @@
 
 use super::Remote;
 use crate::plan::{FileAction, HostPlan};
-use crate::report::{ErrorKind, Outcome};
+use crate::report::{ErrorKind, Outcome, Status};
 use crate::shell::printable;
 use crate::shell::quote;
 use crate::transport::Transport;
@@ -169,14 +169,7 @@ pub(super) async fn release<T: Transport>(
     plan: &HostPlan,
     outcome: &Outcome,
 ) {
-    let result = match outcome {
-        Outcome::Ok => "ok",
-        Outcome::Changed(_) => "changed",
-        Outcome::Failed(_) => "failed",
-        Outcome::Unreachable(_) => "unreachable",
-        Outcome::Interrupted(_) => "interrupted",
-        Outcome::Skipped(_) => "skipped",
-    };
+    let result = Status::of(outcome).word();
     let mut line = format!("{result} changes={}", plan.change_count());
     if !plan.packages_to_install.is_empty() {
         line.push_str(&format!(

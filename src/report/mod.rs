@@ -10,4 +10,4 @@ mod recap;
 
 pub use outcome::{ErrorKind, Failure, Interruption, Outcome};
 pub use plan_text::plan_text;
-pub use recap::{HostEnd, Recap, RunMode, outcome_word, recap_text};
+pub use recap::{HostEnd, Recap, RunMode, Status, outcome_word, recap_text};

@@ -54,6 +54,32 @@ pub enum Status {
     Skipped,
 }
 
+impl Status {
+    /// How `o` ended, as the recap says it.
+    pub fn of(o: &Outcome) -> Status {
+        match o {
+            Outcome::Ok => Status::Ok,
+            Outcome::Changed(_) => Status::Changed,
+            Outcome::Failed(_) => Status::Failed,
+            Outcome::Unreachable(_) => Status::Unreachable,
+            Outcome::Interrupted(_) => Status::Interrupted,
+            Outcome::Skipped(_) => Status::Skipped,
+        }
+    }
+
+    /// The status as one word, the same as in the JSON recap (and the host's audit log).
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Failed => "failed",
+            Status::Unreachable => "unreachable",
+            Status::Interrupted => "interrupted",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 /// One host's line of the JSON recap.
 #[derive(Debug, Serialize)]
 pub struct HostRecap {
@@ -81,13 +107,9 @@ impl HostRecap {
     pub fn new(h: &HostEnd) -> HostRecap {
         let skipped = Outcome::Skipped(NOT_STARTED.into());
         let o = h.outcome.unwrap_or(&skipped);
-        let (status, changes) = match o {
-            Outcome::Ok => (Status::Ok, 0),
-            Outcome::Changed(n) => (Status::Changed, *n),
-            Outcome::Failed(_) => (Status::Failed, 0),
-            Outcome::Unreachable(_) => (Status::Unreachable, 0),
-            Outcome::Interrupted(_) => (Status::Interrupted, 0),
-            Outcome::Skipped(_) => (Status::Skipped, 0),
+        let changes = match o {
+            Outcome::Changed(n) => *n,
+            _ => 0,
         };
         let (applied_roles, not_applied_roles) = match o {
             Outcome::Interrupted(i) => (Some(i.applied.clone()), Some(i.not_applied.clone())),
@@ -96,7 +118,7 @@ impl HostRecap {
         HostRecap {
             host: h.host.to_string(),
             tier: h.tier.to_string(),
-            status,
+            status: Status::of(o),
             changes,
             kind: o.kind(),
             error: o.error().map(str::to_string),
@@ -268,6 +290,21 @@ mod tests {
         assert_eq!(v["recap"][2]["kind"], "not_started");
         assert_eq!(v["recap"][1]["seconds"], 1.5);
         assert_eq!(v["recap"][1]["round_trips"], 1);
+    }
+
+    #[test]
+    fn status_word_matches_its_json_word() {
+        for o in [
+            Outcome::Ok,
+            Outcome::Changed(1),
+            Outcome::failed(ErrorKind::Swap, "x"),
+            Outcome::unreachable(ErrorKind::Connect, "x"),
+            Outcome::Skipped("x".into()),
+        ] {
+            let s = Status::of(&o);
+            let json = serde_json::to_string(&s).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", s.word()), "{o:?}");
+        }
     }
 
     #[test]
