@@ -38,7 +38,9 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
 
     // 2. Connect, read and plan every host, in parallel (bounded by --forks).
     let rules = Rules::stack(usize::from(opts.forks), opts.keep_going);
-    let mut runs = connect_all(&l.inv, desired, &secrets, &reporter, opts.forks).await;
+    // One lock identity for the run: facts report the lock's holder; apply takes it.
+    let lock = HostLock::for_this_run();
+    let mut runs = connect_all(&l.inv, desired, &secrets, &reporter, &lock, opts.forks).await;
     rollout::order(&mut runs, &rules);
 
     // 3. Show the plans.
@@ -57,7 +59,7 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
                 secrets: &secrets,
                 reporter: &reporter,
                 interrupted: &INTERRUPTED,
-                lock: Some(HostLock::for_this_run()),
+                lock: Some(lock.clone()),
             };
             rollout::apply_all(&mut runs, &rules, &cx).await;
         }
@@ -79,13 +81,14 @@ async fn connect_all(
     desired: Vec<DesiredHost>,
     secrets: &Secrets,
     reporter: &Reporter,
+    lock: &HostLock,
     forks: u16,
 ) -> Vec<HostRun<SshSession>> {
     let forks = Semaphore::new(usize::from(forks));
     let forks = &forks;
     futures::future::join_all(desired.into_iter().map(|d| async move {
         let _permit = forks.acquire().await.ok();
-        connect_and_plan(inv, d, secrets, reporter).await
+        connect_and_plan(inv, d, secrets, reporter, lock).await
     }))
     .await
 }
@@ -96,6 +99,7 @@ async fn connect_and_plan(
     d: DesiredHost,
     secrets: &Secrets,
     reporter: &Reporter,
+    lock: &HostLock,
 ) -> HostRun<SshSession> {
     let started = Instant::now();
     let name = d.host.name.clone();
@@ -120,7 +124,7 @@ async fn connect_and_plan(
                     .vip
                     .filter(|_| d.host.tier == "lb")
                     .map(|v| v.to_string()),
-                lock: Some(HostLock::for_this_run()),
+                lock: Some(lock.clone()),
             };
             reader.plan(&d).await
         }
