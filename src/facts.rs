@@ -613,11 +613,7 @@ END
             paths: vec![&path],
             ..Default::default()
         };
-        let out = std::process::Command::new("timeout")
-            .args(["20", "sh", "-c", &script(&query)])
-            .output()
-            .expect("sh");
-        let r = parse(&String::from_utf8_lossy(&out.stdout), &query);
+        let r = facts_locally(&query);
         assert!(
             matches!(r, Err(FactsError::UnexpectedLeftover { .. })),
             "{r:?}"
@@ -649,11 +645,7 @@ END
                 paths: vec![&p],
                 ..Default::default()
             };
-            let out = std::process::Command::new("timeout")
-                .args(["20", "sh", "-c", &script(&query)])
-                .output()
-                .expect("sh");
-            let r = parse(&String::from_utf8_lossy(&out.stdout), &query);
+            let r = facts_locally(&query);
             assert_eq!(
                 matches!(r, Err(FactsError::NotRegular(_))),
                 refused,
@@ -706,14 +698,18 @@ END
         );
     }
 
-    /// Runs the facts script with a local shell and parses its output.
-    fn gather_locally(query: &FactQuery) -> Facts {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script(query))
+    /// Runs the facts script with a local shell (bounded) and parses its output.
+    fn facts_locally(query: &FactQuery) -> Result<Facts, FactsError> {
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", &script(query)])
             .output()
             .expect("sh");
-        parse(&String::from_utf8_lossy(&out.stdout), query).expect("parses")
+        parse(&String::from_utf8_lossy(&out.stdout), query)
+    }
+
+    /// [`facts_locally`], which must parse.
+    fn gather_locally(query: &FactQuery) -> Facts {
+        facts_locally(query).expect("parses")
     }
 
     #[test]

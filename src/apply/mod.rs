@@ -610,6 +610,43 @@ mod tests {
         }
     }
 
+    /// What a test's [`Remote`] borrows besides its transport: no secrets, a silent
+    /// reporter, no Ctrl-C.
+    pub(super) struct Quiet {
+        secrets: Secrets,
+        reporter: Reporter,
+        interrupted: AtomicBool,
+    }
+
+    impl Quiet {
+        pub(super) fn new() -> Quiet {
+            Quiet {
+                secrets: Secrets::default(),
+                reporter: Reporter::new(Format::Json),
+                interrupted: AtomicBool::new(false),
+            }
+        }
+
+        /// A remote on `transport`, host `h`, without sudo, with these limits and lock.
+        pub(super) fn remote<'a, T: Transport>(
+            &'a self,
+            transport: &'a T,
+            limits: Limits,
+            lock: Option<HostLock>,
+        ) -> Remote<'a, T> {
+            Remote {
+                transport,
+                sudo: false,
+                secrets: &self.secrets,
+                reporter: &self.reporter,
+                host: "h",
+                interrupted: &self.interrupted,
+                limits,
+                lock,
+            }
+        }
+    }
+
     /// Issue 10, finding 16: a validator that hangs blocked the apply forever (the stall
     /// watchdog's probe keeps succeeding). Every step is bounded: the host fails, naming
     /// the step, and the live file is untouched.
@@ -617,21 +654,12 @@ mod tests {
     async fn a_hung_validator_fails_the_host_after_its_time_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
-        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
-        let interrupted = AtomicBool::new(false);
-        let r = Remote {
-            transport: &Local::default(),
-            sudo: false,
-            secrets: &secrets,
-            reporter: &reporter,
-            host: "h",
-            interrupted: &interrupted,
-            limits: Limits {
-                validation: Duration::from_secs(2),
-                ..Limits::default()
-            },
-            lock: None,
+        let (quiet, local) = (Quiet::new(), Local::default());
+        let limits = Limits {
+            validation: Duration::from_secs(2),
+            ..Limits::default()
         };
+        let r = quiet.remote(&local, limits, None);
         let o = tokio::time::timeout(
             Duration::from_secs(8),
             apply_host(&r, &plan_creating(&dest, "sleep 30")),
@@ -656,7 +684,6 @@ mod lock_tests {
     use super::lock::{acquire_script, release_script, tests::test_lock};
     use super::scripts::tests::sh;
     use super::*;
-    use crate::progress::{Format, Reporter};
     use crate::secrets::Secrets;
     use crate::transport::SshError;
     use crate::transport::local::Local;
@@ -727,19 +754,12 @@ mod lock_tests {
         let other = test_lock(dir.path(), "CI");
         let (ok, out, err) = sh(&acquire_script(&other));
         assert!(ok, "{out}{err}");
-        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
-        let interrupted = AtomicBool::new(false);
-        let local = Local::default();
-        let mut r = Remote {
-            transport: &local,
-            sudo: false,
-            secrets: &secrets,
-            reporter: &reporter,
-            host: "h",
-            interrupted: &interrupted,
-            limits: Limits::default(),
-            lock: Some(test_lock(dir.path(), "operator")),
-        };
+        let (quiet, local) = (tests::Quiet::new(), Local::default());
+        let mut r = quiet.remote(
+            &local,
+            Limits::default(),
+            Some(test_lock(dir.path(), "operator")),
+        );
         let plan = tests::plan_creating(&dest, "true");
         let o = apply_host(&r, &plan).await;
         let Outcome::Failed(f) = &o else {
@@ -811,23 +831,13 @@ mod lock_tests {
     async fn a_lost_connection_is_not_used_again_to_release_the_lock() {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
-        let (secrets, reporter) = (Secrets::default(), Reporter::new(Format::Json));
-        let interrupted = AtomicBool::new(false);
+        let quiet = tests::Quiet::new();
         let t = CutAtUpload {
             local: Local::default(),
             cut: AtomicBool::new(false),
             after_cut: Default::default(),
         };
-        let r = Remote {
-            transport: &t,
-            sudo: false,
-            secrets: &secrets,
-            reporter: &reporter,
-            host: "h",
-            interrupted: &interrupted,
-            limits: Limits::default(),
-            lock: Some(test_lock(dir.path(), "cut")),
-        };
+        let r = quiet.remote(&t, Limits::default(), Some(test_lock(dir.path(), "cut")));
         let o = apply_host(&r, &tests::plan_creating(&dest, "true")).await;
         assert!(
             matches!(&o, Outcome::Unreachable(f) if f.kind == ErrorKind::ConnectionLost),
