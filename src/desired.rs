@@ -38,6 +38,8 @@ pub struct DesiredFile {
     /// The role allows a destination folder that others than root can write to (apply
     /// refuses such a folder otherwise: its users could swap links in during the apply).
     pub shared_dir: bool,
+    /// A reload becomes a restart when a changed line starts with one of these words.
+    pub restart_if_changed: Vec<String>,
 }
 
 impl std::fmt::Debug for DesiredFile {
@@ -75,6 +77,7 @@ impl DesiredFile {
             validate,
             sensitive,
             shared_dir: false,
+            restart_if_changed: Vec::new(),
         }
     }
 }

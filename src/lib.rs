@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cmd;
 mod desired;
 pub mod diag;
+mod drain;
 mod facts;
 mod gather;
 pub mod inventory;

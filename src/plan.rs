@@ -22,11 +22,34 @@ pub struct HostPlan {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stale_temps: Vec<String>,
     pub roles: Vec<RolePlan>,
+    /// Taken out of its load balancers before the restart, back in after (set from the
+    /// tier's `drain:` once the plan is made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainStep>,
+}
+
+/// The drain around a host's restart, as the plan shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrainStep {
+    /// HAProxy backend.
+    pub backend: String,
+    /// The balancers (hosts of the tier's `via`).
+    pub via: Vec<String>,
+    /// Longest wait for the host's sessions to end, in seconds.
+    pub timeout_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RolePlan {
     pub role: String,
+    /// The role's service is serving now (running, its package not being installed): a
+    /// reload or restart of it is felt by clients, so the tier rolls such hosts in batches.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub serving: bool,
+    /// What restarting the serving service interrupts (the role's `interrupts:`), when
+    /// this plan restarts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupts: Option<String>,
     /// The role's drift check failed: the live state differs from the files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
@@ -68,6 +91,10 @@ pub struct FileChange {
     /// Holds a secret: content is never shown.
     pub sensitive: bool,
     pub notify: Notify,
+    /// The file notifies reload, but a changed line starts with this word (one of its
+    /// `restart_if_changed`): the service is restarted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_because: Option<String>,
     #[serde(skip)]
     pub file: DesiredFile,
 }
@@ -117,6 +144,27 @@ impl HostPlan {
                 .roles
                 .iter()
                 .all(|r| r.files.is_empty() && r.actions.is_empty())
+    }
+
+    /// Reloads or restarts a service that is serving: clients feel it, so the host's tier
+    /// rolls such hosts a batch at a time.
+    pub fn interrupts_serving(&self) -> bool {
+        self.roles.iter().any(|r| {
+            r.serving
+                && r.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Reload { .. } | Action::Restart { .. }))
+        })
+    }
+
+    /// Restarts a service that is serving: the host is drained first where its tier says.
+    pub fn restarts_serving(&self) -> bool {
+        self.roles.iter().any(|r| {
+            r.serving
+                && r.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Restart { .. }))
+        })
     }
 
     /// Number of changes (packages, files, actions).
@@ -173,6 +221,7 @@ pub fn plan_host(
         packages_to_install,
         stale_temps: facts.stale_temps.iter().cloned().collect(),
         roles,
+        drain: None,
     }
 }
 
@@ -190,6 +239,13 @@ fn plan_role(
         .filter_map(|f| file_change(f, facts, old, secrets))
         .collect();
     let mut actions = role_actions(role, &files, facts, installing);
+    let serving = role.service.as_ref().is_some_and(|svc| {
+        facts
+            .services
+            .get(&svc.name)
+            .is_some_and(|s| s.active == "active")
+            && !role.packages.iter().any(|p| installing.contains(p))
+    });
     let drift = role
         .drift_check
         .clone()
@@ -199,9 +255,16 @@ fn plan_role(
     {
         actions.push(action);
     }
+    let interrupts = role
+        .service
+        .as_ref()
+        .and_then(|svc| svc.interrupts.clone())
+        .filter(|_| serving && actions.iter().any(|a| matches!(a, Action::Restart { .. })));
     RolePlan {
         drift,
         role: role.name.clone(),
+        serving,
+        interrupts,
         files,
         actions,
         validate: role.validate.clone(),
@@ -226,9 +289,17 @@ fn file_change(
             unified_diff(&f.dest, before, &f.content).map(|d| printable(&secrets.mask(&d)))
         }
     };
+    let restart_because = match action {
+        FileAction::Create | FileAction::Update => {
+            let before = old.get(&f.dest).map(Vec::as_slice).unwrap_or(b"");
+            changed_line_word(before, &f.content, &f.restart_if_changed)
+        }
+        _ => None,
+    };
     Some(FileChange {
         path: f.dest.clone(),
         action,
+        restart_because,
         mode: mode_str(f.mode),
         owner: f.owner.clone(),
         group: f.group.clone(),
@@ -314,9 +385,9 @@ fn role_actions(
         let state = facts.services.get(&name);
         let running = state.is_some_and(|s| s.active == "active");
         let fresh = role.packages.iter().any(|p| installing.contains(p));
-        let wants_restart = content_changed
-            .iter()
-            .any(|f| f.notify == Notify::Service(NotifyKind::Restart));
+        let wants_restart = content_changed.iter().any(|f| {
+            f.notify == Notify::Service(NotifyKind::Restart) || f.restart_because.is_some()
+        });
         let wants_reload = content_changed
             .iter()
             .any(|f| f.notify == Notify::Service(NotifyKind::Reload));
@@ -359,6 +430,25 @@ fn role_actions(
     actions
 }
 
+/// The first of `words` that starts a line added or removed between `before` and
+/// `after` (leading blanks ignored), if any. Not UTF-8: the first word, to be safe.
+fn changed_line_word(before: &[u8], after: &[u8], words: &[String]) -> Option<String> {
+    if words.is_empty() {
+        return None;
+    }
+    let (Ok(a), Ok(b)) = (std::str::from_utf8(before), std::str::from_utf8(after)) else {
+        return words.first().cloned();
+    };
+    let diff = similar::TextDiff::from_lines(a, b);
+    diff.iter_all_changes()
+        .filter(|c| c.tag() != similar::ChangeTag::Equal)
+        .find_map(|c| {
+            let first = c.value().split_whitespace().next()?;
+            let first = first.trim_end_matches(';');
+            words.iter().find(|w| w.as_str() == first).cloned()
+        })
+}
+
 /// A unified diff with 3 lines of context, or `None` when either side is not UTF-8.
 fn unified_diff(path: &str, before: &[u8], after: &[u8]) -> Option<String> {
     let (Ok(a), Ok(b)) = (std::str::from_utf8(before), std::str::from_utf8(after)) else {
@@ -398,6 +488,7 @@ mod tests {
                 name: "nginx".into(),
                 packages: vec!["nginx".into()],
                 service: Some(Service {
+                    interrupts: None,
                     name: "nginx".into(),
                     enabled: true,
                     reload: true,
@@ -682,6 +773,7 @@ mod tests {
 
     fn service(reload: bool, enabled: bool) -> Option<Service> {
         Some(Service {
+            interrupts: None,
             name: "app".into(),
             enabled,
             reload,
@@ -1466,6 +1558,7 @@ mod tests {
     fn change_stub(path: &str) -> FileChange {
         let f = file(path, "", Notify::None);
         FileChange {
+            restart_because: None,
             path: path.into(),
             action: FileAction::Create,
             mode: "0644".into(),
@@ -1482,6 +1575,7 @@ mod tests {
 
     fn plan_with(packages: usize, temps: usize, files: &[usize], actions: &[usize]) -> HostPlan {
         HostPlan {
+            drain: None,
             host: "web1".into(),
             tier: "web".into(),
             address: "172.30.77.21".into(),
@@ -1492,6 +1586,8 @@ mod tests {
                 .iter()
                 .zip(actions)
                 .map(|(&nf, &na)| RolePlan {
+                    serving: false,
+                    interrupts: None,
                     role: "r".into(),
                     drift: None,
                     files: (0..nf).map(|i| change_stub(&format!("/f{i}"))).collect(),

@@ -278,6 +278,7 @@ impl RenderCtx<'_> {
             sensitive,
         );
         file.shared_dir = f.shared_dir;
+        file.restart_if_changed = f.restart_if_changed.clone();
         Ok(file)
     }
 
@@ -608,7 +609,7 @@ mod tests {
             .expect_err("foo-bar is refused")
             .to_string();
         assert!(
-            e.contains("inventories/lab.yml:49:3: var `db_name` is `foo-bar`, not an identifier"),
+            e.contains("inventories/lab.yml:51:3: var `db_name` is `foo-bar`, not an identifier"),
             "{e}"
         );
         assert!(e.contains("hint: "), "{e}");
@@ -668,6 +669,7 @@ tiers:
       a: tier
   lb:
     roles: [haproxy]
+    vip: true
 hosts:
   lb1:
     address: 10.0.0.11

@@ -35,6 +35,10 @@ pub struct Service {
     pub enabled: bool,
     /// Whether the service supports reload; if not, a reload is a restart.
     pub reload: bool,
+    /// What a restart of the running service interrupts (`interrupts:`): the plan warns
+    /// with it, e.g. "the database: the app answers 503 until it is back".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupts: Option<String>,
 }
 
 /// Where a file's content comes from.
@@ -79,6 +83,10 @@ pub struct RoleFile {
     /// `shared_dir: true`: the folder may be writable by others than root (e.g. a web root
     /// owned by www-data); without it such a folder is refused at upload.
     pub shared_dir: bool,
+    /// `restart_if_changed: [listen]`: a file that notifies reload restarts the service
+    /// instead when a changed line starts with one of these words (a reload cannot move
+    /// nginx's listening sockets, for instance).
+    pub restart_if_changed: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +140,8 @@ struct RawService {
     enabled: bool,
     #[serde(default = "yes")]
     reload: bool,
+    #[serde(default)]
+    interrupts: Option<String>,
 }
 
 fn yes() -> bool {
@@ -158,6 +168,8 @@ struct RawFile {
     validate: Option<Spanned<String>>,
     #[serde(default)]
     shared_dir: bool,
+    #[serde(default)]
+    restart_if_changed: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +314,10 @@ fn check_service(path: &Path, s: RawService) -> Result<Service, Diagnostic> {
         name: name.to_string(),
         enabled: s.enabled,
         reload: s.reload,
+        interrupts: s
+            .interrupts
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty()),
     })
 }
 
@@ -520,6 +536,34 @@ impl FileChecks<'_> {
             None => Notify::None,
             Some(n) => self.notify(n)?,
         };
+        let mut restart_if_changed = Vec::new();
+        for w in f.restart_if_changed {
+            if notify != Notify::Service(NotifyKind::Reload) {
+                return Err(self
+                    .at(
+                        w.referenced,
+                        "restart_if_changed applies to a file that notifies reload".into(),
+                    )
+                    .with_hint("add `notify: reload`, or remove restart_if_changed"));
+            }
+            if w.value.is_empty()
+                || w.value.len() > 64
+                || !w
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+            {
+                return Err(self
+                    .at(
+                        w.referenced,
+                        format!("restart_if_changed `{}` is not a word", shown(&w.value)),
+                    )
+                    .with_hint(
+                        "list the first words of lines a reload cannot apply, e.g. [listen]",
+                    ));
+            }
+            restart_if_changed.push(w.value);
+        }
         for (field, v) in [("owner", &f.owner), ("group", &f.group)] {
             if let Some(v) = v
                 && !is_user_name(v)
@@ -540,6 +584,7 @@ impl FileChecks<'_> {
             notify,
             validate: f.validate.map(|v| v.value),
             shared_dir: f.shared_dir,
+            restart_if_changed,
         })
     }
 

@@ -1,11 +1,17 @@
 //! The rollout rules: which host is applied when, and what stops a rollout.
 //!
-//! - Tiers one after another, in the order of [`Rules::tiers`] (db, app, web, lb for the
-//!   stack).
-//! - Within a tier, hosts in parallel, at most [`Rules::forks`] at once. A serial tier (the
-//!   lb pair) goes one host at a time, the VIP holder last, and a failed host keeps the
-//!   next one from starting: the peer that still serves the VIP must not get the same
-//!   broken change.
+//! - Tiers one after another, in the inventory's order ([`Rules::tiers`]).
+//! - The tier that holds the VIP goes one host at a time, the VIP holder last, and a
+//!   failed host keeps the next one from starting: the peer that still serves the VIP
+//!   must not get the same broken change.
+//! - In another tier, hosts whose change interrupts nothing that serves (a new host, a
+//!   file no service reads yet) go at once, at most [`Rules::forks`]; then the hosts whose
+//!   change reloads or restarts a serving service go in batches ([`Rolling`], default one
+//!   at a time): a batch ends (health checks passed) before the next starts, and a failed
+//!   batch stops the tier, the rest keeping their configuration and serving.
+//! - A tier with a `drain:` takes a host out of its balancers (HAProxy's runtime API, on
+//!   every host of the `via` tier) before restarting its serving service, and puts it back
+//!   once its health checks pass and the balancers see it up ([`crate::drain`]).
 //! - A failed tier stops the later tiers, and a host that could not be planned stops the
 //!   whole apply before anything starts, unless [`Rules::keep_going`].
 //! - Ctrl-C (the `interrupted` flag): the host in flight finishes its step, no new tier or
@@ -15,14 +21,15 @@
 //! order of commands and fails or interrupts where told.
 
 use crate::apply::{self, Remote};
-use crate::inventory::TIER_ORDER;
+use crate::drain::{self, Balancer};
+use crate::inventory::{Drain, Rolling, Tier};
 use crate::plan::HostPlan;
 use crate::progress::Reporter;
-use crate::report::{Interruption, Outcome};
+use crate::report::{ErrorKind, Interruption, Outcome};
 use crate::secrets::Secrets;
 use crate::transport::Transport;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -30,8 +37,12 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TierRule {
     pub name: String,
-    /// One host at a time, the VIP holder last; a failed host stops the tier.
-    pub serial: bool,
+    /// Holds the VIP: one host at a time, the VIP holder last; a failed host stops the tier.
+    pub vip: bool,
+    /// How many hosts whose change interrupts a serving service go at once.
+    pub rolling: Rolling,
+    /// Drained out of these balancers before a restart.
+    pub drain: Option<Drain>,
 }
 
 /// The rules of a rollout.
@@ -39,21 +50,23 @@ pub struct TierRule {
 pub struct Rules {
     /// Tiers in rollout order. A host whose tier is not listed is never applied.
     pub tiers: Vec<TierRule>,
-    /// Hosts worked at the same time within a parallel tier (at least 1).
+    /// Hosts worked at the same time (at least 1).
     pub forks: usize,
     /// Go on past failures (the run still fails).
     pub keep_going: bool,
 }
 
 impl Rules {
-    /// The stack's rules: tiers in [`TIER_ORDER`], the lb tier serial.
-    pub fn stack(forks: usize, keep_going: bool) -> Rules {
+    /// The rules of an inventory's tiers, in their order.
+    pub fn new(tiers: &[Tier], forks: usize, keep_going: bool) -> Rules {
         Rules {
-            tiers: TIER_ORDER
+            tiers: tiers
                 .iter()
                 .map(|t| TierRule {
-                    name: (*t).to_string(),
-                    serial: *t == "lb",
+                    name: t.name.clone(),
+                    vip: t.vip,
+                    rolling: t.rolling,
+                    drain: t.drain.clone(),
                 })
                 .collect(),
             forks: forks.max(1),
@@ -67,6 +80,11 @@ impl Rules {
             .iter()
             .position(|t| t.name == tier)
             .unwrap_or(self.tiers.len())
+    }
+
+    /// The rule of a tier, if it is in the rollout.
+    pub fn tier(&self, name: &str) -> Option<&TierRule> {
+        self.tiers.iter().find(|t| t.name == name)
     }
 }
 
@@ -102,6 +120,14 @@ impl<T> HostRun<T> {
     }
 }
 
+/// A host that is not applied but whose connection a drain uses (a balancer outside
+/// `--tier`/`--limit`).
+pub struct Peer<T> {
+    pub name: String,
+    pub tier: String,
+    pub session: Arc<T>,
+}
+
 /// What applying a host needs besides its plan and connection.
 pub struct Context<'a> {
     pub sudo: bool,
@@ -118,9 +144,38 @@ pub fn order<T>(hosts: &mut [HostRun<T>], rules: &Rules) {
     hosts.sort_by_key(|h| (rules.position(&h.tier), h.holds_vip));
 }
 
+/// The balancers a tier's drain goes through, by name: selected hosts of the `via` tier
+/// that are connected, then `peers` of that tier.
+fn balancers<T>(hosts: &[HostRun<T>], peers: &[Peer<T>], via: &str) -> Vec<Balancer<T>> {
+    let mut out: Vec<Balancer<T>> = hosts
+        .iter()
+        .filter(|h| h.tier == via)
+        .filter_map(|h| {
+            h.session.clone().map(|session| Balancer {
+                name: h.name.clone(),
+                session,
+            })
+        })
+        .collect();
+    for p in peers.iter().filter(|p| p.tier == via) {
+        if !out.iter().any(|b| b.name == p.name) {
+            out.push(Balancer {
+                name: p.name.clone(),
+                session: p.session.clone(),
+            });
+        }
+    }
+    out
+}
+
 /// Applies every host's plan by the rules; every host without an outcome gets one.
-/// `hosts` must be in [`order`].
-pub async fn apply_all<T: Transport>(hosts: &mut [HostRun<T>], rules: &Rules, cx: &Context<'_>) {
+/// `hosts` must be in [`order`]; `peers` are balancers connected for drains only.
+pub async fn apply_all<T: Transport>(
+    hosts: &mut [HostRun<T>],
+    peers: &[Peer<T>],
+    rules: &Rules,
+    cx: &Context<'_>,
+) {
     let mut stopped: Option<String> = None;
     if !rules.keep_going && hosts.iter().any(|h| failed(h.outcome.as_ref())) {
         cx.reporter.warn(
@@ -136,7 +191,11 @@ pub async fn apply_all<T: Transport>(hosts: &mut [HostRun<T>], rules: &Rules, cx
             cx.reporter.warn("interrupted: no further tier started");
             break;
         }
-        apply_tier(hosts, tier, rules, cx).await;
+        let lbs = match &tier.drain {
+            Some(d) => balancers(hosts, peers, &d.via),
+            None => Vec::new(),
+        };
+        apply_tier(hosts, tier, rules, cx, &lbs).await;
         let tier_failed = hosts
             .iter()
             .filter(|h| h.tier == tier.name)
@@ -168,62 +227,169 @@ fn failed(o: Option<&Outcome>) -> bool {
     o.is_some_and(|o| o.is_failure() && !matches!(o, Outcome::Interrupted(_) | Outcome::Skipped(_)))
 }
 
-/// Applies the hosts of one tier that have no outcome yet.
+/// Whether a host's change interrupts a serving service (it then rolls in batches).
+fn interrupts<T>(h: &HostRun<T>) -> bool {
+    h.plan.as_ref().is_some_and(HostPlan::interrupts_serving)
+}
+
+/// Applies the hosts of one tier that have no outcome yet: the VIP tier one at a time;
+/// another tier's quiet hosts at once, then its interrupting hosts batch by batch.
 async fn apply_tier<T: Transport>(
     hosts: &mut [HostRun<T>],
     tier: &TierRule,
     rules: &Rules,
     cx: &Context<'_>,
+    lbs: &[Balancer<T>],
 ) {
-    // A fair semaphore: hosts start in the order they are listed (VIP holder last).
-    let sem = Semaphore::new(if tier.serial { 1 } else { rules.forks });
-    let failed_peer: Mutex<Option<String>> = Mutex::new(None);
-    let (sem, failed_peer) = (&sem, &failed_peer);
+    let pending: Vec<usize> = (0..hosts.len())
+        .filter(|&i| hosts[i].tier == tier.name && hosts[i].outcome.is_none())
+        .collect();
+    let (quiet, rolled): (Vec<usize>, Vec<usize>) = if tier.vip {
+        (Vec::new(), pending)
+    } else {
+        pending.into_iter().partition(|&i| !interrupts(&hosts[i]))
+    };
+    let size = match tier.rolling {
+        _ if tier.vip => 1,
+        Rolling::Batch(n) => n.clamp(1, rules.forks),
+        Rolling::All => rules.forks,
+    };
+    run_group(hosts, &quiet, rules.forks, tier, cx, lbs).await;
+    let mut failed_before: Option<String> = None;
+    for batch in rolled.chunks(size) {
+        if let Some(peer) = failed_before.as_ref().filter(|_| !rules.keep_going) {
+            let at_once = if size == 1 {
+                "one host at a time".to_string()
+            } else {
+                format!("{size} hosts at a time")
+            };
+            for &i in batch {
+                hosts[i].outcome = Some(Outcome::Skipped(format!(
+                    "not started: {peer} failed before it in tier {} ({at_once}); \
+                     this host keeps its configuration",
+                    tier.name
+                )));
+            }
+            continue;
+        }
+        run_group(hosts, batch, size, tier, cx, lbs).await;
+        if failed_before.is_none() {
+            failed_before = batch
+                .iter()
+                .find(|&&i| failed(hosts[i].outcome.as_ref()))
+                .map(|&i| hosts[i].name.clone());
+        }
+    }
+}
+
+/// Applies the hosts at `indexes` concurrently, at most `width` at once, in the order
+/// given (a fair semaphore).
+async fn run_group<T: Transport>(
+    hosts: &mut [HostRun<T>],
+    indexes: &[usize],
+    width: usize,
+    tier: &TierRule,
+    cx: &Context<'_>,
+    lbs: &[Balancer<T>],
+) {
+    if indexes.is_empty() {
+        return;
+    }
+    let sem = Semaphore::new(width.max(1));
+    let sem = &sem;
     let work = hosts
         .iter_mut()
-        .filter(|h| h.tier == tier.name && h.outcome.is_none())
-        .map(|h| async move {
+        .enumerate()
+        .filter(|(i, _)| indexes.contains(i))
+        .map(|(_, h)| async move {
             let _permit = sem.acquire().await.ok();
-            let (Some(session), Some(plan)) = (&h.session, &h.plan) else {
-                return;
-            };
-            if cx.interrupted.load(Ordering::SeqCst) {
-                h.outcome = Some(not_started(plan));
-                return;
-            }
-            if tier.serial && !rules.keep_going {
-                let peer = failed_peer.lock().ok().and_then(|p| p.clone());
-                if let Some(peer) = peer {
-                    h.outcome = Some(Outcome::Skipped(format!(
-                        "not started: {peer} failed before it in tier {} (one host at a time); \
-                         this host keeps its configuration",
-                        tier.name
-                    )));
-                    return;
-                }
-            }
-            let started = Instant::now();
-            let remote = Remote {
-                transport: session.as_ref(),
-                sudo: cx.sudo,
-                secrets: cx.secrets,
-                reporter: cx.reporter,
-                host: &h.name,
-                interrupted: cx.interrupted,
-                limits: apply::Limits::default(),
-                lock: cx.lock.clone(),
-            };
-            let o = apply::apply_host(&remote, plan).await;
-            if o.is_failure()
-                && let Ok(mut p) = failed_peer.lock()
-            {
-                p.get_or_insert_with(|| h.name.clone());
-            }
-            cx.reporter.done(&h.name, &o);
-            h.elapsed += started.elapsed();
-            h.outcome = Some(o);
+            apply_one(h, tier, cx, lbs).await;
         });
     futures::future::join_all(work).await;
+}
+
+/// One host: drained first when its tier says so and it restarts a serving service,
+/// applied, then ready again.
+async fn apply_one<T: Transport>(
+    h: &mut HostRun<T>,
+    tier: &TierRule,
+    cx: &Context<'_>,
+    lbs: &[Balancer<T>],
+) {
+    let (Some(session), Some(plan)) = (&h.session, &h.plan) else {
+        return;
+    };
+    if cx.interrupted.load(Ordering::SeqCst) {
+        h.outcome = Some(not_started(plan));
+        return;
+    }
+    let started = Instant::now();
+    let drain = tier
+        .drain
+        .as_ref()
+        .filter(|_| plan.restarts_serving() && !lbs.is_empty());
+    if let Some(d) = drain {
+        cx.reporter
+            .step(&h.name, "draining from the load balancers");
+        match drain::drain(lbs, &h.name, d, cx.sudo).await {
+            Ok(notes) => {
+                for n in notes {
+                    cx.reporter.step(&h.name, &cx.secrets.mask(&n));
+                }
+            }
+            Err(e) => {
+                // Whatever was drained is put back; nothing on the host was changed.
+                let _ = drain::ready(lbs, &h.name, d, cx.sudo).await;
+                let o = Outcome::failed(
+                    ErrorKind::Drain,
+                    format!(
+                        "{e}\n  nothing was changed on {}; it was set ready again where it had \
+                         been drained",
+                        h.name
+                    ),
+                );
+                cx.reporter.done(&h.name, &o);
+                h.elapsed += started.elapsed();
+                h.outcome = Some(o);
+                return;
+            }
+        }
+    }
+    let remote = Remote {
+        transport: session.as_ref(),
+        sudo: cx.sudo,
+        secrets: cx.secrets,
+        reporter: cx.reporter,
+        host: &h.name,
+        interrupted: cx.interrupted,
+        limits: apply::Limits::default(),
+        lock: cx.lock.clone(),
+    };
+    let mut o = apply::apply_host(&remote, plan).await;
+    if let Some(d) = drain.filter(|_| !matches!(o, Outcome::Unreachable(_))) {
+        cx.reporter
+            .step(&h.name, "waiting until the load balancers see it up");
+        match drain::ready(lbs, &h.name, d, cx.sudo).await {
+            Ok(notes) => {
+                for n in notes {
+                    cx.reporter.step(&h.name, &cx.secrets.mask(&n));
+                }
+            }
+            Err(e) if !o.is_failure() => {
+                o = Outcome::failed(
+                    ErrorKind::Drain,
+                    format!(
+                        "{} was changed and passed its health checks, but {e}",
+                        h.name
+                    ),
+                );
+            }
+            Err(e) => cx.reporter.warn(&format!("{}: {e}", h.name)),
+        }
+    }
+    cx.reporter.done(&h.name, &o);
+    h.elapsed += started.elapsed();
+    h.outcome = Some(o);
 }
 
 /// The outcome of a host that Ctrl-C kept from starting: interrupted when it had
@@ -254,6 +420,7 @@ mod tests {
     use crate::transport::{ExecOutput, SshError};
     use std::collections::HashMap;
     use std::future::Future;
+    use std::sync::Mutex;
 
     /// What the fake hosts saw and how they behave.
     #[derive(Default)]
@@ -268,6 +435,29 @@ mod tests {
         /// Hosts running a command now, and the most seen at once per tier.
         running: Mutex<HashMap<String, usize>>,
         most_at_once: Mutex<HashMap<String, usize>>,
+        /// What a balancer answers to the drain script.
+        drain_answer: &'static str,
+    }
+
+    impl Rules {
+        /// The lab's tiers: db, app, web, lb (the VIP tier); web drains via lb.
+        fn stack(forks: usize, keep_going: bool) -> Rules {
+            let tier = |name: &str| TierRule {
+                name: name.into(),
+                vip: name == "lb",
+                rolling: Rolling::Batch(1),
+                drain: (name == "web").then(|| Drain {
+                    via: "lb".into(),
+                    backend: "web".into(),
+                    timeout: Duration::from_secs(5),
+                }),
+            };
+            Rules {
+                tiers: ["db", "app", "web", "lb"].into_iter().map(tier).collect(),
+                forks: forks.max(1),
+                keep_going,
+            }
+        }
     }
 
     /// A fake host: records each command, then answers after a short pause.
@@ -316,12 +506,20 @@ mod tests {
             if self.script.interrupt_on == Some(self.host) {
                 self.script.interrupted.store(true, Ordering::SeqCst);
             }
+            // The balancers' runtime API scripts answer as HAProxy would let them.
+            let stdout = if command.contains("state drain") {
+                self.script.drain_answer.as_bytes().to_vec()
+            } else if command.contains("state ready") {
+                b"FP-READY up\n".to_vec()
+            } else {
+                Vec::new()
+            };
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 self.leave();
                 Ok(ExecOutput {
                     status,
-                    stdout: Vec::new(),
+                    stdout,
                     stderr: b"scripted failure".to_vec(),
                 })
             }
@@ -331,6 +529,7 @@ mod tests {
     /// A plan with one role whose only change is a handler.
     fn plan(host: &str, tier: &str) -> HostPlan {
         HostPlan {
+            drain: None,
             host: host.into(),
             tier: tier.into(),
             address: "192.0.2.1".into(),
@@ -338,6 +537,8 @@ mod tests {
             packages_to_install: Vec::new(),
             stale_temps: Vec::new(),
             roles: vec![RolePlan {
+                serving: false,
+                interrupts: None,
                 role: format!("{tier}-role"),
                 drift: None,
                 files: Vec::new(),
@@ -397,7 +598,7 @@ mod tests {
             interrupted: &script.interrupted,
             lock: None,
         };
-        apply_all(hs, rules, &cx).await;
+        apply_all(hs, &[], rules, &cx).await;
     }
 
     /// Hosts in the order of their first command.
@@ -588,21 +789,274 @@ mod tests {
     }
 
     #[test]
-    fn stack_rules_follow_tier_order_with_lb_serial_and_at_least_one_fork() {
-        let rules = Rules::stack(0, true);
-        let tiers: Vec<(&str, bool)> = rules
+    fn rules_follow_the_inventory_tiers_with_at_least_one_fork() {
+        let tier = |name: &str, vip: bool, rolling: Rolling| Tier {
+            name: name.into(),
+            roles: vec![],
+            vars: Default::default(),
+            vip,
+            rolling,
+            drain: None,
+        };
+        let tiers = [
+            tier("mon", false, Rolling::All),
+            tier("db", false, Rolling::Batch(1)),
+            tier("edge", true, Rolling::Batch(1)),
+        ];
+        let rules = Rules::new(&tiers, 0, true);
+        let got: Vec<(&str, bool, Rolling)> = rules
             .tiers
             .iter()
-            .map(|t| (t.name.as_str(), t.serial))
+            .map(|t| (t.name.as_str(), t.vip, t.rolling))
             .collect();
         assert_eq!(
-            tiers,
-            [("db", false), ("app", false), ("web", false), ("lb", true)]
+            got,
+            [
+                ("mon", false, Rolling::All),
+                ("db", false, Rolling::Batch(1)),
+                ("edge", true, Rolling::Batch(1))
+            ]
         );
         assert_eq!(rules.forks, 1);
         assert!(rules.keep_going);
-        assert_eq!(Rules::stack(7, false).forks, 7);
-        assert!(!Rules::stack(7, false).keep_going);
+        assert_eq!(Rules::new(&tiers, 7, false).forks, 7);
+        assert!(!Rules::new(&tiers, 7, false).keep_going);
+        assert_eq!(rules.tier("edge").map(|t| t.vip), Some(true));
+        assert!(rules.tier("lb").is_none());
+    }
+
+    /// A plan that reloads (or restarts) a service that is serving.
+    fn serving_plan(host: &str, tier: &str, restart: bool) -> HostPlan {
+        let mut p = plan(host, tier);
+        p.roles[0].serving = true;
+        p.roles[0].actions = vec![if restart {
+            Action::Restart {
+                service: "nginx".into(),
+            }
+        } else {
+            Action::Reload {
+                service: "nginx".into(),
+            }
+        }];
+        p
+    }
+
+    fn web_tier(script: &Arc<Script>, n: usize, restart: bool) -> Vec<HostRun<Fake>> {
+        const NAMES: [&str; 4] = ["web1", "web2", "web3", "web4"];
+        let mut hs = hosts(
+            script,
+            &NAMES[..n]
+                .iter()
+                .map(|h| (*h, "web", false))
+                .collect::<Vec<_>>(),
+        );
+        for h in &mut hs {
+            h.plan = Some(serving_plan(&h.name, "web", restart));
+        }
+        hs
+    }
+
+    fn most(script: &Script, tier: &str) -> Option<usize> {
+        script
+            .most_at_once
+            .lock()
+            .ok()
+            .and_then(|m| m.get(tier).copied())
+    }
+
+    #[tokio::test]
+    async fn hosts_that_interrupt_a_serving_service_roll_one_at_a_time_by_default() {
+        let script = Arc::new(Script::default());
+        let mut hs = web_tier(&script, 3, false);
+        // A fourth host with a change nothing serves yet goes at once, first.
+        let mut quiet = hosts(&script, &[("web4", "web", false)]);
+        hs.append(&mut quiet);
+        let rules = Rules::stack(10, false);
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(most(&script, "web"), Some(1));
+        assert_eq!(first_seen(&script), ["web4", "web1", "web2", "web3"]);
+        assert!(hs.iter().all(|h| h.outcome == Some(Outcome::Changed(1))));
+    }
+
+    #[tokio::test]
+    async fn batches_are_strict_and_all_goes_at_once() {
+        let script = Arc::new(Script::default());
+        let mut hs = web_tier(&script, 3, false);
+        let mut rules = Rules::stack(10, false);
+        rules.tiers[2].rolling = Rolling::Batch(2);
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(most(&script, "web"), Some(2));
+        // web3 starts after both of the first batch ended: each host runs one command,
+        // so the log is web1, web2 (either order), then web3.
+        assert_eq!(first_seen(&script).last().map(String::as_str), Some("web3"));
+
+        let script = Arc::new(Script::default());
+        let mut hs = web_tier(&script, 4, false);
+        rules.tiers[2].rolling = Rolling::All;
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(most(&script, "web"), Some(4));
+        // ...and forks still bound it.
+        let script = Arc::new(Script::default());
+        let mut hs = web_tier(&script, 4, false);
+        rules.forks = 3;
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(most(&script, "web"), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_stops_the_tier_and_the_rest_keep_their_configuration() {
+        let script = Arc::new(Script {
+            failing: vec!["web1"],
+            ..Script::default()
+        });
+        let mut hs = web_tier(&script, 3, false);
+        apply_with(&mut hs, &Rules::stack(10, false), &script, true).await;
+        assert!(outcome(&hs, "web1").is_failure());
+        for later in ["web2", "web3"] {
+            match outcome(&hs, later) {
+                Outcome::Skipped(why) => assert!(
+                    why.contains("web1 failed before it in tier web (one host at a time)")
+                        && why.contains("keeps its configuration"),
+                    "{why}"
+                ),
+                o => panic!("{later}: {o:?}"),
+            }
+        }
+        assert_eq!(first_seen(&script), ["web1"]);
+
+        // --keep-going rolls on.
+        let script = Arc::new(Script {
+            failing: vec!["web1"],
+            ..Script::default()
+        });
+        let mut hs = web_tier(&script, 3, false);
+        apply_with(&mut hs, &Rules::stack(10, true), &script, true).await;
+        assert_eq!(outcome(&hs, "web3"), &Outcome::Changed(1));
+    }
+
+    /// The commands a host ran, in order.
+    fn commands(script: &Script, host: &str) -> Vec<String> {
+        script
+            .log
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(h, _)| h == host)
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_restart_is_drained_on_every_balancer_and_set_ready_after() {
+        let script = Arc::new(Script {
+            drain_answer: "FP-DRAIN drained 0\n",
+            ..Script::default()
+        });
+        let mut hs = web_tier(&script, 2, true);
+        // lb1 is selected (its plan is empty: nothing applied); lb2 is a peer only.
+        let mut lb1 = hosts(&script, &[("lb1", "lb", true)]);
+        lb1[0].plan = Some(HostPlan {
+            roles: vec![],
+            ..plan("lb1", "lb")
+        });
+        hs.append(&mut lb1);
+        let peers = [Peer {
+            name: "lb2".to_string(),
+            tier: "lb".to_string(),
+            session: Arc::new(Fake {
+                host: "lb2",
+                tier: "lb",
+                script: script.clone(),
+            }),
+        }];
+        let rules = Rules::stack(10, false);
+        order(&mut hs, &rules);
+        let reporter = Reporter::new(Format::Json);
+        let secrets = Secrets::default();
+        let cx = Context {
+            sudo: true,
+            secrets: &secrets,
+            reporter: &reporter,
+            interrupted: &script.interrupted,
+            lock: None,
+        };
+        apply_all(&mut hs, &peers, &rules, &cx).await;
+        let log: Vec<(String, String)> = script.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let step = |host: &str, what: &str| {
+            log.iter()
+                .position(|(h, c)| h == host && c.contains(what))
+                .unwrap_or_else(|| panic!("{host} never ran {what}: {log:?}"))
+        };
+        for lb in ["lb1", "lb2"] {
+            // web1: drained, restarted, ready; then web2 the same.
+            assert!(step(lb, "s=web1;") < step("web1", "restart"), "{log:?}");
+            let web1_ready = log
+                .iter()
+                .position(|(h, c)| h == lb && c.contains("s=web1;") && c.contains("state ready"))
+                .unwrap_or(usize::MAX);
+            assert!(step("web1", "restart") < web1_ready, "{log:?}");
+            assert!(web1_ready < step("web2", "restart"), "{log:?}");
+        }
+        assert_eq!(
+            commands(&script, "lb1").len(),
+            4,
+            "2 drains + 2 readies, nothing applied"
+        );
+        assert_eq!(outcome(&hs, "web1"), &Outcome::Changed(1));
+        assert_eq!(outcome(&hs, "web2"), &Outcome::Changed(1));
+    }
+
+    #[tokio::test]
+    async fn a_refused_drain_leaves_the_host_untouched_and_stops_the_tier() {
+        let script = Arc::new(Script {
+            drain_answer: "FP-DRAIN error No such server.\n",
+            ..Script::default()
+        });
+        let mut hs = web_tier(&script, 2, true);
+        let mut lbs = hosts(&script, &[("lb1", "lb", true)]);
+        lbs[0].plan = Some(HostPlan {
+            roles: vec![],
+            ..plan("lb1", "lb")
+        });
+        hs.append(&mut lbs);
+        let rules = Rules::stack(10, false);
+        order(&mut hs, &rules);
+        apply_with(&mut hs, &rules, &script, true).await;
+        match outcome(&hs, "web1") {
+            Outcome::Failed(f) => {
+                assert_eq!(f.kind, ErrorKind::Drain);
+                assert!(f.message.contains("No such server"), "{}", f.message);
+                assert!(
+                    f.message.contains("nothing was changed on web1"),
+                    "{}",
+                    f.message
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(
+            commands(&script, "web1").is_empty(),
+            "web1 must not be touched"
+        );
+        assert!(matches!(outcome(&hs, "web2"), Outcome::Skipped(_)));
+        // A reload is not drained (it keeps serving).
+        let script = Arc::new(Script {
+            drain_answer: "FP-DRAIN error unused\n",
+            ..Script::default()
+        });
+        let mut hs = web_tier(&script, 1, false);
+        let mut lbs = hosts(&script, &[("lb1", "lb", true)]);
+        lbs[0].plan = Some(HostPlan {
+            roles: vec![],
+            ..plan("lb1", "lb")
+        });
+        hs.append(&mut lbs);
+        order(&mut hs, &rules);
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(outcome(&hs, "web1"), &Outcome::Changed(1));
+        assert!(commands(&script, "lb1").is_empty());
     }
 
     #[test]

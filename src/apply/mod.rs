@@ -581,6 +581,7 @@ mod tests {
         );
         file.shared_dir = true; // tempdirs live under /tmp
         HostPlan {
+            drain: None,
             host: "h".into(),
             tier: "web".into(),
             address: "127.0.0.1".into(),
@@ -588,9 +589,12 @@ mod tests {
             packages_to_install: vec![],
             stale_temps: vec![],
             roles: vec![RolePlan {
+                serving: false,
+                interrupts: None,
                 role: "site".into(),
                 drift: None,
                 files: vec![FileChange {
+                    restart_because: None,
                     path: dest.into(),
                     action: FileAction::Create,
                     mode: "0644".into(),

@@ -497,6 +497,7 @@ pub(super) mod tests {
         };
         let (owner, group) = (id("-un"), id("-gn"));
         FileChange {
+            restart_because: None,
             path: path.to_string(),
             action: FileAction::Create,
             mode: "0640".into(),

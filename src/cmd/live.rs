@@ -10,9 +10,10 @@ use crate::cli::Live;
 use crate::desired::DesiredHost;
 use crate::gather::Reader;
 use crate::inventory::Inventory;
+use crate::plan::{DrainStep, HostPlan};
 use crate::progress::Reporter;
 use crate::report::{ErrorKind, HostEnd, Outcome, Recap, RunMode, plan_text, recap_text};
-use crate::rollout::{self, Context, HostRun, Rules};
+use crate::rollout::{self, Context, HostRun, Peer, Rules};
 use crate::secrets::Secrets;
 use crate::transport::{self, SshError, SshSession};
 use std::sync::Arc;
@@ -37,11 +38,16 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
     watch_ctrl_c();
 
     // 2. Connect, read and plan every host, in parallel (bounded by --forks).
-    let rules = Rules::stack(usize::from(opts.forks), opts.keep_going);
+    let rules = Rules::new(&l.inv.tiers, usize::from(opts.forks), opts.keep_going);
     // One lock identity for the run: facts report the lock's holder; apply takes it.
     let lock = HostLock::for_this_run();
     let mut runs = connect_all(&l.inv, desired, &secrets, &reporter, &lock, opts.forks).await;
     rollout::order(&mut runs, &rules);
+    for r in &mut runs {
+        if let Some(plan) = r.plan.as_mut() {
+            plan.drain = drain_step(&l.inv, &rules, plan);
+        }
+    }
 
     // 3. Show the plans.
     reporter.clear();
@@ -54,6 +60,7 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
     // 4. Apply exactly those plans, or say what they would change.
     match mode {
         Mode::Apply => {
+            let peers = connect_balancers(&l.inv, &runs, &rules, &reporter).await;
             let cx = Context {
                 sudo: l.inv.ssh.sudo,
                 secrets: &secrets,
@@ -61,7 +68,8 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
                 interrupted: &INTERRUPTED,
                 lock: Some(lock.clone()),
             };
-            rollout::apply_all(&mut runs, &rules, &cx).await;
+            rollout::apply_all(&mut runs, &peers, &rules, &cx).await;
+            close_peers(peers).await;
         }
         Mode::Plan => planned_outcomes(&mut runs),
     }
@@ -122,7 +130,7 @@ async fn connect_and_plan(
                 // Only a VIP candidate is asked whether it holds the VIP.
                 vip: inv
                     .vip
-                    .filter(|_| d.host.tier == "lb")
+                    .filter(|_| inv.tier(&d.host.tier).is_some_and(|t| t.vip))
                     .map(|v| v.to_string()),
                 lock: Some(lock.clone()),
             };
@@ -143,6 +151,76 @@ async fn connect_and_plan(
     }
     run.elapsed = started.elapsed();
     run
+}
+
+/// The drain a host's plan goes through: its tier drains and the plan restarts a
+/// serving service. Names every balancer of the inventory's `via` tier.
+fn drain_step(inv: &Inventory, rules: &Rules, plan: &HostPlan) -> Option<DrainStep> {
+    let d = rules.tier(&plan.tier)?.drain.as_ref()?;
+    if !plan.restarts_serving() {
+        return None;
+    }
+    Some(DrainStep {
+        backend: d.backend.clone(),
+        via: inv.hosts_of(&d.via).map(|h| h.name.clone()).collect(),
+        timeout_s: d.timeout.as_secs_f64(),
+    })
+}
+
+/// Connects the balancers that drains need but that are not selected (`--tier web`),
+/// for the runtime API only: no facts, no lock, nothing applied. One that cannot be
+/// reached is said and left out (a dead balancer sends no traffic to drain).
+async fn connect_balancers(
+    inv: &Inventory,
+    runs: &[HostRun<SshSession>],
+    rules: &Rules,
+    reporter: &Reporter,
+) -> Vec<Peer<SshSession>> {
+    let mut wanted: Vec<&crate::inventory::Host> = Vec::new();
+    for r in runs
+        .iter()
+        .filter(|r| r.plan.as_ref().is_some_and(|p| p.drain.is_some()))
+    {
+        let Some(d) = rules.tier(&r.tier).and_then(|t| t.drain.as_ref()) else {
+            continue;
+        };
+        for h in inv.hosts_of(&d.via) {
+            let selected = runs.iter().any(|r| r.name == h.name);
+            if !selected && !wanted.iter().any(|w| w.name == h.name) {
+                wanted.push(h);
+            }
+        }
+    }
+    let connects = wanted.into_iter().map(|h| async move {
+        match transport::connect(&ssh_options(inv, h)).await {
+            Ok(s) => Some(Peer {
+                name: h.name.clone(),
+                tier: h.tier.clone(),
+                session: Arc::new(s),
+            }),
+            Err(e) => {
+                reporter.warn(&format!(
+                    "{}: not connected ({e}): hosts are not drained from it",
+                    h.name
+                ));
+                None
+            }
+        }
+    });
+    futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Closes the balancers' extra connections, bounded.
+async fn close_peers(peers: Vec<Peer<SshSession>>) {
+    let closing = peers.into_iter().filter_map(|p| {
+        let s = Arc::try_unwrap(p.session).ok()?;
+        Some(tokio::time::timeout(SESSION_CLOSE_TIMEOUT, s.close()))
+    });
+    futures::future::join_all(closing).await;
 }
 
 /// The kind of a failed connection, for the recap.

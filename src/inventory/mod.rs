@@ -23,9 +23,6 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Tiers in dependency order: each is worked after the ones before it.
-pub const TIER_ORDER: [&str; 4] = ["db", "app", "web", "lb"];
-
 /// Largest inventory file we read (bytes); a guard against accidents and YAML bombs.
 const MAX_INVENTORY_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -36,7 +33,7 @@ pub struct Inventory {
     pub vip: Option<Ipv4Addr>,
     pub ssh: SshSettings,
     pub admin_networks: Vec<String>,
-    /// Declared tiers, in [`TIER_ORDER`].
+    /// Declared tiers, in rollout order (the file's order).
     pub tiers: Vec<Tier>,
     /// Hosts in inventory order.
     pub hosts: Vec<Host>,
@@ -109,6 +106,33 @@ pub struct Tier {
     pub name: String,
     pub roles: Vec<String>,
     pub vars: Map<String, Value>,
+    /// Holds the VIP pair (`vip: true`): rolled one host at a time, the VIP holder last.
+    pub vip: bool,
+    /// How many hosts change at once when their change interrupts a serving service.
+    pub rolling: Rolling,
+    /// Taken out of a load balancer before a restart (`drain:`).
+    pub drain: Option<Drain>,
+}
+
+/// How many hosts of a tier change at once when the change reloads or restarts a service
+/// that is serving (`rolling:`). Hosts whose change interrupts nothing go at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rolling {
+    /// This many at a time (default 1); a batch's health checks pass before the next.
+    Batch(usize),
+    /// Every host at once (`rolling: all`).
+    All,
+}
+
+/// Before a host of the tier restarts a serving service, the HAProxy of every host of
+/// tier `via` puts it in drain (runtime API), waits for its sessions to end (at most
+/// `timeout`), and sets it ready again once its health checks pass and HAProxy sees it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drain {
+    pub via: String,
+    /// The HAProxy backend whose servers are named after the hosts.
+    pub backend: String,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -60,6 +60,32 @@ pub(super) struct RawTier {
     pub(super) roles: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) vars: OrderedMap<Value>,
+    /// Holds the VIP pair: one host at a time, the VIP holder last.
+    #[serde(default)]
+    pub(super) vip: Option<Spanned<bool>>,
+    /// Hosts changed at once when their change interrupts a serving service: a count,
+    /// or `all`.
+    #[serde(default)]
+    pub(super) rolling: Option<Spanned<RawRolling>>,
+    /// Taken out of a load balancer's backend before a restart.
+    #[serde(default)]
+    pub(super) drain: Option<RawDrain>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRolling {
+    Count(i64),
+    Word(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDrain {
+    pub(super) via: Spanned<String>,
+    pub(super) backend: Spanned<String>,
+    #[serde(default)]
+    pub(super) timeout: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]

@@ -2,9 +2,9 @@
 //! file is read (domain, vip, ssh, admin networks, tiers, hosts, vip use, secrets), so the
 //! first error reported is the first one in the file's sections.
 
-use super::schema::{RawHost, RawInventory, RawSecret, RawSsh, RawTier};
+use super::schema::{RawDrain, RawHost, RawInventory, RawRolling, RawSecret, RawSsh, RawTier};
 use super::{
-    Host, Inventory, JumpHostSettings, SecretSource, SecretSpec, SshSettings, TIER_ORDER, Tier,
+    Drain, Host, Inventory, JumpHostSettings, Rolling, SecretSource, SecretSpec, SshSettings, Tier,
     VarPlaces, shown, yaml_options,
 };
 use crate::diag::{Diagnostic, from_yaml_error};
@@ -29,16 +29,14 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
     let mut var_at = VarPlaces::default();
     let (vars, places) = split_vars(raw.vars);
     var_at.inventory = places;
-    let mut tiers_by_name = build_tiers(path, raw.tiers, known_roles, &mut var_at)?;
-    let hosts = build_hosts(path, raw.hosts, &tiers_by_name, &ssh, &mut var_at)?;
+    let tiers = build_tiers(path, raw.tiers, known_roles, &mut var_at)?;
+    check_vip_tier(path, raw.vip.as_ref(), &tiers)?;
+    let tiers: Vec<Tier> = tiers.into_iter().map(|(_, t)| t).collect();
+    let hosts = build_hosts(path, raw.hosts, &tiers, &ssh, &mut var_at)?;
     if let (Some(vip), Some(spanned)) = (vip, &raw.vip) {
         check_vip_unused(path, vip, spanned, &hosts)?;
     }
     let secrets = build_secrets(path, base, raw.secrets)?;
-    let tiers = TIER_ORDER
-        .iter()
-        .filter_map(|t| tiers_by_name.remove(*t))
-        .collect();
     Ok(Inventory {
         path: path.to_path_buf(),
         domain,
@@ -160,40 +158,198 @@ fn check_admin_networks(
     Ok(out)
 }
 
-/// `tiers:` by name: known tier names, known roles, no role twice in a tier.
+/// `tiers:` in file order (the rollout order), each with the position of its name: valid
+/// names, known roles, no role twice in a tier, rollout settings, drains via declared tiers.
 fn build_tiers(
     path: &Path,
     raw: OrderedMap<RawTier>,
     known_roles: &[String],
     var_at: &mut VarPlaces,
-) -> Result<BTreeMap<String, Tier>, Diagnostic> {
-    let mut tiers_by_name = BTreeMap::new();
+) -> Result<Vec<(Location, Tier)>, Diagnostic> {
+    let declared: Vec<String> = raw.0.iter().map(|(n, _)| n.value.clone()).collect();
+    let mut tiers: Vec<(Location, Tier)> = Vec::new();
     for (name, t) in raw.0 {
-        if !TIER_ORDER.contains(&name.value.as_str()) {
-            let mut d = at(
+        if !is_tier_name(&name.value) {
+            return Err(at(
                 path,
                 name.referenced,
-                format!("unknown tier `{}`", shown(&name.value)),
-            );
-            d.hint = Some(match nearest(&name.value, &TIER_ORDER) {
-                Some(n) => format!("did you mean `{n}`? tiers are {}", TIER_ORDER.join(", ")),
-                None => format!("tiers are {}", TIER_ORDER.join(", ")),
-            });
-            return Err(d);
+                format!("tier name `{}` is not valid", shown(&name.value)),
+            )
+            .with_hint("use letters, digits, '-' and '_', starting with a letter (e.g. web)"));
         }
         let roles = check_tier_roles(path, &name.value, t.roles, known_roles)?;
+        let vip = t.vip.as_ref().is_some_and(|v| v.value);
+        let rolling = rolling(path, &name.value, t.rolling.as_ref(), vip)?;
+        let drain = match t.drain {
+            None => None,
+            Some(d) => Some(drain(path, &name.value, d, &declared)?),
+        };
         let (vars, places) = split_vars(t.vars);
         var_at.tiers.insert(name.value.clone(), places);
-        tiers_by_name.insert(
-            name.value.clone(),
+        tiers.push((
+            name.referenced,
             Tier {
                 name: name.value,
                 roles,
                 vars,
+                vip,
+                rolling,
+                drain,
             },
+        ));
+    }
+    if tiers.is_empty() {
+        return Err(
+            Diagnostic::new(path, 0, 0, "the inventory declares no tiers")
+                .with_hint("list tiers under `tiers:` in rollout order, each with its roles"),
         );
     }
-    Ok(tiers_by_name)
+    Ok(tiers)
+}
+
+/// A tier's `rolling:`: a count from 1, or `all`; the VIP tier always rolls one at a time.
+fn rolling(
+    path: &Path,
+    tier: &str,
+    raw: Option<&Spanned<RawRolling>>,
+    vip: bool,
+) -> Result<Rolling, Diagnostic> {
+    let Some(r) = raw else {
+        return Ok(Rolling::Batch(1));
+    };
+    let value = match &r.value {
+        RawRolling::Count(n) if (1..=10_000).contains(n) => {
+            Rolling::Batch(usize::try_from(*n).unwrap_or(1))
+        }
+        RawRolling::Word(w) if w == "all" => Rolling::All,
+        RawRolling::Count(n) => {
+            return Err(at(
+                path,
+                r.referenced,
+                format!("tier `{tier}`: rolling {n} is out of range"),
+            )
+            .with_hint("give how many hosts change at once (1 or more), or `all`"));
+        }
+        RawRolling::Word(w) => {
+            return Err(at(
+                path,
+                r.referenced,
+                format!(
+                    "tier `{tier}`: rolling `{}` is not a number or `all`",
+                    shown(w)
+                ),
+            )
+            .with_hint("give how many hosts change at once (1 or more), or `all`"));
+        }
+    };
+    if vip && value != Rolling::Batch(1) {
+        return Err(at(
+            path,
+            r.referenced,
+            format!("tier `{tier}` holds the VIP: it rolls one host at a time"),
+        )
+        .with_hint("remove `rolling:` from this tier (the VIP holder goes last, alone)"));
+    }
+    Ok(value)
+}
+
+/// A tier's `drain:`: through another declared tier, a backend name HAProxy accepts.
+fn drain(path: &Path, tier: &str, d: RawDrain, declared: &[String]) -> Result<Drain, Diagnostic> {
+    if d.via.value == tier || !declared.contains(&d.via.value) {
+        let names: Vec<&str> = declared
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != tier)
+            .collect();
+        let mut e = at(
+            path,
+            d.via.referenced,
+            format!(
+                "tier `{tier}`: drain via `{}`: not another declared tier",
+                shown(&d.via.value)
+            ),
+        );
+        e.hint = Some(match nearest(&d.via.value, &names) {
+            Some(n) => format!("did you mean `{n}`? (the tier whose HAProxy balances this one)"),
+            None => "name the tier whose HAProxy balances this one".to_string(),
+        });
+        return Err(e);
+    }
+    let b = &d.backend.value;
+    if b.is_empty()
+        || b.len() > 64
+        || !b
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(at(
+            path,
+            d.backend.referenced,
+            format!(
+                "tier `{tier}`: drain backend `{}` is not a backend name",
+                shown(b)
+            ),
+        )
+        .with_hint("the HAProxy backend's name: letters, digits, '-', '_' and '.' (e.g. web)"));
+    }
+    let timeout = match &d.timeout {
+        None => Duration::from_secs(10),
+        Some(t) if t.value > 0.0 && t.value <= 600.0 => Duration::from_secs_f64(t.value),
+        Some(t) => {
+            return Err(at(
+                path,
+                t.referenced,
+                format!("tier `{tier}`: drain timeout {} is out of range", t.value),
+            )
+            .with_hint("give seconds above 0 and at most 600, for example 10"));
+        }
+    };
+    Ok(Drain {
+        via: d.via.value,
+        backend: b.clone(),
+        timeout,
+    })
+}
+
+/// At most one tier holds the VIP; with a `vip:` one must, and without one none may.
+fn check_vip_tier(
+    path: &Path,
+    vip: Option<&Spanned<String>>,
+    tiers: &[(Location, Tier)],
+) -> Result<(), Diagnostic> {
+    let holders: Vec<&(Location, Tier)> = tiers.iter().filter(|(_, t)| t.vip).collect();
+    if let [(_, first), (loc, second), ..] = holders.as_slice() {
+        return Err(at(
+            path,
+            *loc,
+            format!(
+                "tiers `{}` and `{}` both say `vip: true`: one tier holds the VIP",
+                first.name, second.name
+            ),
+        )
+        .with_hint("keep `vip: true` on the tier of the load balancers only"));
+    }
+    match (vip, holders.first()) {
+        (Some(v), None) => Err(at(
+            path,
+            v.referenced,
+            format!("vip {} is set but no tier holds it", shown(&v.value)),
+        )
+        .with_hint(
+            "add `vip: true` under the tier of the load balancers (e.g. `lb:`): it is rolled \
+             one host at a time, the VIP holder last",
+        )),
+        (None, Some((loc, t))) => Err(at(
+            path,
+            *loc,
+            format!(
+                "tier `{}` says `vip: true` but the inventory has no `vip:`",
+                t.name
+            ),
+        )
+        .with_hint("add the virtual IP at the top (`vip: 192.0.2.10`), or remove `vip: true`")),
+        _ => Ok(()),
+    }
 }
 
 /// One tier's roles: each is a role under roles/ and is listed once.
@@ -234,7 +390,7 @@ fn check_tier_roles(
 fn build_hosts(
     path: &Path,
     raw: OrderedMap<RawHost>,
-    tiers_by_name: &BTreeMap<String, Tier>,
+    tiers: &[Tier],
     ssh: &SshSettings,
     var_at: &mut VarPlaces,
 ) -> Result<Vec<Host>, Diagnostic> {
@@ -242,7 +398,7 @@ fn build_hosts(
     let mut seen_addr: HashMap<IpAddr, String> = HashMap::new();
     for (name, mut h) in raw.0 {
         let (vars, places) = split_vars(std::mem::take(&mut h.vars));
-        let mut host = build_host(path, name, h, &seen_addr, tiers_by_name, ssh)?;
+        let mut host = build_host(path, name, h, &seen_addr, tiers, ssh)?;
         host.vars = vars;
         var_at.hosts.insert(host.name.clone(), places);
         seen_addr.insert(host.address, host.name.clone());
@@ -261,7 +417,7 @@ fn build_host(
     name: Spanned<String>,
     h: RawHost,
     seen_addr: &HashMap<IpAddr, String>,
-    tiers_by_name: &BTreeMap<String, Tier>,
+    tiers: &[Tier],
     ssh: &SshSettings,
 ) -> Result<Host, Diagnostic> {
     if !is_host_name(&name.value) {
@@ -295,8 +451,8 @@ fn build_host(
         )
         .with_hint("each host needs its own address"));
     }
-    if !tiers_by_name.contains_key(&h.tier.value) {
-        let declared: Vec<&str> = tiers_by_name.keys().map(String::as_str).collect();
+    if !tiers.iter().any(|t| t.name == h.tier.value) {
+        let declared: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
         let mut d = at(
             path,
             h.tier.referenced,
@@ -423,6 +579,15 @@ fn is_dns_name(s: &str) -> bool {
         })
 }
 
+/// A tier name: it names template lists (`tiers.web`) and appears in messages.
+fn is_tier_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 fn is_host_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
@@ -470,6 +635,7 @@ tiers:
       a: tier
   lb:
     roles: [haproxy, keepalived]
+    vip: true
 hosts:
   lb1:
     address: 172.30.77.11
@@ -496,9 +662,16 @@ secrets:
         assert_eq!(inv.hosts[0].name, "lb1");
         assert!(inv.ssh.sudo, "non-root user gets sudo by default");
         assert_eq!(inv.ssh.identity_file, Some(PathBuf::from("inv/keys/id")));
-        // tiers come out in dependency order whatever the file's order
+        // tiers come out in the file's order (the rollout order), lb holding the VIP
         let names: Vec<&str> = inv.tiers.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, vec!["web", "lb"]);
+        let vip: Vec<bool> = inv.tiers.iter().map(|t| t.vip).collect();
+        assert_eq!(vip, [false, true]);
+        assert!(
+            inv.tiers
+                .iter()
+                .all(|t| t.rolling == Rolling::Batch(1) && t.drain.is_none())
+        );
         assert_eq!(inv.secrets[0].source, SecretSource::Env("PW".into()));
     }
 
@@ -509,7 +682,7 @@ secrets:
     #[test]
     fn unknown_key_names_position_and_nearest_key() {
         let e = err(&GOOD.replace("    address: 172.30.77.21", "    adress: 172.30.77.21"));
-        assert!(e.starts_with("inv/test.yml:18:"), "{e}");
+        assert!(e.starts_with("inv/test.yml:19:"), "{e}");
         assert!(e.contains("did you mean `address`?"), "{e}");
     }
 
@@ -517,14 +690,14 @@ secrets:
     fn duplicate_host_is_an_error_with_position() {
         let text = GOOD.replace("  web1:\n", "  lb1:\n");
         let e = err(&text);
-        assert!(e.starts_with("inv/test.yml:17:"), "{e}");
+        assert!(e.starts_with("inv/test.yml:18:"), "{e}");
         assert!(e.to_lowercase().contains("duplicate"), "{e}");
     }
 
     #[test]
     fn duplicate_address_names_both_hosts() {
         let e = err(&GOOD.replace("172.30.77.21", "172.30.77.11"));
-        assert!(e.contains("inv/test.yml:18:14: host `web1`: address 172.30.77.11 is already used by host `lb1`"), "{e}");
+        assert!(e.contains("inv/test.yml:19:14: host `web1`: address 172.30.77.11 is already used by host `lb1`"), "{e}");
     }
 
     #[test]
@@ -539,15 +712,19 @@ secrets:
             e.contains("inv/test.yml:8:13: unknown role `ngnix`") && e.contains("`nginx`"),
             "{e}"
         );
+        // A tier renamed: its hosts name a tier that is not declared.
         let e = err(&GOOD.replace("  web:\n", "  webs:\n"));
-        assert!(e.contains("unknown tier `webs`"), "{e}");
+        assert!(
+            e.contains("tier `web` is not declared") && e.contains("did you mean `webs`?"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_values_are_located() {
         let e = err(&GOOD.replace("172.30.77.21", "172.30.77.300"));
         assert!(
-            e.contains("inv/test.yml:18:14:") && e.contains("not an IP address"),
+            e.contains("inv/test.yml:19:14:") && e.contains("not an IP address"),
             "{e}"
         );
         let e = err(&GOOD.replace("  user: deploy", "  user: deploy\n  port: 70000"));
@@ -662,7 +839,35 @@ secrets:
                 GOOD.replace("vip: 172.30.77.10", "vip: ::1"),
                 "vip `::1` is not an IPv4 address",
             ),
-            (GOOD.replace("vip: 172.30.77.10\n", ""), "ok"),
+            (
+                GOOD.replace("vip: 172.30.77.10\n", "")
+                    .replace("    vip: true\n", ""),
+                "ok",
+            ),
+            (
+                GOOD.replace("vip: 172.30.77.10\n", ""),
+                "tier `lb` says `vip: true` but the inventory has no `vip:`",
+            ),
+            (
+                GOOD.replace("    vip: true\n", ""),
+                "vip 172.30.77.10 is set but no tier holds it",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    vip: true\n",
+                ),
+                "tiers `web` and `lb` both say `vip: true`: one tier holds the VIP",
+            ),
+            (
+                GOOD.replace("    vip: true\n", "    vip: true\n    rolling: 2\n"),
+                "tier `lb` holds the VIP: it rolls one host at a time",
+            ),
+            (
+                GOOD.replace("    vip: true\n", "    vip: false\n")
+                    .replace("vip: 172.30.77.10\n", ""),
+                "ok",
+            ),
             (
                 GOOD.replace(
                     "tiers:",
@@ -838,8 +1043,78 @@ secrets:
                 "unknown role `zzzzzz`",
             ),
             (
-                GOOD.replace("  web:\n", "  zzzzzz:\n"),
-                "unknown tier `zzzzzz`",
+                GOOD.replace("  web:\n", "  9web:\n"),
+                "tier name `9web` is not valid",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    rolling: all\n",
+                ),
+                "ok",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    rolling: 3\n",
+                ),
+                "ok",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    rolling: 0\n",
+                ),
+                "tier `web`: rolling 0 is out of range",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    rolling: half\n",
+                ),
+                "tier `web`: rolling `half` is not a number or `all`",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    drain: {via: lb, backend: web, timeout: 5}\n",
+                ),
+                "ok",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    drain: {via: lbb, backend: web}\n",
+                ),
+                "tier `web`: drain via `lbb`: not another declared tier",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    drain: {via: web, backend: web}\n",
+                ),
+                "tier `web`: drain via `web`: not another declared tier",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    drain: {via: lb, backend: \"web/x\"}\n",
+                ),
+                "tier `web`: drain backend `web/x` is not a backend name",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    drain: {via: lb, backend: web, timeout: 0}\n",
+                ),
+                "tier `web`: drain timeout 0 is out of range",
+            ),
+            (
+                GOOD.replace(
+                    "    roles: [nginx]\n",
+                    "    roles: [nginx]\n    drain: {via: lb}\n",
+                ),
+                "missing field `backend`",
             ),
             (
                 GOOD.replace("    env: PW", "    env: \"\""),
@@ -860,7 +1135,7 @@ secrets:
             inv.secrets[0].source,
             SecretSource::File(PathBuf::from("inv/pw.txt"))
         );
-        assert_eq!((inv.secrets[0].line, inv.secrets[0].column), (23, 3));
+        assert_eq!((inv.secrets[0].line, inv.secrets[0].column), (24, 3));
         let inv = parse_str(&GOOD.replace("    env: PW", "    file: /etc/pw")).expect("valid");
         assert_eq!(
             inv.secrets[0].source,
@@ -877,12 +1152,11 @@ secrets:
                 .unwrap_or_default()
         };
         assert_eq!(
-            hint(&GOOD.replace("  web:\n", "  wbe:\n")),
-            "did you mean `web`? tiers are db, app, web, lb"
-        );
-        assert_eq!(
-            hint(&GOOD.replace("  web:\n", "  zzzzzz:\n")),
-            "tiers are db, app, web, lb"
+            hint(&GOOD.replace(
+                "    roles: [nginx]\n",
+                "    roles: [nginx]\n    drain: {via: lbs, backend: web}\n"
+            )),
+            "did you mean `lb`? (the tier whose HAProxy balances this one)"
         );
         assert!(
             hint(&GOOD.replace("roles: [nginx]", "roles: [zzzzzz]"))
@@ -890,7 +1164,7 @@ secrets:
         );
         assert_eq!(
             hint(&GOOD.replace("    tier: web", "    tier: zzzzzz")),
-            "declared tiers: lb, web"
+            "declared tiers: web, lb"
         );
     }
 

@@ -105,6 +105,8 @@ pub enum ErrorKind {
     Handler,
     /// A health check failed (rolled back).
     HealthCheck,
+    /// Taking the host out of its load balancers, or back in, failed.
+    Drain,
     /// Restoring the previous files failed: the host needs a look.
     Rollback,
     /// Stopped by Ctrl-C.
@@ -127,6 +129,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Swap => "swap",
             ErrorKind::Handler => "handler",
             ErrorKind::HealthCheck => "health_check",
+            ErrorKind::Drain => "drain",
             ErrorKind::Rollback => "rollback",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::NotStarted => "not_started",
@@ -178,6 +181,7 @@ mod tests {
             ErrorKind::Connect,
             ErrorKind::HostKey,
             ErrorKind::HealthCheck,
+            ErrorKind::Drain,
             ErrorKind::NotStarted,
             ErrorKind::ConnectionLost,
         ] {

@@ -37,6 +37,17 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
     for t in &p.stale_temps {
         out.push_str(&format!("  - remove {t} (left by an interrupted apply)\n"));
     }
+    if let Some(d) = &p.drain {
+        let via = if d.via.is_empty() {
+            "no balancer in the inventory".to_string()
+        } else {
+            d.via.join(", ")
+        };
+        out.push_str(&format!(
+            "  drain: out of HAProxy backend {} on {via} before the restart (sessions end, at most {}s); ready again once its health checks pass and HAProxy sees it up\n",
+            d.backend, d.timeout_s
+        ));
+    }
     for r in &p.roles {
         for f in &r.files {
             out.push_str(&file_text(&r.role, f, colors));
@@ -49,6 +60,13 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
         }
         for a in &r.actions {
             out.push_str(&format!("  [{}] {a}\n", r.role));
+        }
+        if let Some(what) = &r.interrupts {
+            out.push_str(&format!(
+                "  {} [{}] this restart interrupts {what}\n",
+                paint(colors, "33", "warning:"),
+                r.role
+            ));
         }
     }
     out
@@ -71,6 +89,11 @@ fn file_text(role: &str, f: &FileChange, colors: bool) -> String {
     }
     if let Some(o) = &f.old_owner {
         out.push_str(&format!("      owner {o} -> {}:{}\n", f.owner, f.group));
+    }
+    if let Some(word) = &f.restart_because {
+        out.push_str(&format!(
+            "      (a changed `{word}` line: a reload cannot apply it, the service restarts)\n"
+        ));
     }
     if f.action == FileAction::Unfinished {
         out.push_str("      (already in place; an earlier apply stopped before its handlers and health checks)\n");

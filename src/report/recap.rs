@@ -344,6 +344,7 @@ mod tests {
     /// A plan whose only change runs a handler with this command.
     fn plan_running(command: &str) -> HostPlan {
         HostPlan {
+            drain: None,
             host: "app1".into(),
             tier: "app".into(),
             address: "192.0.2.1".into(),
@@ -351,6 +352,8 @@ mod tests {
             packages_to_install: Vec::new(),
             stale_temps: Vec::new(),
             roles: vec![RolePlan {
+                serving: false,
+                interrupts: None,
                 role: "app".into(),
                 drift: None,
                 files: Vec::new(),
