@@ -10,6 +10,9 @@ environment (systemd EnvironmentFile=/etc/foobar-app/env):
   FOOBAR_DB_USER      account ('user'@'<this host's address>')
   FOOBAR_DB_PASSWORD  its password
 
+While the database is away (restarting), every endpoint that needs it answers 503 with
+Retry-After within the connect timeout (5 s), and the next request connects again.
+
 Endpoints (Nginx serves them under /api/ too):
   GET /health      200 when the process answers; never touches the database
   GET /health/db   200 when the database answers and the visits table is readable
@@ -55,10 +58,17 @@ def _client():
     return request.headers.get("X-Real-IP") or request.remote_addr
 
 
+# While the database is away (a restart), clients are told when to come back.
+RETRY_AFTER_S = "2"
+
+
 def _db_error(e):
     # PyMySQL messages name the account and host, never the password.
     app.logger.error("database error: %s", e)
-    return jsonify(status="error", host=HOST_NAME, error=f"database: {e}"), 503
+    resp = jsonify(status="error", host=HOST_NAME, error=f"database: {e}")
+    resp.status_code = 503
+    resp.headers["Retry-After"] = RETRY_AFTER_S
+    return resp
 
 
 @app.get("/health")
