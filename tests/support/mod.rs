@@ -7,11 +7,13 @@
 pub mod command;
 pub mod guard;
 pub mod lab;
+pub mod load;
 pub mod report;
 
 pub use command::*;
 pub use guard::*;
 pub use lab::*;
+pub use load::*;
 pub use report::*;
 
 use std::path::{Path, PathBuf};
