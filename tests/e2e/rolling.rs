@@ -189,7 +189,8 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
     lab_up(Some(&inv));
     let scaled = ["db1", "app1", "app2", "web1", "web2", "lb1", "lb2"];
     let inv_s = inv.to_string_lossy().to_string();
-    let run = tool(&["apply", &inv_s, "--format", "json"]);
+    let repo = crate::support::root().to_string_lossy().to_string();
+    let run = tool(&["apply", &inv_s, "--root", &repo, "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     wait_vip(None, 20).expect("one lb holds the VIP");
 
@@ -197,7 +198,8 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
     let (listen, _d) = lab_inventory("rolling-plan", |t| {
         var("nginx_listen_backlog: 2048")(two_and_two(t))
     });
-    let plan = tool(&["plan", &listen.to_string_lossy(), "--format", "json"]);
+    let listen = listen.to_string_lossy().to_string();
+    let plan = tool(&["plan", &listen, "--root", &repo, "--format", "json"]);
     assert_eq!(plan.code, 2, "{}", plan.all());
     let doc = plan.json();
     let web1 = doc["plan"]
@@ -213,7 +215,7 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
         serde_json::json!(["lb1", "lb2"]),
         "{web1}"
     );
-    let text = tool(&["plan", &listen.to_string_lossy()]);
+    let text = tool(&["plan", &listen, "--root", &repo]);
     assert!(
         text.stdout.contains("a changed `listen` line")
             && text
@@ -241,7 +243,8 @@ fn a_database_restart_answers_503_with_retry_after_and_recovers() {
     wait_vip(None, 20).expect("one lb holds the VIP");
     let (inv, _dir) = lab_inventory("db-restart", |t| var("mysql_max_connections: 201")(t));
     let inv_s = inv.to_string_lossy().to_string();
-    let plan = tool(&["plan", &inv_s]);
+    let repo = crate::support::root().to_string_lossy().to_string();
+    let plan = tool(&["plan", &inv_s, "--root", &repo]);
     assert_eq!(plan.code, 2, "{}", plan.all());
     assert!(
         plan.stdout.contains("[mysql] restart mariadb")
@@ -252,7 +255,7 @@ fn a_database_restart_answers_503_with_retry_after_and_recovers() {
 
     let load = Load::start("/api/visits", 4, LOAD_LIMIT);
     std::thread::sleep(Duration::from_secs(1));
-    let run = tool(&["apply", &inv_s, "--format", "json"]);
+    let run = tool(&["apply", &inv_s, "--root", &repo, "--format", "json"]);
     let applied_at = load.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let report = load.stop();
@@ -294,6 +297,6 @@ fn a_database_restart_answers_503_with_retry_after_and_recovers() {
             .iter()
             .any(|s| s.at > applied_at + Duration::from_secs(3))
     );
-    assert_no_changes(&inv_s, &[], LAB_HOSTS);
+    assert_no_changes(&inv_s, &["--root", &repo], LAB_HOSTS);
     converge();
 }
