@@ -225,6 +225,32 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
         text.stdout
     );
 
+    // `--tier web`: the balancers are not selected; they are connected for the drain only.
+    let load = Load::start("/api/visits", CLIENTS, LOAD_LIMIT);
+    std::thread::sleep(Duration::from_secs(1));
+    let run = tool(&["apply", &listen, "--root", &repo, "--tier", "web"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let report = load.stop();
+    assert_eq!(run.code, 0, "{}", run.all());
+    for web in ["web1", "web2"] {
+        for lb in ["lb1", "lb2"] {
+            assert!(
+                run.all()
+                    .contains(&format!("[{web}] drained from {lb} (web)")),
+                "{web} drained from {lb}:\n{}",
+                run.all()
+            );
+        }
+    }
+    figure(&format!(
+        "under load, 2 web + 2 app: nginx listen change with --tier web (balancers connected for the drain only): {}",
+        report.summary()
+    ));
+    assert_eq!(report.failed(), 0, "{}", report.first_failures(8));
+    assert_no_changes(&listen, &["--root", &repo], &scaled);
+    let run = tool(&["apply", &inv_s, "--root", &repo]);
+    assert_eq!(run.code, 0, "back to the default backlog: {}", run.all());
+
     every_change_under_load("2 web + 2 app", &scaled, &two_and_two);
 
     let (code, _, err) = docker(&["rm", "-f", "web2", "app2"]);
