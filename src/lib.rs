@@ -15,6 +15,7 @@ pub mod diag;
 mod facts;
 mod gather;
 pub mod inventory;
+mod monitoring;
 mod ordered_map;
 mod plan;
 mod progress;
