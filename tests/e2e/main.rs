@@ -11,5 +11,6 @@ mod support;
 
 mod basics;
 mod firewall;
+mod monitoring;
 mod safety;
 mod stack;
