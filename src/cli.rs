@@ -67,6 +67,21 @@ pub enum Command {
     },
     /// List the inventory's hosts: one line `NAME ADDRESS TIER` per host.
     Hosts(Common),
+    /// The stack's health as its monitoring sees it, and which tier to reprovision.
+    ///
+    /// Connects over SSH (the inventory's settings, strict host keys) to the first host whose
+    /// tier has the `prometheus` role and asks Prometheus there, on 127.0.0.1:9090, for its
+    /// scrape targets, its alerts and which load balancer holds the VIP (foobar_vip_held).
+    /// Prints per tier and host: up or down and which exporter is down, the VIP holder,
+    /// firing (and pending) alerts with how long; for each unhealthy tier the command that
+    /// reprovisions it, e.g. `foobar-provision apply inventories/lab.yml --tier web`.
+    /// --limit and --tier narrow the report to those hosts and tiers.
+    ///
+    /// Exit 0 when every target is up and no alert fires; 1 when an alert fires, a target is
+    /// down, a host is not scraped, Prometheus cannot be asked, or no tier has the
+    /// `prometheus` role (the message says what to add). --format json prints one document
+    /// (format_version, healthy, tiers with hosts, targets and alerts, vip_holders, alerts).
+    Status(Common),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,7 +91,7 @@ pub struct Common {
     /// Only these hosts (comma-separated names).
     #[arg(long, value_delimiter = ',')]
     pub limit: Vec<String>,
-    /// Only hosts of these tiers (comma-separated: db, app, web, lb).
+    /// Only hosts of these tiers (comma-separated: db, app, web, lb, ...).
     #[arg(long, value_delimiter = ',')]
     pub tier: Vec<String>,
     /// Output format.

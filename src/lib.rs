@@ -16,6 +16,7 @@ mod drain;
 mod facts;
 mod gather;
 pub mod inventory;
+mod monitoring;
 mod ordered_map;
 mod plan;
 mod progress;

@@ -324,11 +324,16 @@ fn merge_vars(
     out
 }
 
-fn host_json(h: &Host) -> Value {
+/// A host as templates see it. `roles` are its tier's roles, in order: templates derive
+/// from them what runs where (which exporters Prometheus scrapes, which ports a firewall
+/// opens to the monitoring hosts).
+fn host_json(inv: &Inventory, h: &Host) -> Value {
+    let roles = inv.tier(&h.tier).map_or(&[][..], |t| t.roles.as_slice());
     json!({
         "name": h.name,
         "address": h.address.to_string(),
         "tier": h.tier,
+        "roles": roles,
         "ssh_port": h.port,
         "vars": h.vars,
     })
@@ -344,16 +349,16 @@ fn context(
     let mut ctx = vars;
     ctx.insert("domain".into(), json!(inv.domain));
     ctx.insert("vip".into(), json!(inv.vip.map(|v| v.to_string())));
-    ctx.insert("host".into(), host_json(host));
+    ctx.insert("host".into(), host_json(inv, host));
     ctx.insert(
         "hosts".into(),
-        Value::Array(inv.hosts.iter().map(host_json).collect()),
+        Value::Array(inv.hosts.iter().map(|h| host_json(inv, h)).collect()),
     );
     let mut tiers = Map::new();
     for t in &inv.tiers {
         tiers.insert(
             t.name.clone(),
-            Value::Array(inv.hosts_of(&t.name).map(host_json).collect()),
+            Value::Array(inv.hosts_of(&t.name).map(|h| host_json(inv, h)).collect()),
         );
     }
     ctx.insert("tiers".into(), Value::Object(tiers));
@@ -608,10 +613,19 @@ mod tests {
             .map(|_| ())
             .expect_err("foo-bar is refused")
             .to_string();
-        assert!(
-            e.contains("inventories/lab.yml:51:3: var `db_name` is `foo-bar`, not an identifier"),
-            "{e}"
-        );
+        // The line that sets db_name, wherever the lab puts it.
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/lab.yml"),
+        )
+        .expect("lab.yml");
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("  db_name: foobar "))
+            .expect("lab.yml sets db_name")
+            + 1;
+        let want =
+            format!("inventories/lab.yml:{line}:3: var `db_name` is `foo-bar`, not an identifier");
+        assert!(e.contains(&want), "{e}");
         assert!(e.contains("hint: "), "{e}");
         let (project, inv) = lab(|t| t.to_string()).expect("loads");
         render_all(&project, &inv).expect("the lab renders");
@@ -703,7 +717,7 @@ hosts:
         assert_eq!(ctx["secrets"], json!({"pw": "s"}));
         assert_eq!(
             ctx["host"],
-            json!({"name": "web1", "address": "10.0.0.21", "tier": "web", "ssh_port": 2222, "vars": {}})
+            json!({"name": "web1", "address": "10.0.0.21", "tier": "web", "roles": ["nginx"], "ssh_port": 2222, "vars": {}})
         );
         let names = |v: &Value| -> Vec<String> {
             v.as_array()
@@ -713,6 +727,10 @@ hosts:
         assert_eq!(names(&ctx["hosts"]), ["\"lb1\"", "\"web1\"", "\"web2\""]);
         assert_eq!(names(&ctx["tiers"]["web"]), ["\"web1\"", "\"web2\""]);
         assert_eq!(names(&ctx["tiers"]["lb"]), ["\"lb1\""]);
+        // Each host carries its tier's roles (what runs where: Prometheus's scrape jobs,
+        // the exporter ports a firewall opens to the monitoring hosts).
+        assert_eq!(ctx["hosts"][0]["roles"], json!(["haproxy"]));
+        assert_eq!(ctx["tiers"]["web"][1]["roles"], json!(["nginx"]));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod hosts;
 mod interrupt;
 mod live;
 mod render;
+mod status;
 mod trust;
 
 use crate::cli::{Cli, Command, Common};
@@ -42,6 +43,7 @@ pub async fn run(cli: Cli) -> i32 {
             replace,
         } => render::render(&common, &out, reveal_secrets, replace),
         Command::Hosts(c) => hosts::hosts(&c),
+        Command::Status(c) => status::status(&c).await,
         Command::Trust {
             common,
             fingerprint,

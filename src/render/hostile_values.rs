@@ -111,7 +111,7 @@ const FIELDS: &[Field] = &[
         set: |lab, v| {
             after(
                 lab,
-                "    roles: [firewall, app]
+                "    roles: [firewall, node_exporter, app]
 ",
                 v,
             )

@@ -11,6 +11,7 @@ mod support;
 
 mod basics;
 mod firewall;
+mod monitoring;
 mod rolling;
 mod safety;
 mod stack;

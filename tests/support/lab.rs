@@ -13,15 +13,44 @@ pub const VIP: &str = "172.30.77.10";
 pub const DOMAIN: &str = "www.foobar.com";
 
 /// The hosts of inventories/lab.yml.
-pub const LAB_HOSTS: &[&str] = &["db1", "app1", "web1", "lb1", "lb2"];
+pub const LAB_HOSTS: &[&str] = &["db1", "app1", "web1", "lb1", "lb2", "mon1"];
 
 /// Lab hosts and the services each runs once converged.
 pub const SERVICES: &[(&str, &[&str])] = &[
-    ("db1", &["mariadb"]),
-    ("app1", &["foobar-app"]),
-    ("web1", &["nginx"]),
-    ("lb1", &["haproxy", "keepalived"]),
-    ("lb2", &["haproxy", "keepalived"]),
+    (
+        "db1",
+        &[
+            "mariadb",
+            "prometheus-node-exporter",
+            "prometheus-mysqld-exporter",
+        ],
+    ),
+    ("app1", &["foobar-app", "prometheus-node-exporter"]),
+    (
+        "web1",
+        &[
+            "nginx",
+            "prometheus-node-exporter",
+            "prometheus-nginx-exporter",
+        ],
+    ),
+    (
+        "lb1",
+        &["haproxy", "keepalived", "prometheus-node-exporter"],
+    ),
+    (
+        "lb2",
+        &["haproxy", "keepalived", "prometheus-node-exporter"],
+    ),
+    (
+        "mon1",
+        &[
+            "prometheus",
+            "prometheus-alertmanager",
+            "prometheus-blackbox-exporter",
+            "prometheus-node-exporter",
+        ],
+    ),
 ];
 
 /// How long a test waits for its turn on the lab before it fails (tests/run runs one

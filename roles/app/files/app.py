@@ -17,20 +17,58 @@ Endpoints (Nginx serves them under /api/ too):
   GET /health      200 when the process answers; never touches the database
   GET /health/db   200 when the database answers and the visits table is readable
   GET|POST /visits records a visit, answers the visit count and the last visits
+  GET /metrics     Prometheus metrics (requests and latency by endpoint, database errors);
+                   answered to direct clients only (the monitoring hosts), never through
+                   Nginx, which always sets X-Real-IP
+
+Metrics with gunicorn's several worker processes: prometheus_client's multiprocess mode,
+each worker writing its own files in PROMETHEUS_MULTIPROC_DIR (the unit's
+RuntimeDirectory, new at each start), summed at each scrape; gunicorn.conf.py marks a
+worker that exits as dead.
 """
 
 import os
 import socket
+import time
 
 import pymysql
 import pymysql.cursors
-from flask import Flask, jsonify, request
+from flask import Flask, Response, abort, g, jsonify, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 app = Flask(__name__)
 app.json.sort_keys = False
 
 HOST_NAME = os.environ.get("FOOBAR_HOST_NAME") or socket.gethostname()
 LAST_VISITS = 5
+
+# Label values come from fixed sets (route rules, known methods, status codes): a client
+# cannot make new series.
+REQUESTS = Counter(
+    "foobar_app_requests_total",
+    "HTTP requests answered, by endpoint (route), method and status code.",
+    ["endpoint", "method", "status"],
+)
+LATENCY = Histogram(
+    "foobar_app_request_duration_seconds",
+    "Time to answer a request, by endpoint (route).",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DB_ERRORS = Counter(
+    "foobar_app_db_errors_total",
+    "Database errors (connect or query), by endpoint (route).",
+    ["endpoint"],
+)
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 def _db():
@@ -62,6 +100,39 @@ def _client():
 RETRY_AFTER_S = "2"
 
 
+def _endpoint():
+    """The route's rule (`/visits`), never the raw path; `unmatched` for a 404."""
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+
+
+@app.before_request
+def _metrics_start():
+    g.foobar_started = time.perf_counter()
+
+
+@app.after_request
+def _metrics_count(response):
+    endpoint = _endpoint()
+    started = g.pop("foobar_started", None)
+    if started is not None:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    method = request.method if request.method in METHODS else "other"
+    REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+    return response
+
+
+@app.get("/metrics")
+def metrics():
+    if request.headers.get("X-Real-IP") or request.headers.get("X-Forwarded-For"):
+        abort(404)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
 def _db_error(e):
     # PyMySQL messages name the account and host, never the password.
     app.logger.error("database error: %s", e)
@@ -87,6 +158,7 @@ def health_db():
         finally:
             conn.close()
     except (pymysql.MySQLError, OSError, KeyError) as e:
+        DB_ERRORS.labels(_endpoint()).inc()
         return _db_error(e)
     return jsonify(status="ok", host=HOST_NAME, visits=n)
 
@@ -122,6 +194,7 @@ def visits():
         finally:
             conn.close()
     except (pymysql.MySQLError, OSError, KeyError) as e:
+        DB_ERRORS.labels(_endpoint()).inc()
         return _db_error(e)
     for row in last:
         row["created_at"] = row["created_at"].isoformat(timespec="milliseconds")
