@@ -187,7 +187,7 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
     let _restore = Restore(|| try_docker(&["rm", "-f", "web2", "app2"]).map(|_| ()));
     let (inv, _dir) = lab_inventory("rolling-scale", two_and_two);
     lab_up(Some(&inv));
-    let scaled = ["db1", "app1", "app2", "web1", "web2", "lb1", "lb2"];
+    let scaled = ["db1", "app1", "app2", "web1", "web2", "lb1", "lb2", "mon1"];
     let inv_s = inv.to_string_lossy().to_string();
     let repo = crate::support::root().to_string_lossy().to_string();
     let run = tool(&["apply", &inv_s, "--root", &repo, "--format", "json"]);

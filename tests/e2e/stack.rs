@@ -136,7 +136,7 @@ fn scale_out_to_two_web_and_two_app_hosts() {
     let root = root().to_string_lossy().to_string();
     let run = tool(&["apply", &inv_s, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let scaled = ["db1", "app1", "app2", "web1", "web2", "lb1", "lb2"];
+    let scaled = ["db1", "app1", "app2", "web1", "web2", "lb1", "lb2", "mon1"];
     let r = recap(&run, &scaled);
     assert_eq!(r["web2"].0, "changed");
     assert_eq!(r["app2"].0, "changed");
