@@ -219,7 +219,12 @@ pub fn parse_targets(text: &str) -> Result<Vec<Target>, String> {
             tier: label(&t.labels, "tier"),
             host: label(&t.labels, "host"),
             up: t.health == "up",
-            error: shown(&t.last_error),
+            // Right after a converge Prometheus has not scraped a new target yet.
+            error: if t.health == "unknown" && t.last_error.is_empty() {
+                "not scraped yet: run status again in a few seconds".to_string()
+            } else {
+                shown(&t.last_error)
+            },
         })
         .collect())
 }
@@ -789,6 +794,18 @@ mod tests {
             a[0].summary,
             "web1 (web) does not answer: its node exporter is unreachable"
         );
+    }
+
+    #[test]
+    fn a_target_not_scraped_yet_says_so() {
+        let text = r#"{"status":"success","data":{"activeTargets":[
+            {"labels":{"job":"node","tier":"web","host":"web1"},"health":"unknown","lastError":""},
+            {"labels":{"job":"nginx","tier":"web","host":"web1"},"health":"down","lastError":"connection refused"}
+        ]}}"#;
+        let t = parse_targets(text).expect("parses");
+        assert!(!t[0].up);
+        assert!(t[0].error.starts_with("not scraped yet"), "{:?}", t[0]);
+        assert_eq!(t[1].error, "connection refused");
     }
 
     #[test]
