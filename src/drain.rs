@@ -26,6 +26,16 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Slack on the host over a script's own deadline.
 const SLACK: Duration = Duration::from_secs(15);
 
+/// The host-side limit of the drain script: its wait for sessions, plus slack.
+fn drain_limit(d: &Drain) -> Duration {
+    d.timeout + SLACK
+}
+
+/// The host-side limit of the ready script: its wait for HAProxy's checks, plus slack.
+fn ready_limit() -> Duration {
+    READY_TIMEOUT + SLACK
+}
+
 /// A balancer the drain goes through: its name and connection.
 pub struct Balancer<T> {
     pub name: String,
@@ -184,7 +194,7 @@ pub async fn drain<T: Transport>(
                 script,
                 b"",
                 sudo,
-                d.timeout + SLACK,
+                drain_limit(d),
             )
             .await?;
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -223,7 +233,7 @@ pub async fn ready<T: Transport>(
                 script,
                 b"",
                 sudo,
-                READY_TIMEOUT + SLACK,
+                ready_limit(),
             )
             .await?;
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -315,6 +325,19 @@ mod tests {
         let r = ready_script("web", "web1", Duration::from_secs(30));
         assert!(r.contains("state ready") && r.contains("+ 30 ))"), "{r}");
         assert!(!r.contains("state drain"));
+    }
+
+    /// Each script's own wait ends well before the host-side limit kills it, so its answer
+    /// (drained, down, ...) always comes back.
+    #[test]
+    fn the_scripts_end_before_their_time_limits() {
+        let d = Drain {
+            via: "lb".into(),
+            backend: "web".into(),
+            timeout: Duration::from_secs(10),
+        };
+        assert_eq!(drain_limit(&d), Duration::from_secs(25));
+        assert_eq!(ready_limit(), Duration::from_secs(45));
     }
 
     /// The scripts run under sh as written: checked with `sh -n` when sh is here.

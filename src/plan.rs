@@ -547,6 +547,142 @@ mod tests {
         Notify::Service(NotifyKind::Reload)
     }
 
+    /// The nginx fixture, its file notifying reload but restarting when a `listen`
+    /// line changes, the old content on the host.
+    fn listen_plan(old: &str, new: &str, installed: bool, active: &str) -> HostPlan {
+        let mut d = desired(new, reload(), false);
+        d.roles[0].files[0].restart_if_changed = vec!["listen".into()];
+        let f = facts(Some(old), 0o644, installed, active);
+        let before = [("/etc/nginx/nginx.conf".to_string(), old.as_bytes().to_vec())]
+            .into_iter()
+            .collect();
+        plan_host(&d, &f, &before, &Secrets::default())
+    }
+
+    #[test]
+    fn a_changed_listen_line_turns_the_reload_into_a_restart_and_says_why() {
+        let p = listen_plan(
+            "listen 80;\nworkers 1;\n",
+            "  listen 81;\nworkers 1;\n",
+            true,
+            "active",
+        );
+        assert_eq!(
+            p.roles[0].files[0].restart_because.as_deref(),
+            Some("listen")
+        );
+        assert_eq!(
+            p.roles[0].actions,
+            [Action::Restart {
+                service: "nginx".into()
+            }]
+        );
+        assert!(p.restarts_serving() && p.interrupts_serving());
+        // Another line: a reload, no reason.
+        let p = listen_plan(
+            "listen 80;\nworkers 1;\n",
+            "listen 80;\nworkers 2;\n",
+            true,
+            "active",
+        );
+        assert_eq!(p.roles[0].files[0].restart_because, None);
+        assert_eq!(
+            p.roles[0].actions,
+            [Action::Reload {
+                service: "nginx".into()
+            }]
+        );
+        assert!(p.interrupts_serving() && !p.restarts_serving());
+        // A line only mentioning the word elsewhere, or a removed listen line.
+        let p = listen_plan("a 1;\n", "a 1;\n# listen later\n", true, "active");
+        assert_eq!(p.roles[0].files[0].restart_because, None);
+        let p = listen_plan("listen 80;\nlisten 81;\n", "listen 80;\n", true, "active");
+        assert_eq!(
+            p.roles[0].files[0].restart_because.as_deref(),
+            Some("listen")
+        );
+        // `listen` ending in `;` counts.
+        let p = listen_plan("", "listen;\n", true, "active");
+        assert_eq!(
+            p.roles[0].files[0].restart_because.as_deref(),
+            Some("listen")
+        );
+    }
+
+    #[test]
+    fn changed_line_word_reads_added_and_removed_lines_only() {
+        let w = |a: &str, b: &str| {
+            changed_line_word(
+                a.as_bytes(),
+                b.as_bytes(),
+                &["listen".into(), "user".into()],
+            )
+        };
+        assert_eq!(w("x\n", "x\n  user www;\n").as_deref(), Some("user"));
+        assert_eq!(w("listen 1;\nx\n", "listen 1;\ny\n"), None);
+        assert_eq!(w("", ""), None);
+        assert_eq!(
+            changed_line_word(b"listen 1;\n", b"listen 2;\n", &[]),
+            None,
+            "no words: never"
+        );
+        // Not UTF-8: cannot tell, so the first word (a restart, to be safe).
+        assert_eq!(
+            changed_line_word(&[0xff, 0xfe], b"x\n", &["listen".into()]).as_deref(),
+            Some("listen")
+        );
+    }
+
+    #[test]
+    fn serving_means_running_and_not_being_installed() {
+        // Running, installed: serving.
+        let p = listen_plan("a\n", "b\n", true, "active");
+        assert!(p.roles[0].serving);
+        // Not running: a start or restart interrupts nothing.
+        let p = listen_plan("a\n", "b\n", true, "inactive");
+        assert!(!p.roles[0].serving);
+        assert!(!p.interrupts_serving() && !p.restarts_serving());
+        // Its package installed by this apply: Debian's default config, nothing served yet.
+        let p = listen_plan("a\n", "b\n", false, "active");
+        assert!(!p.roles[0].serving);
+        assert!(!p.interrupts_serving());
+        // A change that notifies nothing, on a serving host, interrupts nothing.
+        let mut d = desired("a\n", Notify::None, false);
+        d.roles[0].files[0].restart_if_changed = vec![];
+        let p = plan_host(
+            &d,
+            &facts(Some("b\n"), 0o644, true, "active"),
+            &BTreeMap::new(),
+            &Secrets::default(),
+        );
+        assert!(p.roles[0].serving && !p.interrupts_serving());
+    }
+
+    #[test]
+    fn the_role_says_what_a_restart_interrupts_only_when_it_restarts_a_serving_service() {
+        let with = |notify: Notify, active: &str| {
+            let mut d = desired("new\n", notify, false);
+            if let Some(s) = d.roles[0].service.as_mut() {
+                s.interrupts = Some("the database".into());
+            }
+            plan_host(
+                &d,
+                &facts(Some("old\n"), 0o644, true, active),
+                &BTreeMap::new(),
+                &Secrets::default(),
+            )
+        };
+        let restart = Notify::Service(NotifyKind::Restart);
+        assert_eq!(
+            with(restart.clone(), "active").roles[0]
+                .interrupts
+                .as_deref(),
+            Some("the database")
+        );
+        assert_eq!(with(reload(), "active").roles[0].interrupts, None);
+        assert_eq!(with(restart, "inactive").roles[0].interrupts, None);
+    }
+
     #[test]
     fn converged_host_has_an_empty_plan() {
         let p = plan_host(

@@ -437,6 +437,8 @@ mod tests {
         most_at_once: Mutex<HashMap<String, usize>>,
         /// What a balancer answers to the drain script.
         drain_answer: &'static str,
+        /// What a balancer answers to the ready script (default: up).
+        ready_answer: Option<&'static str>,
     }
 
     impl Rules {
@@ -510,7 +512,11 @@ mod tests {
             let stdout = if command.contains("state drain") {
                 self.script.drain_answer.as_bytes().to_vec()
             } else if command.contains("state ready") {
-                b"FP-READY up\n".to_vec()
+                self.script
+                    .ready_answer
+                    .unwrap_or("FP-READY up\n")
+                    .as_bytes()
+                    .to_vec()
             } else {
                 Vec::new()
             };
@@ -1006,6 +1012,81 @@ mod tests {
         );
         assert_eq!(outcome(&hs, "web1"), &Outcome::Changed(1));
         assert_eq!(outcome(&hs, "web2"), &Outcome::Changed(1));
+    }
+
+    /// web1 and web2 restarting, lb1 selected with nothing to apply.
+    fn drained_web_tier(script: &Arc<Script>) -> Vec<HostRun<Fake>> {
+        let mut hs = web_tier(script, 2, true);
+        let mut lbs = hosts(script, &[("lb1", "lb", true)]);
+        lbs[0].plan = Some(HostPlan {
+            roles: vec![],
+            ..plan("lb1", "lb")
+        });
+        hs.append(&mut lbs);
+        hs
+    }
+
+    #[tokio::test]
+    async fn a_host_the_balancers_do_not_see_up_again_fails_and_stops_the_tier() {
+        let script = Arc::new(Script {
+            drain_answer: "FP-DRAIN drained 0\n",
+            ready_answer: Some("FP-READY down DOWN 1/2\n"),
+            ..Script::default()
+        });
+        let mut hs = drained_web_tier(&script);
+        let rules = Rules::stack(10, false);
+        order(&mut hs, &rules);
+        apply_with(&mut hs, &rules, &script, true).await;
+        match outcome(&hs, "web1") {
+            Outcome::Failed(f) => {
+                assert_eq!(f.kind, ErrorKind::Drain);
+                assert!(
+                    f.message
+                        .contains("web1 was changed and passed its health checks")
+                        && f.message.contains("DOWN 1/2"),
+                    "{}",
+                    f.message
+                );
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(outcome(&hs, "web2"), Outcome::Skipped(_)));
+
+        // A host whose apply failed keeps that failure; it is still set ready.
+        let script = Arc::new(Script {
+            drain_answer: "FP-DRAIN drained 0\n",
+            ready_answer: Some("FP-READY down DOWN\n"),
+            failing: vec!["web1"],
+            ..Script::default()
+        });
+        let mut hs = drained_web_tier(&script);
+        order(&mut hs, &rules);
+        apply_with(&mut hs, &rules, &script, true).await;
+        match outcome(&hs, "web1") {
+            Outcome::Failed(f) => assert_eq!(f.kind, ErrorKind::Handler, "{}", f.message),
+            o => panic!("{o:?}"),
+        }
+        assert!(
+            commands(&script, "lb1")
+                .iter()
+                .any(|c| c.contains("s=web1;") && c.contains("state ready")),
+            "set ready after the failed apply"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_vip_tier_goes_one_at_a_time_whatever_its_rolling_says() {
+        let script = Arc::new(Script::default());
+        let mut rules = Rules::stack(10, false);
+        rules.tiers[3].rolling = Rolling::All;
+        let mut hs = hosts(&script, &[("lb1", "lb", true), ("lb2", "lb", false)]);
+        for h in &mut hs {
+            h.plan = Some(serving_plan(&h.name, "lb", false));
+        }
+        order(&mut hs, &rules);
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(most(&script, "lb"), Some(1));
+        assert_eq!(first_seen(&script), ["lb2", "lb1"]);
     }
 
     #[tokio::test]
