@@ -176,6 +176,17 @@ fn last_tagged<'a>(stdout: &'a str, tag: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// Runs one of the scripts on a balancer (bounded there and here); its output as text.
+async fn answer<T: Transport>(
+    b: &Balancer<T>,
+    script: &str,
+    sudo: bool,
+    limit: Duration,
+) -> Result<String, String> {
+    let out = exec_bounded(b.session.as_ref(), &b.name, script, b"", sudo, limit).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Drains `server` on every balancer. Errors name the balancer; what was skipped and why
 /// comes back as notes for the progress lines.
 pub async fn drain<T: Transport>(
@@ -188,16 +199,7 @@ pub async fn drain<T: Transport>(
     let runs = balancers.iter().map(|b| {
         let script = &script;
         async move {
-            let out = exec_bounded(
-                b.session.as_ref(),
-                &b.name,
-                script,
-                b"",
-                sudo,
-                drain_limit(d),
-            )
-            .await?;
-            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stdout = answer(b, script, sudo, drain_limit(d)).await?;
             match parse_drained(&stdout, &b.name, server)? {
                 Drained::Yes { sessions_left: 0 } => {
                     Ok(format!("drained from {} ({})", b.name, d.backend))
@@ -227,16 +229,7 @@ pub async fn ready<T: Transport>(
     let runs = balancers.iter().map(|b| {
         let script = &script;
         async move {
-            let out = exec_bounded(
-                b.session.as_ref(),
-                &b.name,
-                script,
-                b"",
-                sudo,
-                ready_limit(),
-            )
-            .await?;
-            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stdout = answer(b, script, sudo, ready_limit()).await?;
             match parse_ready(&stdout, &b.name, server)? {
                 Ready::Up => Ok(format!("up again on {}", b.name)),
                 Ready::Skipped(why) => Ok(format!("not set ready: {why}")),

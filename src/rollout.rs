@@ -960,14 +960,8 @@ mod tests {
             drain_answer: "FP-DRAIN drained 0\n",
             ..Script::default()
         });
-        let mut hs = web_tier(&script, 2, true);
         // lb1 is selected (its plan is empty: nothing applied); lb2 is a peer only.
-        let mut lb1 = hosts(&script, &[("lb1", "lb", true)]);
-        lb1[0].plan = Some(HostPlan {
-            roles: vec![],
-            ..plan("lb1", "lb")
-        });
-        hs.append(&mut lb1);
+        let mut hs = drained_web_tier(&script, 2, true);
         let peers = [Peer {
             name: "lb2".to_string(),
             tier: "lb".to_string(),
@@ -1014,9 +1008,9 @@ mod tests {
         assert_eq!(outcome(&hs, "web2"), &Outcome::Changed(1));
     }
 
-    /// web1 and web2 restarting, lb1 selected with nothing to apply.
-    fn drained_web_tier(script: &Arc<Script>) -> Vec<HostRun<Fake>> {
-        let mut hs = web_tier(script, 2, true);
+    /// `n` web hosts restarting (or reloading), lb1 selected with nothing to apply.
+    fn drained_web_tier(script: &Arc<Script>, n: usize, restart: bool) -> Vec<HostRun<Fake>> {
+        let mut hs = web_tier(script, n, restart);
         let mut lbs = hosts(script, &[("lb1", "lb", true)]);
         lbs[0].plan = Some(HostPlan {
             roles: vec![],
@@ -1033,7 +1027,7 @@ mod tests {
             ready_answer: Some("FP-READY down DOWN 1/2\n"),
             ..Script::default()
         });
-        let mut hs = drained_web_tier(&script);
+        let mut hs = drained_web_tier(&script, 2, true);
         let rules = Rules::stack(10, false);
         order(&mut hs, &rules);
         apply_with(&mut hs, &rules, &script, true).await;
@@ -1059,7 +1053,7 @@ mod tests {
             failing: vec!["web1"],
             ..Script::default()
         });
-        let mut hs = drained_web_tier(&script);
+        let mut hs = drained_web_tier(&script, 2, true);
         order(&mut hs, &rules);
         apply_with(&mut hs, &rules, &script, true).await;
         match outcome(&hs, "web1") {
@@ -1095,13 +1089,7 @@ mod tests {
             drain_answer: "FP-DRAIN error No such server.\n",
             ..Script::default()
         });
-        let mut hs = web_tier(&script, 2, true);
-        let mut lbs = hosts(&script, &[("lb1", "lb", true)]);
-        lbs[0].plan = Some(HostPlan {
-            roles: vec![],
-            ..plan("lb1", "lb")
-        });
-        hs.append(&mut lbs);
+        let mut hs = drained_web_tier(&script, 2, true);
         let rules = Rules::stack(10, false);
         order(&mut hs, &rules);
         apply_with(&mut hs, &rules, &script, true).await;
@@ -1127,13 +1115,7 @@ mod tests {
             drain_answer: "FP-DRAIN error unused\n",
             ..Script::default()
         });
-        let mut hs = web_tier(&script, 1, false);
-        let mut lbs = hosts(&script, &[("lb1", "lb", true)]);
-        lbs[0].plan = Some(HostPlan {
-            roles: vec![],
-            ..plan("lb1", "lb")
-        });
-        hs.append(&mut lbs);
+        let mut hs = drained_web_tier(&script, 1, false);
         order(&mut hs, &rules);
         apply_with(&mut hs, &rules, &script, true).await;
         assert_eq!(outcome(&hs, "web1"), &Outcome::Changed(1));

@@ -518,23 +518,7 @@ fn the_mysqld_exporter_account_cannot_log_in_from_another_host() {
 #[ignore = "needs the lab"]
 fn added_web_and_app_hosts_are_scraped_with_no_other_edit() {
     let _lab = lab_lock();
-    let _restore = Restore(|| try_docker(&["rm", "-f", "web2", "app2"]).map(|_| ()));
-    lab_up(None);
-    let (inv, _dir) = lab_inventory("mon-scale", |t| {
-        t.replace(
-            "  app1:\n",
-            "  web2:\n    address: 172.30.77.22\n    tier: web\n  app1:\n",
-        )
-        .replace(
-            "  db1:\n",
-            "  app2:\n    address: 172.30.77.32\n    tier: app\n  db1:\n",
-        )
-    });
-    lab_up(Some(&inv));
-    let inv_s = inv.to_string_lossy().to_string();
-    let root = root().to_string_lossy().to_string();
-    let run = tool(&["apply", &inv_s, "--root", &root, "--format", "json"]);
-    assert_eq!(run.code, 0, "{}", run.all());
+    let (_inv, _dir, _restore) = scale_out("mon-scale");
     let mut hosts = every_host();
     hosts.extend(["web2", "app2"]);
     wait_all_up(&hosts, 90);
@@ -552,10 +536,7 @@ fn added_web_and_app_hosts_are_scraped_with_no_other_edit() {
     }
 
     // Back to the repository's lab: the extra hosts go, their targets and alerts too.
-    let (code, _, err) = docker(&["rm", "-f", "web2", "app2"]);
-    assert_eq!(code, 0, "{err}");
-    lab_up(None);
-    converge();
+    scale_back();
     let gone = within(60, || {
         let t = targets();
         let alerts = prometheus("/api/v1/alerts").to_string();

@@ -167,36 +167,19 @@ fn every_change_costs_no_request_with_one_web_and_one_app_host() {
     assert_no_changes("inventories/lab.yml", &[], LAB_HOSTS);
 }
 
-/// The scaled inventory: web2 and app2 beside web1 and app1.
-fn two_and_two(t: String) -> String {
-    t.replace(
-        "  app1:\n",
-        "  web2:\n    address: 172.30.77.22\n    tier: web\n  app1:\n",
-    )
-    .replace(
-        "  db1:\n",
-        "  app2:\n    address: 172.30.77.32\n    tier: app\n  db1:\n",
-    )
-}
-
 #[test]
 #[ignore = "needs the lab"]
 fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
     let _lab = converged_lab();
-    // web2 and app2 go, whatever happens: the lab is five hosts again.
-    let _restore = Restore(|| try_docker(&["rm", "-f", "web2", "app2"]).map(|_| ()));
-    let (inv, _dir) = lab_inventory("rolling-scale", two_and_two);
-    lab_up(Some(&inv));
-    let scaled = ["db1", "app1", "app2", "web1", "web2", "lb1", "lb2", "mon1"];
+    let (inv, _dir, _restore) = scale_out("rolling-scale");
+    let scaled = SCALED_HOSTS;
     let inv_s = inv.to_string_lossy().to_string();
     let repo = crate::support::root().to_string_lossy().to_string();
-    let run = tool(&["apply", &inv_s, "--root", &repo, "--format", "json"]);
-    assert_eq!(run.code, 0, "{}", run.all());
     wait_vip(None, 20).expect("one lb holds the VIP");
 
     // A listen change restarts nginx: the plan says so and shows the drain.
     let (listen, _d) = lab_inventory("rolling-plan", |t| {
-        var("nginx_listen_backlog: 2048")(two_and_two(t))
+        var("nginx_listen_backlog: 2048")(two_web_two_app(t))
     });
     let listen = listen.to_string_lossy().to_string();
     let plan = tool(&["plan", &listen, "--root", &repo, "--format", "json"]);
@@ -247,16 +230,13 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
         report.summary()
     ));
     assert_eq!(report.failed(), 0, "{}", report.first_failures(8));
-    assert_no_changes(&listen, &["--root", &repo], &scaled);
+    assert_no_changes(&listen, &["--root", &repo], scaled);
     let run = tool(&["apply", &inv_s, "--root", &repo]);
     assert_eq!(run.code, 0, "back to the default backlog: {}", run.all());
 
-    every_change_under_load("2 web + 2 app", &scaled, &two_and_two);
+    every_change_under_load("2 web + 2 app", scaled, &two_web_two_app);
 
-    let (code, _, err) = docker(&["rm", "-f", "web2", "app2"]);
-    assert_eq!(code, 0, "{err}");
-    lab_up(None);
-    converge();
+    scale_back();
     assert_no_changes("inventories/lab.yml", &[], LAB_HOSTS);
 }
 

@@ -121,26 +121,17 @@ fn scale_out_to_two_web_and_two_app_hosts() {
     // web2 and app2 go, whatever happens: the lab is five hosts again.
     let _restore = Restore(|| try_docker(&["rm", "-f", "web2", "app2"]).map(|_| ()));
     lab_up(None);
-    let (inv, _dir) = lab_inventory("scale", |t| {
-        t.replace(
-            "  app1:\n",
-            "  web2:\n    address: 172.30.77.22\n    tier: web\n  app1:\n",
-        )
-        .replace(
-            "  db1:\n",
-            "  app2:\n    address: 172.30.77.32\n    tier: app\n  db1:\n",
-        )
-    });
+    let (inv, _dir) = lab_inventory("scale", two_web_two_app);
     lab_up(Some(&inv));
     let inv_s = inv.to_string_lossy().to_string();
     let root = root().to_string_lossy().to_string();
     let run = tool(&["apply", &inv_s, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let scaled = ["db1", "app1", "app2", "web1", "web2", "lb1", "lb2", "mon1"];
-    let r = recap(&run, &scaled);
+    let scaled = SCALED_HOSTS;
+    let r = recap(&run, scaled);
     assert_eq!(r["web2"].0, "changed");
     assert_eq!(r["app2"].0, "changed");
-    assert_no_changes(&inv_s, &["--root", &root], &scaled);
+    assert_no_changes(&inv_s, &["--root", &root], scaled);
 
     let hcfg = inside("lb1", "cat /etc/haproxy/haproxy.cfg");
     assert!(
@@ -200,10 +191,7 @@ fn scale_out_to_two_web_and_two_app_hosts() {
     );
 
     // Back to the repository's lab: remove the extra hosts, converge, nothing left to do.
-    let (code, _, err) = docker(&["rm", "-f", "web2", "app2"]);
-    assert_eq!(code, 0, "{err}");
-    lab_up(None);
-    converge();
+    scale_back();
     assert_no_changes("inventories/lab.yml", &[], LAB_HOSTS);
     let hcfg = inside("lb1", "cat /etc/haproxy/haproxy.cfg");
     assert!(!hcfg.contains("172.30.77.22"), "web2 left the backend");

@@ -2,6 +2,7 @@
 //! hosts, and reaching the site through the VIP. Every address is the lab's own.
 
 use super::command::*;
+use super::guard::Restore;
 use super::{root, temp_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -367,4 +368,55 @@ pub fn fp_leftovers(host: &str, dirs: &[&str]) -> String {
         ),
     );
     out.trim().to_string()
+}
+
+/// The lab's inventory text with web2 (172.30.77.22) and app2 (172.30.77.32) beside
+/// web1 and app1.
+pub fn two_web_two_app(t: String) -> String {
+    t.replace(
+        "  app1:\n",
+        "  web2:\n    address: 172.30.77.22\n    tier: web\n  app1:\n",
+    )
+    .replace(
+        "  db1:\n",
+        "  app2:\n    address: 172.30.77.32\n    tier: app\n  db1:\n",
+    )
+}
+
+/// The hosts of [`two_web_two_app`]'s inventory.
+pub const SCALED_HOSTS: &[&str] = &["db1", "app1", "app2", "web1", "web2", "lb1", "lb2", "mon1"];
+
+/// Starts web2 and app2 (the inventory of [`two_web_two_app`], under `tag`) and converges
+/// them with the repository's roles. Returns the inventory, its folder, and a guard that
+/// removes the two hosts whatever happens (the lab is its own hosts again).
+pub fn scale_out(
+    tag: &str,
+) -> (
+    PathBuf,
+    tempfile::TempDir,
+    Restore<impl FnMut() -> Result<(), String>>,
+) {
+    let restore = Restore(|| try_docker(&["rm", "-f", "web2", "app2"]).map(|_| ()));
+    lab_up(None);
+    let (inv, dir) = lab_inventory(tag, two_web_two_app);
+    lab_up(Some(&inv));
+    let run = tool(&[
+        "apply",
+        &inv.to_string_lossy(),
+        "--root",
+        &root().to_string_lossy(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "converging web2 and app2: {}", run.all());
+    (inv, dir, restore)
+}
+
+/// Back to the repository's lab after [`scale_out`]: web2 and app2 removed, the lab up and
+/// converged (their addresses leave HAProxy's, Nginx's and Prometheus's configs).
+pub fn scale_back() {
+    let (code, _, err) = docker(&["rm", "-f", "web2", "app2"]);
+    assert_eq!(code, 0, "removing web2 and app2: {err}");
+    lab_up(None);
+    converge();
 }
