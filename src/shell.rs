@@ -34,10 +34,18 @@ pub enum Init {
 /// The command that performs `action` (start, reload, restart, enable) on `service`.
 /// `--` ends systemctl's options (role.yml names also start with a letter or digit:
 /// `service` and `update-rc.d` know no `--`).
+///
+/// A start or restart clears the unit's failed state first: a package's postinst starts
+/// its service with the package's default config, which may crash-loop until systemd's
+/// start limit refuses any further start ("start request repeated too quickly"), even
+/// the restart with the config this tool just put in place. Its status is the start's.
 pub fn service_command(init: Init, action: &str, service: &str) -> String {
     let s = quote(service);
     match (init, action) {
         (Init::Systemd, "enable") => format!("systemctl enable --quiet -- {s}"),
+        (Init::Systemd, a @ ("start" | "restart")) => {
+            format!("systemctl reset-failed -- {s} 2>/dev/null; systemctl {a} -- {s}")
+        }
         (Init::Systemd, a) => format!("systemctl {a} -- {s}"),
         (Init::Other, "enable") => format!("update-rc.d {s} defaults >/dev/null"),
         (Init::Other, a) => format!("service {s} {a}"),
@@ -120,7 +128,7 @@ mod tests {
         assert!(apt_install(&["nginx"]).ends_with(" -- nginx"));
         assert_eq!(
             service_command(Init::Systemd, "restart", "nginx"),
-            "systemctl restart -- nginx"
+            "systemctl reset-failed -- nginx 2>/dev/null; systemctl restart -- nginx"
         );
     }
 
@@ -174,8 +182,17 @@ mod tests {
     #[test]
     fn service_commands_per_init_and_action() {
         let rows = [
-            (Init::Systemd, "start", "systemctl start -- 'my app'"),
-            (Init::Systemd, "restart", "systemctl restart -- 'my app'"),
+            (
+                Init::Systemd,
+                "start",
+                "systemctl reset-failed -- 'my app' 2>/dev/null; systemctl start -- 'my app'",
+            ),
+            (
+                Init::Systemd,
+                "restart",
+                "systemctl reset-failed -- 'my app' 2>/dev/null; systemctl restart -- 'my app'",
+            ),
+            (Init::Systemd, "reload", "systemctl reload -- 'my app'"),
             (
                 Init::Systemd,
                 "enable",
