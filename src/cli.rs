@@ -44,8 +44,12 @@ pub enum Command {
     /// Dry run: connect, gather facts and show every change (diffs, packages, service
     /// actions) without touching anything. Exit 2 when there are changes.
     Plan(Live),
-    /// Converge the selected hosts: tiers in order db, app, web, lb; the lb tier one
-    /// host at a time (standby first). A second apply changes nothing.
+    /// Converge the selected hosts: tiers in the inventory's order. In the tier with
+    /// `vip: true` one host at a time, the VIP holder last; in the others, hosts whose
+    /// change reloads or restarts a serving service go in batches (`rolling:`, default one
+    /// at a time, each batch's health checks passing first), drained from the load
+    /// balancers around a restart where the tier says `drain:`. A second apply changes
+    /// nothing.
     Apply(Live),
     /// Record the host keys of the selected hosts in the inventory's known_hosts file,
     /// after printing each fingerprint. Refuses changed or revoked keys.
