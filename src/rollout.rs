@@ -23,7 +23,7 @@
 use crate::apply::{self, Remote};
 use crate::drain::{self, Balancer};
 use crate::inventory::{Drain, Rolling, Tier};
-use crate::plan::HostPlan;
+use crate::plan::{DrainStep, HostPlan};
 use crate::progress::Reporter;
 use crate::report::{ErrorKind, Interruption, Outcome};
 use crate::secrets::Secrets;
@@ -142,6 +142,30 @@ pub struct Context<'a> {
 /// Sorts hosts into rollout order: by tier, and within a tier the VIP holder last.
 pub fn order<T>(hosts: &mut [HostRun<T>], rules: &Rules) {
     hosts.sort_by_key(|h| (rules.position(&h.tier), h.holds_vip));
+}
+
+/// Gives each plan its drain step, before the plans are shown: where the host's tier has a
+/// `drain:` and the plan restarts a serving service. `via_hosts` names the hosts of a tier
+/// (the balancers, selected or not). Apply drains exactly the plans that show one.
+pub fn plan_drains<T>(
+    hosts: &mut [HostRun<T>],
+    rules: &Rules,
+    via_hosts: impl Fn(&str) -> Vec<String>,
+) {
+    for h in hosts.iter_mut() {
+        let Some(plan) = h.plan.as_mut() else {
+            continue;
+        };
+        plan.drain = rules
+            .tier(&plan.tier)
+            .and_then(|t| t.drain.as_ref())
+            .filter(|_| plan.restarts_serving())
+            .map(|d| DrainStep {
+                backend: d.backend.clone(),
+                via: via_hosts(&d.via),
+                timeout_s: d.timeout.as_secs_f64(),
+            });
+    }
 }
 
 /// The balancers a tier's drain goes through, by name: selected hosts of the `via` tier
@@ -324,10 +348,11 @@ async fn apply_one<T: Transport>(
         return;
     }
     let started = Instant::now();
+    // The drain the plan showed (plan_drains), with its tier's settings.
     let drain = tier
         .drain
         .as_ref()
-        .filter(|_| plan.restarts_serving() && !lbs.is_empty());
+        .filter(|_| plan.drain.is_some() && !lbs.is_empty());
     if let Some(d) = drain {
         cx.reporter
             .step(&h.name, "draining from the load balancers");
@@ -595,6 +620,7 @@ mod tests {
     }
 
     async fn apply_with(hs: &mut [HostRun<Fake>], rules: &Rules, script: &Script, sudo: bool) {
+        plan_drains(hs, rules, |_| vec!["lb1".into(), "lb2".into()]);
         let reporter = Reporter::new(Format::Json);
         let secrets = Secrets::default();
         let cx = Context {
@@ -982,6 +1008,12 @@ mod tests {
             interrupted: &script.interrupted,
             lock: None,
         };
+        plan_drains(&mut hs, &rules, |_| vec!["lb1".into(), "lb2".into()]);
+        assert!(hs.iter().filter(|h| h.tier == "web").all(|h| {
+            h.plan
+                .as_ref()
+                .is_some_and(|p| p.drain.as_ref().is_some_and(|d| d.backend == "web"))
+        }));
         apply_all(&mut hs, &peers, &rules, &cx).await;
         let log: Vec<(String, String)> = script.log.lock().map(|l| l.clone()).unwrap_or_default();
         let step = |host: &str, what: &str| {

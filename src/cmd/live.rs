@@ -10,7 +10,6 @@ use crate::cli::Live;
 use crate::desired::DesiredHost;
 use crate::gather::Reader;
 use crate::inventory::Inventory;
-use crate::plan::{DrainStep, HostPlan};
 use crate::progress::Reporter;
 use crate::report::{ErrorKind, HostEnd, Outcome, Recap, RunMode, plan_text, recap_text};
 use crate::rollout::{self, Context, HostRun, Peer, Rules};
@@ -43,11 +42,9 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
     let lock = HostLock::for_this_run();
     let mut runs = connect_all(&l.inv, desired, &secrets, &reporter, &lock, opts.forks).await;
     rollout::order(&mut runs, &rules);
-    for r in &mut runs {
-        if let Some(plan) = r.plan.as_mut() {
-            plan.drain = drain_step(&l.inv, &rules, plan);
-        }
-    }
+    rollout::plan_drains(&mut runs, &rules, |via| {
+        l.inv.hosts_of(via).map(|h| h.name.clone()).collect()
+    });
 
     // 3. Show the plans.
     reporter.clear();
@@ -151,20 +148,6 @@ async fn connect_and_plan(
     }
     run.elapsed = started.elapsed();
     run
-}
-
-/// The drain a host's plan goes through: its tier drains and the plan restarts a
-/// serving service. Names every balancer of the inventory's `via` tier.
-fn drain_step(inv: &Inventory, rules: &Rules, plan: &HostPlan) -> Option<DrainStep> {
-    let d = rules.tier(&plan.tier)?.drain.as_ref()?;
-    if !plan.restarts_serving() {
-        return None;
-    }
-    Some(DrainStep {
-        backend: d.backend.clone(),
-        via: inv.hosts_of(&d.via).map(|h| h.name.clone()).collect(),
-        timeout_s: d.timeout.as_secs_f64(),
-    })
 }
 
 /// Connects the balancers that drains need but that are not selected (`--tier web`),
