@@ -238,14 +238,17 @@ fn plan_role(
         .iter()
         .filter_map(|f| file_change(f, facts, old, secrets))
         .collect();
-    let mut actions = role_actions(role, &files, facts, installing);
-    let serving = role.service.as_ref().is_some_and(|svc| {
-        facts
-            .services
-            .get(&svc.name)
-            .is_some_and(|s| s.active == "active")
-            && !role.packages.iter().any(|p| installing.contains(p))
-    });
+    // Its package installed by this apply: Debian's default config runs, nothing is
+    // served yet.
+    let fresh = role.packages.iter().any(|p| installing.contains(p));
+    let serving = !fresh
+        && role.service.as_ref().is_some_and(|svc| {
+            facts
+                .services
+                .get(&svc.name)
+                .is_some_and(|s| s.active == "active")
+        });
+    let mut actions = role_actions(role, &files, facts, serving, fresh);
     let drift = role
         .drift_check
         .clone()
@@ -358,13 +361,14 @@ fn drift_action(role: &DesiredRole, actions: &[Action]) -> Option<Action> {
 }
 
 /// Handlers once per service, restart winning over reload; a service that is not
-/// running (or whose package is being installed, so it runs Debian's default config)
-/// is restarted if its files changed, else started.
+/// `serving` (not running, or its package is being installed, so it runs Debian's default
+/// config) is restarted if its files changed, else started.
 fn role_actions(
     role: &DesiredRole,
     files: &[FileChange],
     facts: &Facts,
-    installing: &[String],
+    serving: bool,
+    fresh: bool,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
     let content_changed: Vec<&FileChange> = files
@@ -383,20 +387,18 @@ fn role_actions(
     if let Some(svc) = &role.service {
         let name = svc.name.clone();
         let state = facts.services.get(&name);
-        let running = state.is_some_and(|s| s.active == "active");
-        let fresh = role.packages.iter().any(|p| installing.contains(p));
         let wants_restart = content_changed.iter().any(|f| {
             f.notify == Notify::Service(NotifyKind::Restart) || f.restart_because.is_some()
         });
         let wants_reload = content_changed
             .iter()
             .any(|f| f.notify == Notify::Service(NotifyKind::Reload));
-        if (!running || fresh) && svc.enabled {
+        if !serving && svc.enabled {
             if wants_restart || wants_reload {
                 actions.push(Action::Restart {
                     service: name.clone(),
                 });
-            } else if !running || fresh {
+            } else {
                 actions.push(Action::Start {
                     service: name.clone(),
                 });
