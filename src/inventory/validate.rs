@@ -99,18 +99,7 @@ fn check_vip(path: &Path, vip: Option<&Spanned<String>>) -> Result<Option<Ipv4Ad
 fn ssh_settings(path: &Path, base: &Path, raw: RawSsh) -> Result<SshSettings, Diagnostic> {
     let user = raw.user.unwrap_or_else(|| "root".to_string());
     let port = optional_port(path, raw.port.as_ref(), 22)?;
-    let connect_timeout = match &raw.connect_timeout {
-        Some(t) if t.value > 0.0 && t.value <= 600.0 => Duration::from_secs_f64(t.value),
-        Some(t) => {
-            return Err(at(
-                path,
-                t.referenced,
-                format!("connect_timeout {} is out of range", t.value),
-            )
-            .with_hint("give seconds above 0 and at most 600, for example 10"));
-        }
-        None => Duration::from_secs(10),
-    };
+    let connect_timeout = seconds(path, raw.connect_timeout.as_ref(), "connect_timeout")?;
     let jump_host = match raw.jump_host {
         None => None,
         Some(j) => Some(JumpHostSettings {
@@ -292,23 +281,30 @@ fn drain(path: &Path, tier: &str, d: RawDrain, declared: &[String]) -> Result<Dr
         )
         .with_hint("the HAProxy backend's name: letters, digits, '-', '_' and '.' (e.g. web)"));
     }
-    let timeout = match &d.timeout {
-        None => Duration::from_secs(10),
-        Some(t) if t.value > 0.0 && t.value <= 600.0 => Duration::from_secs_f64(t.value),
-        Some(t) => {
-            return Err(at(
-                path,
-                t.referenced,
-                format!("tier `{tier}`: drain timeout {} is out of range", t.value),
-            )
-            .with_hint("give seconds above 0 and at most 600, for example 10"));
-        }
-    };
+    let timeout = seconds(
+        path,
+        d.timeout.as_ref(),
+        &format!("tier `{tier}`: drain timeout"),
+    )?;
     Ok(Drain {
         via: d.via.value,
         backend: b.clone(),
         timeout,
     })
+}
+
+/// A duration in seconds, above 0 and at most 600 (default 10); `what` names it in the error.
+fn seconds(path: &Path, raw: Option<&Spanned<f64>>, what: &str) -> Result<Duration, Diagnostic> {
+    match raw {
+        None => Ok(Duration::from_secs(10)),
+        Some(t) if t.value > 0.0 && t.value <= 600.0 => Ok(Duration::from_secs_f64(t.value)),
+        Some(t) => Err(at(
+            path,
+            t.referenced,
+            format!("{what} {} is out of range", t.value),
+        )
+        .with_hint("give seconds above 0 and at most 600, for example 10")),
+    }
 }
 
 /// At most one tier holds the VIP; with a `vip:` one must, and without one none may.
