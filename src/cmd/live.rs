@@ -4,7 +4,9 @@
 //! rules ([`crate::rollout`]). Both end with the recap and the exit code.
 
 use super::interrupt::{INTERRUPTED, watch_ctrl_c};
-use super::{EXIT_CHANGES, EXIT_FAIL, EXIT_OK, load, render_all, select, ssh_options};
+use super::{
+    EXIT_CHANGES, EXIT_FAIL, EXIT_OK, close_sessions, load, render_all, select, ssh_options,
+};
 use crate::apply::HostLock;
 use crate::cli::Live;
 use crate::desired::DesiredHost;
@@ -21,9 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 pub(super) use crate::report::RunMode as Mode;
-
-/// How long closing a session may take at the end of a run.
-const SESSION_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
     let c = &opts.common;
@@ -199,11 +198,12 @@ async fn connect_balancers(
 
 /// Closes the balancers' extra connections, bounded.
 async fn close_peers(peers: Vec<Peer<SshSession>>) {
-    let closing = peers.into_iter().filter_map(|p| {
-        let s = Arc::try_unwrap(p.session).ok()?;
-        Some(tokio::time::timeout(SESSION_CLOSE_TIMEOUT, s.close()))
-    });
-    futures::future::join_all(closing).await;
+    close_sessions(
+        peers
+            .into_iter()
+            .filter_map(|p| Arc::try_unwrap(p.session).ok()),
+    )
+    .await;
 }
 
 /// The kind of a failed connection, for the recap.
@@ -240,16 +240,15 @@ fn planned_outcomes<T>(runs: &mut [HostRun<T>]) {
 /// broke waits forever (the SSH layer's queue towards the dead peer is full), so a host
 /// found unreachable is just dropped.
 async fn close_all(runs: &mut [HostRun<SshSession>]) {
-    let closing: Vec<_> = runs
+    let sessions: Vec<SshSession> = runs
         .iter_mut()
         .filter_map(|r| {
             let session = Arc::try_unwrap(r.session.take()?).ok()?;
             let broken = matches!(r.outcome, Some(Outcome::Unreachable(_)));
             (!broken).then_some(session)
         })
-        .map(|s| tokio::time::timeout(SESSION_CLOSE_TIMEOUT, s.close()))
         .collect();
-    futures::future::join_all(closing).await;
+    close_sessions(sessions).await;
 }
 
 /// 1 when anything failed (or Ctrl-C stopped an apply), 2 when a plan found changes,

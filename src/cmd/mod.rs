@@ -131,6 +131,18 @@ fn secrets_placeholders(inv: &Inventory) -> BTreeMap<String, String> {
 }
 
 /// How to reach a host, from the inventory's SSH settings.
+/// How long closing a session may take at the end of a command.
+const SESSION_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Says goodbye on every session at once, each bounded by [`SESSION_CLOSE_TIMEOUT`] (a
+/// connection that broke can wait forever: callers drop those instead).
+async fn close_sessions(sessions: impl IntoIterator<Item = crate::transport::SshSession>) {
+    let closing = sessions
+        .into_iter()
+        .map(|s| async move { tokio::time::timeout(SESSION_CLOSE_TIMEOUT, s.close()).await });
+    futures::future::join_all(closing).await;
+}
+
 fn ssh_options(inv: &Inventory, h: &Host) -> SshOptions {
     SshOptions {
         host_name: h.name.clone(),

@@ -5,7 +5,7 @@
 //! them per tier and host and names the tiers to reprovision. Exit 0 when every target is
 //! up and no alert fires, else 1.
 
-use super::{EXIT_FAIL, EXIT_OK, Loaded, load, select, ssh_options};
+use super::{EXIT_FAIL, EXIT_OK, Loaded, close_sessions, load, select, ssh_options};
 use crate::apply::{exec_bounded, timed_out};
 use crate::cli::Common;
 use crate::inventory::Host;
@@ -23,8 +23,6 @@ const PROMETHEUS_ROLE: &str = "prometheus";
 const PROMETHEUS_PORT: u16 = 9090;
 /// The whole remote command (three local HTTP calls of at most 10 s each).
 const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long closing the session may take.
-const SESSION_CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) async fn status(c: &Common) -> anyhow::Result<i32> {
     let l = load(c)?;
@@ -146,7 +144,7 @@ async fn ask(l: &Loaded, h: &Host) -> anyhow::Result<monitoring::Answers> {
     let script = monitoring::script(PROMETHEUS_PORT);
     // As the login user: asking Prometheus on loopback needs no root.
     let out = exec_bounded(&session, &h.name, &script, b"", false, STATUS_TIMEOUT).await;
-    let _ = tokio::time::timeout(SESSION_CLOSE_TIMEOUT, session.close()).await;
+    close_sessions([session]).await;
     let out = out.map_err(|e| anyhow!("{}", shell::printable(&e)))?;
     if timed_out(&out) {
         bail!(
