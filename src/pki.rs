@@ -1198,13 +1198,19 @@ mod tests {
         let fits = format!("{cert}{}", " ".repeat(MAX_BUNDLE - cert.len()));
         assert!(Ca::load(&fits, &key).is_ok());
         let over = format!("{fits} ");
+        let err = Ca::load(&over, &key).unwrap_err();
         assert_eq!(
-            Ca::load(&over, &key).unwrap_err(),
+            err,
             PkiError::TooLarge {
                 what: "CA bundle",
                 len: MAX_BUNDLE + 1,
                 max: MAX_BUNDLE
             }
+        );
+        assert!(
+            err.to_string()
+                .contains("1048577 bytes, more than the 1048576"),
+            "{err}"
         );
     }
 
