@@ -117,4 +117,8 @@ pub struct Live {
     /// Go on with the next tiers even when a host failed (the run still exits 1).
     #[arg(long)]
     pub keep_going: bool,
+    /// Append every command run on a host, its stdin and what came back to FILE, one JSON
+    /// object per line (mode 0600; the inventory's secrets masked; each stream cut at 64 KiB).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }

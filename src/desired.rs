@@ -1,6 +1,7 @@
 //! The desired state of a host: what its files, packages and services must be.
 
 use crate::inventory::Host;
+use crate::pki::CertSpec;
 use crate::role::{HealthCheck, Notify, Service, TreeValidate};
 use sha2::{Digest, Sha256};
 
@@ -20,6 +21,21 @@ pub struct DesiredRole {
     pub handlers: Vec<(String, String)>,
     pub health: Vec<HealthCheck>,
     pub drift_check: Option<String>,
+    /// Certificates of the internal CA this role's service uses.
+    pub certificates: Vec<DesiredCert>,
+}
+
+/// A certificate a host must hold: its key made on the host, signed by the internal CA
+/// for exactly these names.
+#[derive(Debug, Clone)]
+pub struct DesiredCert {
+    pub cert: String,
+    pub key: String,
+    /// The key's owner and group (the certificate is root's, 0644).
+    pub owner: String,
+    pub group: String,
+    pub spec: CertSpec,
+    pub notify: Notify,
 }
 
 #[derive(Clone)]
@@ -102,6 +118,14 @@ impl DesiredHost {
             }
         }
         out
+    }
+    /// (certificate, key) paths of every certificate.
+    pub fn certificates(&self) -> Vec<(&str, &str)> {
+        self.roles
+            .iter()
+            .flat_map(|r| r.certificates.iter())
+            .map(|c| (c.cert.as_str(), c.key.as_str()))
+            .collect()
     }
     /// (role, command) of every drift check.
     pub fn drift_checks(&self) -> Vec<(&str, &str)> {

@@ -42,7 +42,31 @@ pub struct Facts {
     pub stale_temps: BTreeSet<String>,
     /// Who holds the host's apply lock now (`LOCK` line, from `apply::HostLock`).
     pub locked_by: Option<String>,
+    /// Each certificate asked about, in the query's order.
+    pub certs: Vec<CertFact>,
 }
+
+/// A certificate and its private key as found on the host. Only public data crosses:
+/// the key's public half (`openssl pkey -pubout`), never the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertFact {
+    /// The key file, when it exists as a regular file.
+    pub key: Option<KeyFact>,
+    /// The certificate file's text (at most [`MAX_CERT_BYTES`]), when it exists.
+    pub cert_pem: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFact {
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    /// Its public key, PEM; `None` when openssl could not read it (or is not installed).
+    pub public_pem: Option<String>,
+}
+
+/// Largest certificate file read back (a leaf certificate is about 1 KB).
+pub const MAX_CERT_BYTES: usize = 65536;
 
 /// What the facts script must ask about.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +77,8 @@ pub struct FactQuery<'a> {
     pub vip: Option<String>,
     /// (role, command): a role's drift check, run as root; failure = drifted.
     pub drift: Vec<(&'a str, &'a str)>,
+    /// (certificate, key) paths of the internal CA's certificates.
+    pub certs: Vec<(&'a str, &'a str)>,
 }
 
 /// The one script that gathers a host's facts. Its output is read by [`parse`].
@@ -101,6 +127,20 @@ pub fn script(q: &FactQuery) -> String {
             "if (\n{cmd}\n) >/dev/null 2>&1; then echo {}; else echo {}; fi\n",
             quote(&format!("D ok {role}")),
             quote(&format!("D drift {role}"))
+        ));
+    }
+    for (i, (cert, key)) in q.certs.iter().enumerate() {
+        // The key's metadata and public half (openssl may not be installed yet: `-`);
+        // the certificate, base64 on one line.
+        s.push_str(&format!(
+            "k={key}; if [ -f \"$k\" ] && [ ! -L \"$k\" ]; then m=$(stat -c '%a %U %G' -- \"$k\"); \
+             p=$(openssl pkey -in \"$k\" -pubout 2>/dev/null | base64 -w0); echo \"KEY {i} $m ${{p:--}}\"; \
+             else echo 'KEY {i} none'; fi\n\
+             c={cert}; if [ -f \"$c\" ] && [ ! -L \"$c\" ]; then p=$(head -c {max} -- \"$c\" | base64 -w0); \
+             echo \"CERT {i} ${{p:--}}\"; else echo 'CERT {i} none'; fi\n",
+            key = quote(key),
+            cert = quote(cert),
+            max = MAX_CERT_BYTES,
         ));
     }
     s.push_str("echo END\n");
@@ -216,6 +256,18 @@ struct FactsReader {
     drifted: BTreeSet<String>,
     stale_temps: BTreeSet<String>,
     locked_by: Option<String>,
+    certs: Vec<CertFact>,
+}
+
+/// Base64 text from the host, bounded; what it decodes to is made printable by whoever
+/// shows it (certificates are parsed, never shown whole).
+fn decode_text(b64: &str) -> Option<String> {
+    use base64::Engine;
+    if b64.len() > MAX_CERT_BYTES * 4 / 3 + 8 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 impl FactsReader {
@@ -236,6 +288,7 @@ impl FactsReader {
             drifted: BTreeSet::new(),
             stale_temps: BTreeSet::new(),
             locked_by: None,
+            certs: vec![CertFact::default(); q.certs.len()],
         }
     }
 
@@ -277,6 +330,8 @@ impl FactsReader {
                 self.unfinished.insert(rest.to_string());
             }
             "LOCK" => self.locked_by = Some(rest.to_string()),
+            "KEY" => self.key(rest)?,
+            "CERT" => self.cert(rest)?,
             "END" => self.ended = true,
             "" => {}
             _ => return None,
@@ -303,6 +358,47 @@ impl FactsReader {
         let mode = u32::from_str_radix(f[0], 8).ok()?;
         self.metas
             .insert(f[3].to_string(), (mode, f[1].to_string(), f[2].to_string()));
+        Some(())
+    }
+
+    /// The certificate fact for index `i` (as a string), when `i` was asked about.
+    fn cert_slot(&mut self, i: &str) -> Option<&mut CertFact> {
+        let i: usize = i.parse().ok()?;
+        self.certs.get_mut(i)
+    }
+
+    /// `KEY I none` or `KEY I MODE OWNER GROUP BASE64-PUBLIC-PEM|-`.
+    fn key(&mut self, rest: &str) -> Option<()> {
+        let f: Vec<&str> = rest.split(' ').collect();
+        let slot = self.cert_slot(f.first()?)?;
+        match f[1..] {
+            ["none"] => slot.key = None,
+            [mode, owner, group, public] => {
+                let public_pem = match public {
+                    "-" => None,
+                    b64 => Some(decode_text(b64)?),
+                };
+                slot.key = Some(KeyFact {
+                    mode: u32::from_str_radix(mode, 8).ok()?,
+                    owner: owner.to_string(),
+                    group: group.to_string(),
+                    public_pem,
+                });
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// `CERT I none`, `CERT I -` (empty) or `CERT I BASE64`.
+    fn cert(&mut self, rest: &str) -> Option<()> {
+        let (i, value) = rest.split_once(' ')?;
+        let slot = self.cert_slot(i)?;
+        slot.cert_pem = match value {
+            "none" => None,
+            "-" => Some(String::new()),
+            b64 => Some(decode_text(b64)?),
+        };
         Some(())
     }
 
@@ -392,6 +488,7 @@ impl FactsReader {
                 self.stale_temps
             },
             locked_by: self.locked_by,
+            certs: self.certs,
         })
     }
 }
@@ -453,6 +550,7 @@ mod tests {
             services: vec!["nginx"],
             vip: Some("172.30.77.10".into()),
             drift: vec![("firewall", "nft list table inet foobar")],
+            certs: vec![],
         }
     }
 
@@ -897,6 +995,102 @@ END
         assert_eq!(
             contents_script(&["/a b"]),
             "for p in '/a b'; do if [ -L \"$p\" ] || { [ -e \"$p\" ] && [ ! -f \"$p\" ]; }; then echo \"N $p\"; elif [ -f \"$p\" ]; then echo \"C $(dd if=\"$p\" iflag=nofollow,nonblock status=none | base64 -w0) $p\"; else echo \"C - $p\"; fi; done; echo END\n"
+        );
+    }
+
+    // ---- certificates ---------------------------------------------------------------
+
+    fn cert_query() -> FactQuery<'static> {
+        FactQuery {
+            certs: vec![
+                ("/etc/nginx/internal/web.crt", "/etc/nginx/internal/web.key"),
+                ("/etc/it's/a.crt", "/etc/it's/a.key"),
+            ],
+            ..FactQuery::default()
+        }
+    }
+
+    fn b64(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn certificates_and_keys_are_read_by_index_and_only_public_halves_cross() {
+        let q = cert_query();
+        let script = script(&q);
+        assert!(script.contains("k='/etc/it'\\''s/a.key'"), "{script}");
+        assert!(
+            script.contains("openssl pkey -in \"$k\" -pubout"),
+            "{script}"
+        );
+        assert!(
+            !script.contains("cat \"$k\""),
+            "the key itself is never read out"
+        );
+        let out = format!(
+            "INIT systemd\nKEY 0 600 root root {}\nCERT 0 {}\nKEY 1 none\nCERT 1 none\nEND\n",
+            b64("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+            b64("-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"),
+        );
+        let f = parse(&out, &q).expect("parses");
+        let k = f.certs[0].key.as_ref().expect("key");
+        assert_eq!(
+            (k.mode, k.owner.as_str(), k.group.as_str()),
+            (0o600, "root", "root")
+        );
+        assert!(k.public_pem.as_deref().is_some_and(|p| p.contains("AAAA")));
+        assert!(
+            f.certs[0]
+                .cert_pem
+                .as_deref()
+                .is_some_and(|p| p.contains("BBBB"))
+        );
+        assert_eq!(f.certs[1], CertFact::default());
+
+        // openssl not installed yet: the key is there, its public half unknown.
+        let out = "INIT systemd\nKEY 0 640 root ssl-cert -\nCERT 0 -\nEND\n";
+        let f = parse(out, &q).expect("parses");
+        assert_eq!(
+            f.certs[0].key.as_ref().map(|k| k.public_pem.clone()),
+            Some(None)
+        );
+        assert_eq!(f.certs[0].cert_pem.as_deref(), Some(""));
+        // Not asked about, or no lines at all: missing.
+        assert_eq!(
+            parse("INIT systemd\nEND\n", &q)
+                .expect("parses")
+                .certs
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn certificate_lines_that_are_not_what_the_script_prints_are_refused() {
+        let q = cert_query();
+        for bad in [
+            "KEY 2 none",
+            "KEY x none",
+            "CERT 7 none",
+            "KEY 0 600 root",
+            "KEY 0 9z9 root root -",
+            "CERT 0 %%%not-base64%%%",
+            "KEY 0 600 root root @@@",
+        ] {
+            let out = format!("INIT systemd\n{bad}\nEND\n");
+            assert!(
+                matches!(parse(&out, &q), Err(FactsError::Unreadable { .. })),
+                "{bad}"
+            );
+        }
+        let huge = format!(
+            "INIT systemd\nCERT 0 {}\nEND\n",
+            "A".repeat(MAX_CERT_BYTES * 2)
+        );
+        assert!(
+            parse(&huge, &q).is_err(),
+            "an oversized certificate is refused"
         );
     }
 }

@@ -9,7 +9,7 @@ use crate::apply::{
 };
 use crate::desired::DesiredHost;
 use crate::facts::{self, FactQuery};
-use crate::plan::{self, HostPlan};
+use crate::plan::{self, CertCheck, HostPlan};
 use crate::report::{ErrorKind, Outcome};
 use crate::secrets::Secrets;
 use crate::shell::printable;
@@ -36,6 +36,8 @@ pub struct Reader<'a, T: Transport> {
     pub vip: Option<String>,
     /// The apply lock to report in the facts (read only: planning never locks).
     pub lock: Option<HostLock>,
+    /// What the host's certificates are checked against.
+    pub certs: Option<&'a CertCheck<'a>>,
 }
 
 impl<T: Transport> Reader<'_, T> {
@@ -48,6 +50,7 @@ impl<T: Transport> Reader<'_, T> {
             services: desired.services(),
             drift: desired.drift_checks(),
             vip: self.vip.clone(),
+            certs: desired.certificates(),
         };
         let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
         let out = self
@@ -68,7 +71,7 @@ impl<T: Transport> Reader<'_, T> {
                 .map_err(|e| self.unreadable(&e.to_string()))?;
         }
         Ok(Planned {
-            plan: plan::plan_host(desired, &facts, &old, self.secrets),
+            plan: plan::plan_host(desired, &facts, &old, self.secrets, self.certs),
             holds_vip: facts.holds_vip.unwrap_or(false),
             round_trips,
         })
@@ -159,6 +162,7 @@ mod tests {
                 vars: Default::default(),
             },
             roles: vec![DesiredRole {
+                certificates: vec![],
                 name: "site".into(),
                 packages: vec![],
                 service: None,
@@ -197,6 +201,7 @@ mod tests {
             secrets,
             vip: None,
             lock: None,
+            certs: None,
         }
     }
 

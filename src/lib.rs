@@ -18,7 +18,6 @@ mod gather;
 pub mod inventory;
 mod monitoring;
 mod ordered_map;
-#[allow(dead_code)] // used by the integration that follows (certificates in plan/apply)
 mod pki;
 mod plan;
 mod progress;
@@ -29,4 +28,5 @@ mod rollout;
 mod secrets;
 mod shell;
 mod suggest;
+mod trace;
 mod transport;

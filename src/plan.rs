@@ -1,14 +1,16 @@
 //! Planning: desired state vs facts -> the changes to make. Pure; an empty plan means
 //! the host is converged. `plan` prints this value and `apply` executes the same value.
 
-use crate::desired::{DesiredFile, DesiredHost, DesiredRole};
-use crate::facts::Facts;
+use crate::desired::{DesiredCert, DesiredFile, DesiredHost, DesiredRole};
+use crate::facts::{CertFact, Facts};
+use crate::pki::{self, Ca, CertAction};
 use crate::role::{HealthCheck, Notify, NotifyKind, TreeValidate};
 use crate::secrets::Secrets;
 use crate::shell::Init;
 use crate::shell::printable;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HostPlan {
@@ -54,6 +56,10 @@ pub struct RolePlan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
     pub files: Vec<FileChange>,
+    /// Certificates to issue, renew or reissue (before the files), or whose key's mode
+    /// or owner drifted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertChange>,
     /// What runs after the files are in place, in order.
     pub actions: Vec<Action>,
     #[serde(skip)]
@@ -99,6 +105,48 @@ pub struct FileChange {
     pub file: DesiredFile,
 }
 
+/// What a certificate needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertWork {
+    /// None yet (or no key): the host makes a key (if it has none) and a CSR; we sign.
+    Issue,
+    /// It expires within the renewal window: a new certificate for the same key.
+    Renew,
+    /// Its names, its CA or its key changed: a new certificate for the same key.
+    Reissue,
+    /// The certificate is right; only the key's mode or owner drifted.
+    FixKey,
+}
+
+/// One certificate's change, as the plan shows it. Nothing private is in it: the key
+/// stays on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertChange {
+    pub cert: String,
+    pub key: String,
+    pub action: CertWork,
+    /// Why, e.g. "expires 2027-01-02 10:00 UTC, within the 30-day renewal window".
+    pub reason: String,
+    /// A private key is made on the host first (there is none).
+    pub new_key: bool,
+    /// The names the new certificate carries (the first is its common name).
+    pub names: Vec<String>,
+    /// The key's mode and `owner:group` now, where they differ from 0600 and the role's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_key_meta: Option<String>,
+    pub notify: Notify,
+    #[serde(skip)]
+    pub desired: DesiredCert,
+}
+
+/// What certificates are checked against: the internal CA, now, the renewal window.
+pub struct CertCheck<'a> {
+    pub ca: &'a Ca,
+    pub now: SystemTime,
+    pub renew_within: Duration,
+}
+
 /// An action after the files: service handling or a named handler.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "lowercase")]
@@ -140,10 +188,7 @@ impl HostPlan {
     pub fn is_empty(&self) -> bool {
         self.packages_to_install.is_empty()
             && self.stale_temps.is_empty()
-            && self
-                .roles
-                .iter()
-                .all(|r| r.files.is_empty() && r.actions.is_empty())
+            && self.roles.iter().all(RolePlan::is_empty)
     }
 
     /// Reloads or restarts a service that is serving: clients feel it, so the host's tier
@@ -174,8 +219,36 @@ impl HostPlan {
             + self
                 .roles
                 .iter()
-                .map(|r| r.files.len() + r.actions.len())
+                .map(|r| r.files.len() + r.certificates.len() + r.actions.len())
                 .sum::<usize>()
+    }
+}
+
+impl FileChange {
+    /// A new content for `file`, as the plan would show it without a diff (the
+    /// certificates a role signs at apply time; tests).
+    pub fn new_content(file: DesiredFile, action: FileAction) -> FileChange {
+        FileChange {
+            path: file.dest.clone(),
+            action,
+            mode: mode_str(file.mode),
+            owner: file.owner.clone(),
+            group: file.group.clone(),
+            old_mode: None,
+            old_owner: None,
+            diff: None,
+            sensitive: file.sensitive,
+            notify: file.notify.clone(),
+            restart_because: None,
+            file,
+        }
+    }
+}
+
+impl RolePlan {
+    /// Nothing to do for this role.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.certificates.is_empty() && self.actions.is_empty()
     }
 }
 
@@ -195,12 +268,14 @@ fn mode_str(m: u32) -> String {
     format!("{m:04o}")
 }
 
-/// Plans one host. `old` holds current contents of changed files (for diffs).
+/// Plans one host. `old` holds current contents of changed files (for diffs); `certs`
+/// is what the host's certificates are checked against (there are none without it).
 pub fn plan_host(
     desired: &DesiredHost,
     facts: &Facts,
     old: &BTreeMap<String, Vec<u8>>,
     secrets: &Secrets,
+    certs: Option<&CertCheck>,
 ) -> HostPlan {
     let packages_to_install: Vec<String> = desired
         .packages()
@@ -208,10 +283,26 @@ pub fn plan_host(
         .filter(|p| !facts.packages.get(*p).copied().unwrap_or(false))
         .map(str::to_string)
         .collect();
+    // Certificate facts come in the order of `desired.certificates()`.
+    let mut cert_facts = facts.certs.iter();
     let roles = desired
         .roles
         .iter()
-        .map(|role| plan_role(role, facts, old, secrets, &packages_to_install))
+        .map(|role| {
+            let certificates = role
+                .certificates
+                .iter()
+                .filter_map(|c| cert_change(c, cert_facts.next(), certs))
+                .collect();
+            plan_role(
+                role,
+                facts,
+                old,
+                secrets,
+                &packages_to_install,
+                certificates,
+            )
+        })
         .collect();
     HostPlan {
         host: desired.host.name.clone(),
@@ -232,6 +323,7 @@ fn plan_role(
     old: &BTreeMap<String, Vec<u8>>,
     secrets: &Secrets,
     installing: &[String],
+    certificates: Vec<CertChange>,
 ) -> RolePlan {
     let files: Vec<FileChange> = role
         .files
@@ -248,7 +340,7 @@ fn plan_role(
                 .get(&svc.name)
                 .is_some_and(|s| s.active == "active")
         });
-    let mut actions = role_actions(role, &files, facts, serving, fresh);
+    let mut actions = role_actions(role, &files, &certificates, facts, serving, fresh);
     let drift = role
         .drift_check
         .clone()
@@ -269,10 +361,78 @@ fn plan_role(
         serving,
         interrupts,
         files,
+        certificates,
         actions,
         validate: role.validate.clone(),
         health: role.health.clone(),
     }
+}
+
+/// What one certificate needs (`None`: in place). The host's data is untrusted: a
+/// certificate that does not parse is issued again, a key whose public half cannot be
+/// read is made again.
+fn cert_change(
+    want: &DesiredCert,
+    fact: Option<&CertFact>,
+    check: Option<&CertCheck>,
+) -> Option<CertChange> {
+    let check = check?;
+    let key = fact.and_then(|f| f.key.as_ref());
+    let key_spki = key
+        .and_then(|k| k.public_pem.as_deref())
+        .and_then(|p| pki::parse_public_key(p).ok());
+    let seen = fact
+        .and_then(|f| f.cert_pem.as_deref())
+        .and_then(|p| pki::parse_cert(p).ok());
+    // A key whose public half could not be read (openssl missing, a damaged file) is not
+    // replaced behind the operator's back: the CSR is made from it as it is, and a damaged
+    // key fails that step, saying so.
+    let decision = if key.is_some() && key_spki.is_none() {
+        Some(pki::CertDecision {
+            action: CertAction::Issue,
+            reason: "the key's public half could not be read (is openssl installed? is the key damaged?)".into(),
+            new_key: false,
+        })
+    } else {
+        pki::decide(
+            seen.as_ref(),
+            key_spki.as_deref(),
+            &want.spec,
+            check.ca,
+            check.now,
+            check.renew_within,
+        )
+    };
+    let old_key_meta = key
+        .filter(|k| k.mode != 0o600 || k.owner != want.owner || k.group != want.group)
+        .map(|k| printable(&format!("{} {}:{}", mode_str(k.mode), k.owner, k.group)));
+    let (action, reason, new_key) = match decision {
+        Some(d) => {
+            let work = match d.action {
+                CertAction::Issue => CertWork::Issue,
+                CertAction::Renew => CertWork::Renew,
+                CertAction::Reissue => CertWork::Reissue,
+            };
+            (work, d.reason, d.new_key)
+        }
+        None if old_key_meta.is_some() => (
+            CertWork::FixKey,
+            format!("the key must be 0600 {}:{}", want.owner, want.group),
+            false,
+        ),
+        None => return None,
+    };
+    Some(CertChange {
+        cert: want.cert.clone(),
+        key: want.key.clone(),
+        action,
+        reason: printable(&reason),
+        new_key,
+        names: want.spec.sans.iter().map(ToString::to_string).collect(),
+        old_key_meta,
+        notify: want.notify.clone(),
+        desired: want.clone(),
+    })
 }
 
 /// The change one file needs, with its diff; `None` when it is in place.
@@ -366,6 +526,7 @@ fn drift_action(role: &DesiredRole, actions: &[Action]) -> Option<Action> {
 fn role_actions(
     role: &DesiredRole,
     files: &[FileChange],
+    certs: &[CertChange],
     facts: &Facts,
     serving: bool,
     fresh: bool,
@@ -374,6 +535,18 @@ fn role_actions(
     let content_changed: Vec<&FileChange> = files
         .iter()
         .filter(|f| f.action != FileAction::Metadata)
+        .collect();
+    // (what it notifies, whether a changed line asks for a restart) of every new content:
+    // files, and certificates (a fixed key mode is no new content).
+    let notified: Vec<(&Notify, bool)> = content_changed
+        .iter()
+        .map(|f| (&f.notify, f.restart_because.is_some()))
+        .chain(
+            certs
+                .iter()
+                .filter(|c| c.action != CertWork::FixKey)
+                .map(|c| (&c.notify, false)),
+        )
         .collect();
     if facts.init == Init::Systemd
         && content_changed.iter().any(|f| {
@@ -387,12 +560,12 @@ fn role_actions(
     if let Some(svc) = &role.service {
         let name = svc.name.clone();
         let state = facts.services.get(&name);
-        let wants_restart = content_changed.iter().any(|f| {
-            f.notify == Notify::Service(NotifyKind::Restart) || f.restart_because.is_some()
-        });
-        let wants_reload = content_changed
+        let wants_restart = notified
             .iter()
-            .any(|f| f.notify == Notify::Service(NotifyKind::Reload));
+            .any(|(n, because)| **n == Notify::Service(NotifyKind::Restart) || *because);
+        let wants_reload = notified
+            .iter()
+            .any(|(n, _)| **n == Notify::Service(NotifyKind::Reload));
         if !serving && svc.enabled {
             if wants_restart || wants_reload {
                 actions.push(Action::Restart {
@@ -419,9 +592,9 @@ fn role_actions(
         }
     }
     for (handler, command) in &role.handlers {
-        if content_changed
+        if notified
             .iter()
-            .any(|f| f.notify == Notify::Handler(handler.clone()))
+            .any(|(n, _)| **n == Notify::Handler(handler.clone()))
         {
             actions.push(Action::Run {
                 handler: handler.clone(),
@@ -472,7 +645,7 @@ fn unified_diff(path: &str, before: &[u8], after: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::desired::sha256_hex;
-    use crate::facts::{FileFact, ServiceFact};
+    use crate::facts::{FileFact, KeyFact, ServiceFact};
     use crate::inventory::Host;
     use crate::role::Service;
 
@@ -487,6 +660,7 @@ mod tests {
                 vars: Default::default(),
             },
             roles: vec![DesiredRole {
+                certificates: vec![],
                 name: "nginx".into(),
                 packages: vec!["nginx".into()],
                 service: Some(Service {
@@ -542,6 +716,7 @@ mod tests {
             drifted: Default::default(),
             stale_temps: Default::default(),
             locked_by: None,
+            certs: vec![],
         }
     }
 
@@ -558,7 +733,7 @@ mod tests {
         let before = [("/etc/nginx/nginx.conf".to_string(), old.as_bytes().to_vec())]
             .into_iter()
             .collect();
-        plan_host(&d, &f, &before, &Secrets::default())
+        plan_host(&d, &f, &before, &Secrets::default(), None)
     }
 
     #[test]
@@ -656,6 +831,7 @@ mod tests {
             &facts(Some("b\n"), 0o644, true, "active"),
             &BTreeMap::new(),
             &Secrets::default(),
+            None,
         );
         assert!(p.roles[0].serving && !p.interrupts_serving());
     }
@@ -672,6 +848,7 @@ mod tests {
                 &facts(Some("old\n"), 0o644, true, active),
                 &BTreeMap::new(),
                 &Secrets::default(),
+                None,
             )
         };
         let restart = Notify::Service(NotifyKind::Restart);
@@ -692,6 +869,7 @@ mod tests {
             &facts(Some("a\n"), 0o644, true, "active"),
             &BTreeMap::new(),
             &Secrets::default(),
+            None,
         );
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(p.change_count(), 0);
@@ -706,6 +884,7 @@ mod tests {
             &facts(Some("a\nb\n"), 0o644, true, "active"),
             &old,
             &Secrets::default(),
+            None,
         );
         let f = &p.roles[0].files[0];
         assert_eq!(f.action, FileAction::Update);
@@ -730,6 +909,7 @@ mod tests {
             &facts(Some("a\n"), 0o600, true, "active"),
             &BTreeMap::new(),
             &Secrets::default(),
+            None,
         );
         let f = &p.roles[0].files[0];
         assert_eq!(f.action, FileAction::Metadata);
@@ -744,6 +924,7 @@ mod tests {
             &facts(None, 0, false, "inactive"),
             &BTreeMap::new(),
             &Secrets::default(),
+            None,
         );
         assert_eq!(p.packages_to_install, vec!["nginx"]);
         assert_eq!(p.roles[0].files[0].action, FileAction::Create);
@@ -769,6 +950,7 @@ mod tests {
             &f,
             &BTreeMap::new(),
             &Secrets::default(),
+            None,
         );
         assert_eq!(p.roles[0].files[0].action, FileAction::Unfinished);
         assert!(p.roles[0].files[0].diff.is_none());
@@ -789,6 +971,7 @@ mod tests {
             &f,
             &BTreeMap::new(),
             &Secrets::default(),
+            None,
         );
         assert!(p.roles[0].files.is_empty());
         assert_eq!(
@@ -813,6 +996,7 @@ mod tests {
             },
             &old,
             &Secrets::default(),
+            None,
         );
         assert_eq!(
             p.roles[0].actions,
@@ -829,6 +1013,7 @@ mod tests {
             &facts(Some("a\n"), 0o644, true, "failed"),
             &BTreeMap::new(),
             &Secrets::default(),
+            None,
         );
         assert_eq!(
             p.roles[0].actions,
@@ -857,6 +1042,7 @@ mod tests {
             &f,
             &old,
             &Secrets::default(),
+            None,
         );
         let text = crate::report::plan_text(&p, false);
         assert!(
@@ -878,6 +1064,7 @@ mod tests {
             &facts(Some("pw=old-secret\n"), 0o644, true, "active"),
             &BTreeMap::new(),
             &secrets,
+            None,
         );
         assert!(p.roles[0].files[0].diff.is_none());
         let old: BTreeMap<String, Vec<u8>> =
@@ -887,6 +1074,7 @@ mod tests {
             &facts(Some("x\n"), 0o644, true, "active"),
             &old,
             &secrets,
+            None,
         );
         let d = p.roles[0].files[0].diff.clone().unwrap_or_default();
         assert!(!d.contains("s3cr3t") && d.contains("********"), "{d}");
@@ -920,6 +1108,7 @@ mod tests {
 
     fn role(files: Vec<DesiredFile>, service: Option<Service>) -> DesiredRole {
         DesiredRole {
+            certificates: vec![],
             name: "app".into(),
             packages: vec!["app".into()],
             service,
@@ -967,7 +1156,7 @@ mod tests {
     }
 
     fn plan_of(h: &DesiredHost, f: &Facts) -> HostPlan {
-        plan_host(h, f, &BTreeMap::new(), &Secrets::default())
+        plan_host(h, f, &BTreeMap::new(), &Secrets::default(), None)
     }
 
     fn restart() -> Action {
@@ -1165,7 +1354,7 @@ mod tests {
                 BTreeMap::new()
             };
             let f = host_facts(&[(CONF, fact)], "active");
-            let p = plan_host(&h, &f, &old, &Secrets::default());
+            let p = plan_host(&h, &f, &old, &Secrets::default(), None);
             assert_eq!(p.roles[0].files[0].diff.as_deref(), diff, "{case}");
         }
     }
@@ -1175,7 +1364,7 @@ mod tests {
         let old: BTreeMap<String, Vec<u8>> = [(CONF.to_string(), b"b".to_vec())].into();
         let h = host(vec![role(vec![file(CONF, "a", Notify::None)], None)]);
         let f = host_facts(&[(CONF, on_disk("b", 0o644, "root", "root"))], "active");
-        let p = plan_host(&h, &f, &old, &Secrets::default());
+        let p = plan_host(&h, &f, &old, &Secrets::default(), None);
         let d = p.roles[0].files[0].diff.clone().unwrap_or_default();
         assert!(d.contains("-b") && d.contains("+a"), "{d:?}");
         assert!(d.ends_with('\n') && !d.ends_with("\n\n"), "{d:?}");
@@ -1694,21 +1883,7 @@ mod tests {
     }
 
     fn change_stub(path: &str) -> FileChange {
-        let f = file(path, "", Notify::None);
-        FileChange {
-            restart_because: None,
-            path: path.into(),
-            action: FileAction::Create,
-            mode: "0644".into(),
-            owner: "root".into(),
-            group: "root".into(),
-            old_mode: None,
-            old_owner: None,
-            diff: None,
-            sensitive: false,
-            notify: Notify::None,
-            file: f,
-        }
+        FileChange::new_content(file(path, "", Notify::None), FileAction::Create)
     }
 
     fn plan_with(packages: usize, temps: usize, files: &[usize], actions: &[usize]) -> HostPlan {
@@ -1729,6 +1904,7 @@ mod tests {
                     role: "r".into(),
                     drift: None,
                     files: (0..nf).map(|i| change_stub(&format!("/f{i}"))).collect(),
+                    certificates: Vec::new(),
                     actions: vec![Action::DaemonReload; na],
                     validate: None,
                     health: vec![],
@@ -1802,5 +1978,193 @@ mod tests {
         for (action, text) in rows {
             assert_eq!(action.to_string(), text);
         }
+    }
+
+    // ---- certificates ---------------------------------------------------------------
+
+    /// A CA, and a host key's CSR and public half.
+    struct Pki {
+        ca: Ca,
+        csr: String,
+        public: String,
+    }
+
+    fn pki() -> Pki {
+        let (cert, key) = crate::pki::testing::test_ca("test internal CA");
+        let (csr, public) = crate::pki::testing::test_csr("web1");
+        Pki {
+            ca: Ca::load(&cert, &key).expect("test CA"),
+            csr,
+            public,
+        }
+    }
+
+    fn spec(names: &[&str]) -> crate::pki::CertSpec {
+        crate::pki::CertSpec {
+            common_name: names[0].to_string(),
+            sans: names
+                .iter()
+                .map(|n| crate::pki::San::parse(n).expect("name"))
+                .collect(),
+            validity_days: 90,
+        }
+    }
+
+    /// web1 with its nginx config in place and one certificate (notify reload).
+    fn with_cert(names: &[&str]) -> DesiredHost {
+        let mut d = desired("same\n", reload(), false);
+        d.roles[0].certificates = vec![DesiredCert {
+            cert: "/etc/nginx/internal/web.crt".into(),
+            key: "/etc/nginx/internal/web.key".into(),
+            owner: "root".into(),
+            group: "root".into(),
+            spec: spec(names),
+            notify: reload(),
+        }];
+        d
+    }
+
+    fn key(mode: u32, owner: &str, public: Option<&str>) -> KeyFact {
+        KeyFact {
+            mode,
+            owner: owner.into(),
+            group: "root".into(),
+            public_pem: public.map(str::to_string),
+        }
+    }
+
+    /// The facts of [`with_cert`]'s host, with this key and certificate.
+    fn cert_facts(key: Option<KeyFact>, cert: Option<String>) -> Facts {
+        let mut f = facts(Some("same\n"), 0o644, true, "active");
+        f.certs = vec![CertFact {
+            key,
+            cert_pem: cert,
+        }];
+        f
+    }
+
+    fn plan_at(d: &DesiredHost, f: &Facts, ca: &Ca, now: SystemTime, days: u64) -> HostPlan {
+        let check = CertCheck {
+            ca,
+            now,
+            renew_within: Duration::from_secs(days * 86_400),
+        };
+        plan_host(d, f, &BTreeMap::new(), &Secrets::default(), Some(&check))
+    }
+
+    #[test]
+    fn a_host_without_key_gets_one_made_and_a_certificate_then_a_reload() {
+        let p = pki();
+        let d = with_cert(&["web1", "web", "172.30.77.21"]);
+        let plan = plan_at(&d, &cert_facts(None, None), &p.ca, SystemTime::now(), 30);
+        let c = &plan.roles[0].certificates;
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].action, c[0].new_key), (CertWork::Issue, true));
+        assert_eq!(c[0].names, ["DNS:web1", "DNS:web", "IP:172.30.77.21"]);
+        assert_eq!(
+            plan.roles[0].actions,
+            [Action::Reload {
+                service: "nginx".into()
+            }]
+        );
+        assert_eq!(plan.change_count(), 2);
+        assert!(!plan.is_empty());
+    }
+
+    #[test]
+    fn a_key_without_certificate_is_kept_and_a_certificate_issued() {
+        let p = pki();
+        let d = with_cert(&["web1"]);
+        let f = cert_facts(Some(key(0o600, "root", Some(&p.public))), None);
+        let plan = plan_at(&d, &f, &p.ca, SystemTime::now(), 30);
+        let c = &plan.roles[0].certificates[0];
+        assert_eq!((c.action, c.new_key), (CertWork::Issue, false));
+        assert_eq!(c.old_key_meta, None);
+    }
+
+    #[test]
+    fn a_converged_certificate_is_never_signed_again_and_a_drifted_key_mode_is_fixed_alone() {
+        let p = pki();
+        let d = with_cert(&["web1", "172.30.77.21"]);
+        let now = SystemTime::now();
+        let cert =
+            p.ca.sign(&p.csr, &d.roles[0].certificates[0].spec, now)
+                .expect("sign");
+        let f = cert_facts(
+            Some(key(0o600, "root", Some(&p.public))),
+            Some(cert.clone()),
+        );
+        let plan = plan_at(&d, &f, &p.ca, now, 30);
+        assert!(plan.is_empty(), "{plan:?}");
+
+        let f = cert_facts(Some(key(0o644, "www-data", Some(&p.public))), Some(cert));
+        let plan = plan_at(&d, &f, &p.ca, now, 30);
+        let c = &plan.roles[0].certificates;
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].action, CertWork::FixKey);
+        assert_eq!(c[0].old_key_meta.as_deref(), Some("0644 www-data:root"));
+        assert!(
+            plan.roles[0].actions.is_empty(),
+            "a key's mode needs no reload: {:?}",
+            plan.roles[0].actions
+        );
+    }
+
+    #[test]
+    fn renewal_follows_the_window_and_names_changes_reissue() {
+        let p = pki();
+        let d = with_cert(&["web1"]);
+        let issued = SystemTime::now();
+        let cert =
+            p.ca.sign(&p.csr, &d.roles[0].certificates[0].spec, issued)
+                .expect("sign");
+        let f = cert_facts(Some(key(0o600, "root", Some(&p.public))), Some(cert));
+        // 90 days of validity: a 100-day window renews it, a 30-day one does not.
+        let plan = plan_at(&d, &f, &p.ca, issued, 100);
+        assert_eq!(plan.roles[0].certificates[0].action, CertWork::Renew);
+        assert!(plan.interrupts_serving(), "a reload of a serving nginx");
+        assert!(plan_at(&d, &f, &p.ca, issued, 30).is_empty());
+        // 61 days later the 30-day window has come.
+        let later = issued + Duration::from_secs(61 * 86_400);
+        assert_eq!(
+            plan_at(&d, &f, &p.ca, later, 30).roles[0].certificates[0].action,
+            CertWork::Renew
+        );
+        let more_names = with_cert(&["web1", "web"]);
+        let plan = plan_at(&more_names, &f, &p.ca, issued, 30);
+        let c = &plan.roles[0].certificates[0];
+        assert_eq!((c.action, c.new_key), (CertWork::Reissue, false));
+        assert!(c.reason.contains("DNS:web"), "{}", c.reason);
+    }
+
+    #[test]
+    fn what_a_host_sends_that_does_not_parse_is_issued_again() {
+        let p = pki();
+        let d = with_cert(&["web1"]);
+        let garbage = Some("-----BEGIN CERTIFICATE-----\n\u{1b}[31m\n".to_string());
+        let f = cert_facts(Some(key(0o600, "root", Some("not a key"))), garbage);
+        let c = &plan_at(&d, &f, &p.ca, SystemTime::now(), 30).roles[0].certificates[0];
+        // The key is kept (its CSR step says whether it is damaged).
+        assert_eq!((c.action, c.new_key), (CertWork::Issue, false));
+        assert!(c.reason.contains("could not be read"), "{}", c.reason);
+        // A good key, a certificate that does not parse: issued again, same key.
+        let garbage = Some("-----BEGIN CERTIFICATE-----\n\u{1b}[31m\n".to_string());
+        let f = cert_facts(Some(key(0o600, "root", Some(&p.public))), garbage);
+        let c = &plan_at(&d, &f, &p.ca, SystemTime::now(), 30).roles[0].certificates[0];
+        assert_eq!((c.action, c.new_key), (CertWork::Issue, false));
+        assert!(!c.reason.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn without_a_ca_to_check_against_certificates_are_not_planned() {
+        let d = with_cert(&["web1"]);
+        let p = plan_host(
+            &d,
+            &cert_facts(None, None),
+            &BTreeMap::new(),
+            &Secrets::default(),
+            None,
+        );
+        assert!(p.is_empty());
     }
 }

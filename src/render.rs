@@ -2,10 +2,11 @@
 //!
 //! Pure: reads the project's files once ([`Project::load`]), then renders in memory.
 
-use crate::desired::{DesiredFile, DesiredHost, DesiredRole};
+use crate::desired::{DesiredCert, DesiredFile, DesiredHost, DesiredRole};
 use crate::diag::Diagnostic;
-use crate::inventory::{Host, Inventory};
-use crate::role::{self, Role, RoleFile, Source, TreeValidate};
+use crate::inventory::{Host, Inventory, Pki};
+use crate::pki::{CertSpec, San};
+use crate::role::{self, Role, RoleCertificate, RoleFile, Source, TreeValidate};
 use crate::secrets::Secrets;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -83,6 +84,7 @@ impl Project {
                 templates_dir: &self.templates_dir,
                 role,
                 host,
+                pki: inv.pki.as_ref(),
             };
             roles.push(rctx.role(real)?);
         }
@@ -195,6 +197,7 @@ struct RenderCtx<'a> {
     templates_dir: &'a Path,
     role: &'a Role,
     host: &'a Host,
+    pki: Option<&'a Pki>,
 }
 
 impl RenderCtx<'_> {
@@ -230,7 +233,13 @@ impl RenderCtx<'_> {
             .as_deref()
             .map(|c| self.command(c))
             .transpose()?;
+        let certificates = role
+            .certificates
+            .iter()
+            .map(|c| self.certificate(c))
+            .collect::<Result<Vec<_>, Diagnostic>>()?;
         Ok(DesiredRole {
+            certificates,
             drift_check,
             name: role.name.clone(),
             packages: role.packages.clone(),
@@ -291,6 +300,69 @@ impl RenderCtx<'_> {
             .unwrap_or(true)
     }
 
+    /// A certificate for this host: its names rendered and checked (DNS names or IP
+    /// addresses, duplicates dropped; the first is the common name), the lifetime from the
+    /// inventory's `pki:`.
+    fn certificate(&self, c: &RoleCertificate) -> Result<DesiredCert, Diagnostic> {
+        let role_yml = self.role.dir.join("role.yml");
+        let Some(pki) = self.pki else {
+            return Err(Diagnostic::at(
+                &role_yml,
+                c.at,
+                format!(
+                    "role `{}` issues the certificate {} (host `{}`), but the inventory has no `pki:`",
+                    self.role.name, c.cert, self.host.name
+                ),
+            )
+            .with_hint(
+                "add `pki: {ca: internal_ca, ca_key: internal_ca_key}` to the inventory, both declared under `secrets:`",
+            ));
+        };
+        let mut sans: Vec<San> = Vec::new();
+        for n in &c.names {
+            let text = self
+                .tera
+                .render_str(n, self.ctx, false)
+                .map_err(|e| tera_diag(self.templates_dir, &e, Some(&self.host.name)))?;
+            let san = San::parse(text.trim()).map_err(|e| {
+                Diagnostic::at(
+                    &role_yml,
+                    c.at,
+                    format!(
+                        "certificate {} (host `{}`): name `{n}`: {e}",
+                        c.cert, self.host.name
+                    ),
+                )
+            })?;
+            if !sans.contains(&san) {
+                sans.push(san);
+            }
+        }
+        let common_name = match sans.first() {
+            Some(San::Dns(d)) => d.clone(),
+            Some(San::Ip(ip)) => ip.to_string(),
+            None => {
+                return Err(Diagnostic::at(
+                    &role_yml,
+                    c.at,
+                    format!("certificate {}: `names` is empty", c.cert),
+                ));
+            }
+        };
+        Ok(DesiredCert {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            owner: c.owner.clone(),
+            group: c.group.clone(),
+            spec: CertSpec {
+                common_name,
+                sans,
+                validity_days: pki.validity_days,
+            },
+            notify: c.notify.clone(),
+        })
+    }
+
     /// Commands in role.yml (validators, handlers, health checks) may use vars too.
     fn command(&self, cmd: &str) -> Result<String, Diagnostic> {
         if !cmd.contains("{{") && !cmd.contains("{%") {
@@ -349,6 +421,11 @@ fn context(
     let mut ctx = vars;
     ctx.insert("domain".into(), json!(inv.domain));
     ctx.insert("vip".into(), json!(inv.vip.map(|v| v.to_string())));
+    // The internal CA's secret's name (`secrets[pki.ca]` is its certificate bundle).
+    ctx.insert(
+        "pki".into(),
+        json!(inv.pki.as_ref().map(|p| json!({"ca": p.ca}))),
+    );
     ctx.insert("host".into(), host_json(inv, host));
     ctx.insert(
         "hosts".into(),
@@ -600,6 +677,55 @@ mod tests {
             .iter()
             .map(|h| project.render_host(inv, h, &values, &real))
             .collect()
+    }
+
+    /// Every lab host's certificates carry its name, its tier's name and its address, for
+    /// the inventory's lifetime; without `pki:` the roles that issue certificates refuse to
+    /// render, naming the role and what to add.
+    #[test]
+    fn certificates_render_with_the_hosts_names_and_need_a_pki() {
+        let (project, inv) =
+            lab(|t| t.replace("  validity: 90 ", "  validity: 45 ")).expect("loads");
+        let hosts = render_all(&project, &inv).expect("renders");
+        let web1 = hosts.iter().find(|h| h.host.name == "web1").expect("web1");
+        let nginx = web1
+            .roles
+            .iter()
+            .find(|r| r.name == "nginx")
+            .expect("nginx");
+        let spec = &nginx.certificates[0].spec;
+        let names: Vec<String> = spec.sans.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["DNS:web1", "DNS:web", "IP:172.30.77.21"]);
+        assert_eq!(
+            (spec.common_name.as_str(), spec.validity_days),
+            ("web1", 45)
+        );
+
+        let without = |t: &str| {
+            let start = t.find("\npki:\n").expect("pki");
+            let end = t[start + 1..].find("\n\n").expect("end") + start + 1;
+            format!("{}{}", &t[..start], &t[end..])
+        };
+        let (project, inv) = lab(without).expect("loads");
+        let e = render_all(&project, &inv)
+            .map(|_| ())
+            .expect_err("no pki")
+            .to_string();
+        assert!(
+            e.contains("the pki role needs the inventory's `pki:`"),
+            "{e}"
+        );
+        // Without the pki role too: the first role issuing a certificate says it.
+        let (project, inv) =
+            lab(|t| without(t).replace("firewall, pki, ", "firewall, ")).expect("loads");
+        let e = render_all(&project, &inv)
+            .map(|_| ())
+            .expect_err("no pki")
+            .to_string();
+        assert!(
+            e.contains("role `haproxy` issues the certificate /etc/haproxy/internal/client.crt (host `lb1`), but the inventory has no `pki:`"),
+            "{e}"
+        );
     }
 
     /// Issue 10, finding 2: `db_name: foo-bar` passed `check` and rendered

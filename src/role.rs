@@ -27,7 +27,34 @@ pub struct Role {
     /// Vars the role uses as identifiers (SQL names, unit or user names...): each must be
     /// letters, digits and `_`, checked for every host before it renders.
     pub identifiers: Vec<String>,
+    /// Certificates of the internal CA (`certificates:`): the private key is made on the
+    /// host and never leaves it; the tool signs the host's CSR. Issued before the role's
+    /// files are validated, so a config that names them checks against them.
+    pub certificates: Vec<RoleCertificate>,
 }
+
+/// One `certificates:` entry.
+#[derive(Debug, Clone)]
+pub struct RoleCertificate {
+    /// Where the certificate goes (PEM, mode 0644, root's).
+    pub cert: String,
+    /// Where the private key is made (mode 0600, `owner`:`group`).
+    pub key: String,
+    pub owner: String,
+    pub group: String,
+    /// Subject alternative names, Tera expressions rendered per host (the first is also
+    /// the common name): DNS names or IP addresses.
+    pub names: Vec<String>,
+    /// What a new certificate triggers (the service reads it on reload).
+    pub notify: Notify,
+    /// Where the entry is written, for messages.
+    pub at: Location,
+}
+
+/// The names a certificate gets when its entry lists none: the host's name, its tier's
+/// name (what a client of the tier verifies, e.g. `proxy_ssl_name app`) and its address.
+pub const DEFAULT_CERT_NAMES: [&str; 3] =
+    ["{{ host.name }}", "{{ host.tier }}", "{{ host.address }}"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Service {
@@ -130,6 +157,23 @@ struct RawRole {
     drift_check: Option<Spanned<String>>,
     #[serde(default)]
     identifiers: Vec<Spanned<String>>,
+    #[serde(default)]
+    certificates: Vec<Spanned<RawCertificate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificate {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    names: Vec<Spanned<String>>,
+    #[serde(default)]
+    notify: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +305,11 @@ pub fn parse(
         let file = checks.file(f, &files)?;
         files.push(file);
     }
+    let mut certificates: Vec<RoleCertificate> = Vec::new();
+    for c in raw.certificates {
+        let cert = checks.certificate(c, &files, &certificates)?;
+        certificates.push(cert);
+    }
     let validate = check_tree_validate(path, raw.validate)?;
     if let Some(d) = &raw.drift_check {
         check_command(path, d.referenced, "drift_check", &d.value)?;
@@ -291,6 +340,7 @@ pub fn parse(
         handlers,
         health: raw.health.into_iter().map(health_check).collect(),
         identifiers: check_identifier_names(path, raw.identifiers)?,
+        certificates,
     })
 }
 
@@ -564,16 +614,7 @@ impl FileChecks<'_> {
             }
             restart_if_changed.push(w.value);
         }
-        for (field, v) in [("owner", &f.owner), ("group", &f.group)] {
-            if let Some(v) = v
-                && !is_user_name(v)
-            {
-                return Err(self.at(
-                    loc,
-                    format!("{field} `{v}` is not a valid user or group name"),
-                ));
-            }
-        }
+        self.owner_group(loc, &f.owner, &f.group)?;
         Ok(RoleFile {
             source,
             dest,
@@ -668,6 +709,73 @@ impl FileChecks<'_> {
             ));
         }
         Ok(d)
+    }
+
+    /// One `certificates:` entry: two paths no file or other certificate of the role
+    /// uses, the key's owner and group, names (templated: checked at render), notify.
+    fn certificate(
+        &self,
+        c: Spanned<RawCertificate>,
+        files: &[RoleFile],
+        earlier: &[RoleCertificate],
+    ) -> Result<RoleCertificate, Diagnostic> {
+        let loc = c.referenced;
+        let c = c.value;
+        let cert = self.dest(&c.cert, files)?;
+        let key = self.dest(&c.key, files)?;
+        for p in [&c.cert, &c.key] {
+            let taken = earlier
+                .iter()
+                .any(|e| e.cert == p.value || e.key == p.value);
+            if taken || c.cert.value == c.key.value {
+                return Err(self.at(
+                    p.referenced,
+                    format!(
+                        "`{}` is used by two certificates or keys of this role",
+                        p.value
+                    ),
+                ));
+            }
+        }
+        self.owner_group(loc, &c.owner, &c.group)?;
+        let notify = match &c.notify {
+            None => Notify::None,
+            Some(n) => self.notify(n)?,
+        };
+        let names = if c.names.is_empty() {
+            DEFAULT_CERT_NAMES.iter().map(|n| n.to_string()).collect()
+        } else {
+            c.names.into_iter().map(|n| n.value).collect()
+        };
+        Ok(RoleCertificate {
+            cert,
+            key,
+            owner: c.owner.unwrap_or_else(|| "root".into()),
+            group: c.group.unwrap_or_else(|| "root".into()),
+            names,
+            notify,
+            at: loc,
+        })
+    }
+
+    /// `owner:` and `group:`, when given, are user or group names.
+    fn owner_group(
+        &self,
+        loc: Location,
+        owner: &Option<String>,
+        group: &Option<String>,
+    ) -> Result<(), Diagnostic> {
+        for (field, v) in [("owner", owner), ("group", group)] {
+            if let Some(v) = v
+                && !is_user_name(v)
+            {
+                return Err(self.at(
+                    loc,
+                    format!("{field} `{v}` is not a valid user or group name"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `notify:` none, reload or restart (which need the role's service), or a handler.
@@ -808,6 +916,52 @@ health:
         assert_eq!(r.files[0].notify, Notify::Service(NotifyKind::Reload));
         assert_eq!(r.health[0].retries, 10);
         assert!(r.service.as_ref().is_some_and(|s| s.reload && s.enabled));
+    }
+
+    #[test]
+    fn certificates_get_default_names_and_their_errors_are_located() {
+        let d = fixture();
+        let with = |entry: &str| ROLE.replace("health:", &format!("certificates:\n{entry}health:"));
+        let r = parse_role(
+            &d,
+            &with(
+                "  - cert: /etc/nginx/web.crt\n    key: /etc/nginx/web.key\n    notify: reload\n",
+            ),
+        )
+        .expect("valid");
+        let c = &r.certificates[0];
+        assert_eq!((c.owner.as_str(), c.group.as_str()), ("root", "root"));
+        assert_eq!(c.names, DEFAULT_CERT_NAMES);
+        assert_eq!(c.notify, Notify::Service(NotifyKind::Reload));
+        for (entry, error) in [
+            (
+                "  - cert: /etc/nginx/site.conf\n    key: /etc/k\n",
+                "dest `/etc/nginx/site.conf` is listed twice in this role",
+            ),
+            (
+                "  - cert: /etc/a.crt\n    key: /etc/a.crt\n",
+                "is used by two certificates or keys",
+            ),
+            (
+                "  - cert: /etc/a.crt\n    key: /etc/a.key\n  - cert: /etc/b.crt\n    key: /etc/a.key\n",
+                "`/etc/a.key` is used by two certificates or keys",
+            ),
+            (
+                "  - cert: etc/a.crt\n    key: /etc/a.key\n",
+                "must be an absolute file path",
+            ),
+            (
+                "  - cert: /etc/a.crt\n    key: /etc/a.key\n    owner: \"r oot\"\n",
+                "owner `r oot` is not a valid user or group name",
+            ),
+            (
+                "  - cert: /etc/a.crt\n    key: /etc/a.key\n    notify: relaod\n",
+                "notify `relaod` is not reload",
+            ),
+        ] {
+            let e = parse_role(&d, &with(entry)).expect_err(entry).to_string();
+            assert!(e.contains(error) && e.contains("role.yml:"), "{entry}: {e}");
+        }
     }
 
     /// Review finding 4: a folder others can write to is refused at upload unless the

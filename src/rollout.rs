@@ -137,6 +137,8 @@ pub struct Context<'a> {
     pub interrupted: &'a AtomicBool,
     /// The apply lock taken on each host (`None` in tests of the rollout order).
     pub lock: Option<apply::HostLock>,
+    /// The internal CA that signs the hosts' certificate requests.
+    pub ca: Option<&'a crate::pki::Ca>,
 }
 
 /// Sorts hosts into rollout order: by tier, and within a tier the VIP holder last.
@@ -389,6 +391,7 @@ async fn apply_one<T: Transport>(
         interrupted: cx.interrupted,
         limits: apply::Limits::default(),
         lock: cx.lock.clone(),
+        ca: cx.ca,
     };
     let mut o = apply::apply_host(&remote, plan).await;
     if let Some(d) = drain.filter(|_| !matches!(o, Outcome::Unreachable(_))) {
@@ -573,6 +576,7 @@ mod tests {
                 role: format!("{tier}-role"),
                 drift: None,
                 files: Vec::new(),
+                certificates: Vec::new(),
                 actions: vec![Action::Run {
                     handler: "touch".into(),
                     command: format!("echo {host}"),
@@ -629,6 +633,7 @@ mod tests {
             reporter: &reporter,
             interrupted: &script.interrupted,
             lock: None,
+            ca: None,
         };
         apply_all(hs, &[], rules, &cx).await;
     }
@@ -1007,6 +1012,7 @@ mod tests {
             reporter: &reporter,
             interrupted: &script.interrupted,
             lock: None,
+            ca: None,
         };
         plan_drains(&mut hs, &rules, |_| vec!["lb1".into(), "lb2".into()]);
         assert!(hs.iter().filter(|h| h.tier == "web").all(|h| {

@@ -14,6 +14,7 @@
 //! - `scripts.rs`: the shell scripts, pure builders with exact-string tests.
 //! - this file: the order of the steps, and the rollback.
 
+mod certs;
 mod lock;
 mod remote;
 mod scripts;
@@ -62,11 +63,7 @@ pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Out
 
 /// Applies one host's plan (the lock, if any, is held).
 async fn apply_unlocked<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
-    let pending: Vec<&RolePlan> = plan
-        .roles
-        .iter()
-        .filter(|role| !role.files.is_empty() || !role.actions.is_empty())
-        .collect();
+    let pending: Vec<&RolePlan> = plan.roles.iter().filter(|role| !role.is_empty()).collect();
     let mut applied: Vec<String> = Vec::new();
     match apply_roles(r, plan, &pending, &mut applied).await {
         Ok(()) => Outcome::Changed(plan.change_count()),
@@ -152,13 +149,16 @@ struct Staged<'a> {
     tmp: String,
 }
 
-/// One role: upload (1), validate (2), swap and owners/modes in place (3), handlers (4),
-/// health checks (5), then the backups go. A failure after the swap rolls back.
+/// One role: its certificates (0, see `certs.rs`), upload (1), validate (2), swap and
+/// owners/modes in place (3), handlers (4), health checks (5), then the backups go. A
+/// failure after the swap rolls back (the role's files; a new certificate stays: it is
+/// valid on its own).
 async fn apply_role<T: Transport>(
     r: &Remote<'_, T>,
     init: Init,
     role: &RolePlan,
 ) -> Result<(), StepError> {
+    certs::issue(r, role).await?;
     let staged = upload(r, role).await?;
     validate(r, role, &staged).await?;
     // The last point where Ctrl-C abandons the role: from here on it is finished (or
@@ -593,6 +593,7 @@ mod tests {
                 interrupts: None,
                 role: "site".into(),
                 drift: None,
+                certificates: vec![],
                 files: vec![FileChange {
                     restart_because: None,
                     path: dest.into(),
@@ -647,6 +648,7 @@ mod tests {
                 interrupted: &self.interrupted,
                 limits,
                 lock,
+                ca: None,
             }
         }
     }
@@ -713,6 +715,7 @@ mod lock_tests {
             secrets: &secrets,
             vip: None,
             lock: Some(test_lock(dir.path(), "planner")),
+            certs: None,
         };
         let desired = crate::desired::DesiredHost {
             host: crate::inventory::Host {
@@ -736,6 +739,7 @@ mod lock_tests {
                 handlers: vec![],
                 health: vec![],
                 drift_check: None,
+                certificates: vec![],
             }],
         };
         let p = reader.plan(&desired).await.expect("planned");

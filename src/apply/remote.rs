@@ -132,6 +132,8 @@ pub struct Remote<'a, T: Transport> {
     pub limits: Limits,
     /// The host's apply lock and audit log (`None`: no lock, as in most tests).
     pub lock: Option<super::HostLock>,
+    /// The internal CA that signs the host's certificate requests.
+    pub ca: Option<&'a crate::pki::Ca>,
 }
 
 /// How a step of apply failed.

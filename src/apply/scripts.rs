@@ -2,7 +2,7 @@
 //! exact-string tests (and, where a real filesystem tells more, run locally in a temp
 //! folder). Every value in them passes through [`quote`].
 
-use crate::plan::{Action, FileChange};
+use crate::plan::{Action, CertChange, CertWork, FileChange};
 use crate::shell::{self, Init, quote};
 use std::time::Duration;
 
@@ -32,15 +32,10 @@ pub fn upload_script(c: &FileChange) -> String {
     let folder_check = if c.file.shared_dir {
         String::new()
     } else {
-        format!(
-            "p=$(readlink -f -- {dir})\nwhile :; do\n  \
-             s=$(stat -c '%u %g %A' -- \"$p\")\n  u=${{s%% *}}; a=${{s##* }}; g=${{s#* }}; g=${{g%% *}}; ok=1\n  \
-             [ \"$u\" = 0 ] || ok=\n  case $a in ????????w*) ok= ;; ?????w*) [ \"$g\" = 0 ] || ok= ;; esac\n  \
-             if [ -z \"$ok\" ]; then echo \"refusing {shown}: the folder $p is writable by others than root \
-             (uid gid mode: $s); make it root's, or set shared_dir: true on this file in role.yml\" >&2; exit 1; fi\n  \
-             [ \"$p\" = / ] && break\n  p=${{p%/*}}; [ -n \"$p\" ] || p=/\ndone\n",
-            dir = quote(dir),
-            shown = shown(&c.path),
+        root_folder_check(
+            dir,
+            &c.path,
+            "or set shared_dir: true on this file in role.yml",
         )
     };
     format!(
@@ -60,6 +55,63 @@ pub fn upload_script(c: &FileChange) -> String {
         owner = quote(&c.owner),
         group = quote(&c.group),
         mode = c.mode,
+    )
+}
+
+/// Refuses (exit 1) when `dir` or a folder above it is writable by others than root: they
+/// could swap a link in while we write `path`.
+fn root_folder_check(dir: &str, path: &str, or: &str) -> String {
+    format!(
+        "p=$(readlink -f -- {dir})\nwhile :; do\n  \
+         s=$(stat -c '%u %g %A' -- \"$p\")\n  u=${{s%% *}}; a=${{s##* }}; g=${{s#* }}; g=${{g%% *}}; ok=1\n  \
+         [ \"$u\" = 0 ] || ok=\n  case $a in ????????w*) ok= ;; ?????w*) [ \"$g\" = 0 ] || ok= ;; esac\n  \
+         if [ -z \"$ok\" ]; then echo \"refusing {shown}: the folder $p is writable by others than root \
+         (uid gid mode: $s); make it root's, {or}\" >&2; exit 1; fi\n  \
+         [ \"$p\" = / ] && break\n  p=${{p%/*}}; [ -n \"$p\" ] || p=/\ndone\n",
+        dir = quote(dir),
+        shown = shown(path),
+    )
+}
+
+/// A certificate's step on the host: the key's folder must be root's; the key is made
+/// when there is none (a temporary file renamed into place, 0600 from the start), its
+/// owner and mode set; then, unless only the key's mode was wrong, the CSR is printed.
+/// The key itself is never printed.
+pub fn csr_script(c: &CertChange) -> String {
+    let (dir, base) = split_path(&c.key);
+    let k = quote(&c.key);
+    let owner = format!("{}:{}", c.desired.owner, c.desired.group);
+    let make_key = if c.new_key {
+        format!(
+            "t={tmp}\nrm -f -- \"$t\"\ntrap 'rm -f \"$t\"' EXIT\n\
+             openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out \"$t\" >/dev/null 2>&1 || \
+             {{ echo 'openssl genpkey failed (is openssl installed?)' >&2; exit 1; }}\n\
+             chown {owner} \"$t\"\nchmod 0600 \"$t\"\nmv -fT -- \"$t\" {k}\ntrap - EXIT\n",
+            tmp = quote(&format!("{dir}/.{base}.fp-key")),
+            owner = quote(&owner),
+        )
+    } else {
+        format!(
+            "[ -f {k} ] || {{ echo \"the key {shown} is gone\" >&2; exit 1; }}\nchown {owner} {k}\nchmod 0600 {k}\n",
+            shown = shown(&c.key),
+            owner = quote(&owner),
+        )
+    };
+    let csr = if c.action == CertWork::FixKey {
+        String::new()
+    } else {
+        format!(
+            "openssl req -new -key {k} -subj {subj} -sha256\n",
+            subj = quote(&format!("/CN={}", c.desired.spec.common_name)),
+        )
+    };
+    format!(
+        "set -e\numask 022\nmkdir -p {d}\n{check}\
+         if [ -L {k} ] || {{ [ -e {k} ] && [ ! -f {k} ]; }}; then echo \"refusing {shown}: it is not a regular file\" >&2; exit 1; fi\n\
+         umask 077\n{make_key}{csr}",
+        d = quote(dir),
+        check = root_folder_check(dir, &c.key, "or keep the key elsewhere"),
+        shown = shown(&c.key),
     )
 }
 
@@ -659,6 +711,113 @@ pub(super) mod tests {
             status_script("mariadb"),
             "systemctl status --no-pager -l -n 0 mariadb 2>&1 | head -n 12\n\
              if command -v journalctl >/dev/null; then journalctl -a -q --no-pager -n 15 -u mariadb 2>&1; fi\n"
+        );
+    }
+
+    // ---- certificates ---------------------------------------------------------------
+
+    fn cert_change(dir: &std::path::Path, work: CertWork, new_key: bool) -> CertChange {
+        let key = dir.join("tls/web.key").to_string_lossy().into_owned();
+        CertChange {
+            cert: dir.join("tls/web.crt").to_string_lossy().into_owned(),
+            key: key.clone(),
+            action: work,
+            reason: "test".into(),
+            new_key,
+            names: vec!["DNS:web1".into()],
+            old_key_meta: None,
+            notify: crate::role::Notify::None,
+            desired: crate::desired::DesiredCert {
+                cert: String::new(),
+                key,
+                owner: "root".into(),
+                group: "root".into(),
+                spec: crate::pki::CertSpec {
+                    common_name: "web1".into(),
+                    sans: vec![crate::pki::San::Dns("web1".into())],
+                    validity_days: 90,
+                },
+                notify: crate::role::Notify::None,
+            },
+        }
+    }
+
+    fn mode_of(p: &str) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    }
+
+    /// On the real filesystem (the folder check wants root's folders: run as root, as
+    /// CI does; skipped otherwise): the key is made 0600 and kept, a CSR comes back and
+    /// signs, the key never shows in the output, a drifted mode is fixed alone.
+    #[test]
+    fn the_csr_script_makes_the_key_once_and_prints_only_the_request() {
+        if !sh("[ \"$(id -u)\" = 0 ] && command -v openssl >/dev/null").0 {
+            eprintln!("skipped: needs root (the key's folder must be root's) and openssl");
+            return;
+        }
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&base).expect("target");
+        let dir = tempfile::tempdir_in(&base).expect("tempdir");
+        sh(&format!(
+            "chmod 0755 {}",
+            quote(&dir.path().to_string_lossy())
+        ));
+        let c = cert_change(dir.path(), CertWork::Issue, true);
+
+        let (ok, out, err) = sh(&csr_script(&c));
+        assert!(ok, "{out}{err}");
+        let key = std::fs::read_to_string(&c.key).expect("the key is made");
+        assert!(key.contains("PRIVATE KEY"));
+        assert_eq!(mode_of(&c.key), 0o600);
+        assert!(
+            !out.contains("PRIVATE") && !err.contains("PRIVATE"),
+            "{out}{err}"
+        );
+        let (ca_cert, ca_key) = crate::pki::testing::test_ca("CA");
+        let ca = crate::pki::Ca::load(&ca_cert, &ca_key).expect("ca");
+        ca.sign(&out, &c.desired.spec, std::time::SystemTime::now())
+            .expect("the request signs");
+
+        // Renewal: the same key, a new request.
+        let again = cert_change(dir.path(), CertWork::Renew, false);
+        let (ok, out2, err) = sh(&csr_script(&again));
+        assert!(ok, "{out2}{err}");
+        assert_eq!(
+            std::fs::read_to_string(&c.key).expect("key"),
+            key,
+            "key kept"
+        );
+        assert!(out2.contains("BEGIN CERTIFICATE REQUEST"));
+
+        // A drifted mode: fixed, no request.
+        sh(&format!("chmod 0644 {}", quote(&c.key)));
+        let fix = cert_change(dir.path(), CertWork::FixKey, false);
+        let (ok, out3, err) = sh(&csr_script(&fix));
+        assert!(ok, "{out3}{err}");
+        assert_eq!(mode_of(&c.key), 0o600);
+        assert!(!out3.contains("REQUEST"), "{out3}");
+
+        // A link where the key goes is refused, and nothing is made through it.
+        std::fs::remove_file(&c.key).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", &c.key).expect("link");
+        let (ok, _, err) = sh(&csr_script(&c));
+        assert!(!ok && err.contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn the_csr_script_never_reads_the_key_out_and_quotes_what_it_names() {
+        let dir = std::path::Path::new("/etc/it's here");
+        let s = csr_script(&cert_change(dir, CertWork::Issue, true));
+        assert!(s.contains("openssl genpkey -algorithm EC"), "{s}");
+        assert!(s.contains("'/etc/it'\\''s here/tls/web.key'"), "{s}");
+        for never in ["cat ", "base64", "-text", "-outform"] {
+            assert!(!s.contains(never), "`{never}` in {s}");
+        }
+        let s = csr_script(&cert_change(dir, CertWork::Renew, false));
+        assert!(
+            !s.contains("genpkey") && s.contains("openssl req -new -key"),
+            "{s}"
         );
     }
 }

@@ -5,13 +5,15 @@
 
 use super::interrupt::{INTERRUPTED, watch_ctrl_c};
 use super::{
-    EXIT_CHANGES, EXIT_FAIL, EXIT_OK, close_sessions, load, render_all, select, ssh_options,
+    EXIT_CHANGES, EXIT_FAIL, EXIT_OK, close_sessions, load, load_ca, render_all, select,
+    ssh_options,
 };
 use crate::apply::HostLock;
 use crate::cli::Live;
 use crate::desired::DesiredHost;
 use crate::gather::Reader;
 use crate::inventory::Inventory;
+use crate::plan::CertCheck;
 use crate::progress::Reporter;
 use crate::report::{ErrorKind, HostEnd, Outcome, Recap, RunMode, plan_text, recap_text};
 use crate::rollout::{self, Context, HostRun, Peer, Rules};
@@ -19,7 +21,7 @@ use crate::secrets::Secrets;
 use crate::transport::{self, SshError, SshSession};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 pub(super) use crate::report::RunMode as Mode;
@@ -31,7 +33,20 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
     let l = load(c)?;
     let hosts = select(&l, c)?;
     let secrets = Secrets::load(&l.inv)?;
+    if let Some(path) = &opts.trace {
+        crate::trace::start(path, &secrets)
+            .map_err(|e| anyhow::anyhow!("--trace {}: {e}", path.display()))?;
+    }
+    let ca = load_ca(&l.inv, &secrets)?;
     let desired = render_all(&l, &hosts, &secrets, true)?;
+    let certs = ca
+        .as_ref()
+        .zip(l.inv.pki.as_ref())
+        .map(|(ca, pki)| CertCheck {
+            ca,
+            now: SystemTime::now(),
+            renew_within: Duration::from_secs(u64::from(pki.renew_within_days) * 86_400),
+        });
     let started = Instant::now();
     watch_ctrl_c();
 
@@ -39,7 +54,15 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
     let rules = Rules::new(&l.inv.tiers, usize::from(opts.forks), opts.keep_going);
     // One lock identity for the run: facts report the lock's holder; apply takes it.
     let lock = HostLock::for_this_run();
-    let mut runs = connect_all(&l.inv, desired, &secrets, &reporter, &lock, opts.forks).await;
+    let mut runs = connect_all(
+        &l.inv,
+        desired,
+        (&secrets, certs.as_ref()),
+        &reporter,
+        &lock,
+        opts.forks,
+    )
+    .await;
     rollout::order(&mut runs, &rules);
     rollout::plan_drains(&mut runs, &rules, |via| {
         l.inv.hosts_of(via).map(|h| h.name.clone()).collect()
@@ -63,6 +86,7 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
                 reporter: &reporter,
                 interrupted: &INTERRUPTED,
                 lock: Some(lock.clone()),
+                ca: ca.as_ref(),
             };
             rollout::apply_all(&mut runs, &peers, &rules, &cx).await;
             close_peers(peers).await;
@@ -83,7 +107,7 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
 async fn connect_all(
     inv: &Inventory,
     desired: Vec<DesiredHost>,
-    secrets: &Secrets,
+    (secrets, certs): (&Secrets, Option<&CertCheck<'_>>),
     reporter: &Reporter,
     lock: &HostLock,
     forks: u16,
@@ -92,7 +116,7 @@ async fn connect_all(
     let forks = &forks;
     futures::future::join_all(desired.into_iter().map(|d| async move {
         let _permit = forks.acquire().await.ok();
-        connect_and_plan(inv, d, secrets, reporter, lock).await
+        connect_and_plan(inv, d, (secrets, certs), reporter, lock).await
     }))
     .await
 }
@@ -101,7 +125,7 @@ async fn connect_all(
 async fn connect_and_plan(
     inv: &Inventory,
     d: DesiredHost,
-    secrets: &Secrets,
+    (secrets, certs): (&Secrets, Option<&CertCheck<'_>>),
     reporter: &Reporter,
     lock: &HostLock,
 ) -> HostRun<SshSession> {
@@ -129,6 +153,7 @@ async fn connect_and_plan(
                     .filter(|_| inv.tier(&d.host.tier).is_some_and(|t| t.vip))
                     .map(|v| v.to_string()),
                 lock: Some(lock.clone()),
+                certs,
             };
             reader.plan(&d).await
         }

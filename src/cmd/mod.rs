@@ -18,6 +18,7 @@ use crate::cli::{Cli, Command, Common};
 use crate::desired::DesiredHost;
 use crate::diag::Diagnostic;
 use crate::inventory::{self, Host, Inventory};
+use crate::pki::Ca;
 use crate::render::{Project, find_root};
 use crate::secrets::Secrets;
 use crate::transport::{JumpHost, SshOptions};
@@ -121,6 +122,31 @@ fn render_all(
                 })
         })
         .collect()
+}
+
+/// The internal CA of the inventory's `pki:` (none without one): checked before any host
+/// is touched.
+fn load_ca(inv: &Inventory, secrets: &Secrets) -> Result<Option<Ca>, Diagnostic> {
+    let Some(pki) = &inv.pki else {
+        return Ok(None);
+    };
+    let get = |name: &str| secrets.values().get(name).map(String::as_str).unwrap_or("");
+    Ca::load(get(&pki.ca), get(&pki.ca_key))
+        .map(Some)
+        .map_err(|e| {
+            Diagnostic::new(
+                &inv.path,
+                pki.line,
+                pki.column,
+                secrets.mask(&format!(
+                    "pki: the CA (secrets `{}` and `{}`) cannot sign: {e}",
+                    pki.ca, pki.ca_key
+                )),
+            )
+            .with_hint(
+                "`ca` holds the CA certificate(s) in PEM, `ca_key` the private key of one of them (PKCS#8 PEM)",
+            )
+        })
 }
 
 fn secrets_placeholders(inv: &Inventory) -> BTreeMap<String, String> {

@@ -41,6 +41,25 @@ pub struct Inventory {
     pub secrets: Vec<SecretSpec>,
     /// Where each var is set in the file, for messages about its value.
     pub var_at: VarPlaces,
+    /// The internal CA (`pki:`), when the inventory has one.
+    pub pki: Option<Pki>,
+}
+
+/// `pki:`: which secrets hold the internal CA, and the certificates' lifetimes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pki {
+    /// Secret holding the CA certificate(s), PEM: every one is trusted; the one matching
+    /// the key signs.
+    pub ca: String,
+    /// Secret holding the CA's private key (never sent to a host).
+    pub ca_key: String,
+    /// A certificate expiring within this many days is renewed (default 30).
+    pub renew_within_days: u32,
+    /// Lifetime of a new certificate, in days (default 90).
+    pub validity_days: u32,
+    /// Where `pki:` is written, for messages.
+    pub line: u64,
+    pub column: u64,
 }
 
 /// Where vars are set in the inventory (the key's position), by scope.

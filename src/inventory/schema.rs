@@ -21,6 +21,20 @@ pub(super) struct RawInventory {
     pub(super) vars: OrderedMap<Value>,
     #[serde(default)]
     pub(super) secrets: OrderedMap<RawSecret>,
+    #[serde(default)]
+    pub(super) pki: Option<Spanned<RawPki>>,
+}
+
+/// `pki:`, the internal CA that signs the hosts' certificates.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPki {
+    pub(super) ca: Spanned<String>,
+    pub(super) ca_key: Spanned<String>,
+    #[serde(default)]
+    pub(super) renew_within: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) validity: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -1,11 +1,13 @@
 //! From the file as written to an [`Inventory`]: every semantic check, in the order the
-//! file is read (domain, vip, ssh, admin networks, tiers, hosts, vip use, secrets), so the
+//! file is read (domain, vip, ssh, admin networks, tiers, hosts, vip use, secrets, pki), so the
 //! first error reported is the first one in the file's sections.
 
-use super::schema::{RawDrain, RawHost, RawInventory, RawRolling, RawSecret, RawSsh, RawTier};
+use super::schema::{
+    RawDrain, RawHost, RawInventory, RawPki, RawRolling, RawSecret, RawSsh, RawTier,
+};
 use super::{
-    Drain, Host, Inventory, JumpHostSettings, Rolling, SecretSource, SecretSpec, SshSettings, Tier,
-    VarPlaces, shown, yaml_options,
+    Drain, Host, Inventory, JumpHostSettings, Pki, Rolling, SecretSource, SecretSpec, SshSettings,
+    Tier, VarPlaces, shown, yaml_options,
 };
 use crate::diag::{Diagnostic, from_yaml_error};
 use crate::ordered_map::OrderedMap;
@@ -37,7 +39,9 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
         check_vip_unused(path, vip, spanned, &hosts)?;
     }
     let secrets = build_secrets(path, base, raw.secrets)?;
+    let pki = raw.pki.map(|p| check_pki(path, p, &secrets)).transpose()?;
     Ok(Inventory {
+        pki,
         path: path.to_path_buf(),
         domain,
         vip,
@@ -48,6 +52,80 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
         vars,
         secrets,
         var_at,
+    })
+}
+
+/// `pki:`: two distinct declared secrets, a lifetime of 1 to 825 days (the longest
+/// browsers accept) and a renewal window shorter than the lifetime (else every apply
+/// would renew every certificate).
+fn check_pki(path: &Path, raw: Spanned<RawPki>, secrets: &[SecretSpec]) -> Result<Pki, Diagnostic> {
+    let loc = raw.referenced;
+    let p = raw.value;
+    for (field, s) in [("ca", &p.ca), ("ca_key", &p.ca_key)] {
+        if !secrets.iter().any(|d| d.name == s.value) {
+            let names: Vec<&str> = secrets.iter().map(|d| d.name.as_str()).collect();
+            let mut d = at(
+                path,
+                s.referenced,
+                format!(
+                    "pki: {field} names the secret `{}`, which `secrets:` does not declare",
+                    shown(&s.value)
+                ),
+            );
+            d.hint = Some(match nearest(&s.value, &names) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!(
+                    "declare it under `secrets:` (e.g. `{}: {{file: pki/ca.pem}}`)",
+                    shown(&s.value)
+                ),
+            });
+            return Err(d);
+        }
+    }
+    if p.ca.value == p.ca_key.value {
+        return Err(at(
+            path,
+            p.ca_key.referenced,
+            "pki: ca and ca_key name the same secret".into(),
+        )
+        .with_hint("the CA's certificate and its private key are two secrets"));
+    }
+    let days = |v: &Option<Spanned<i64>>, default: u32, lo: i64, hi: i64, what: &str| {
+        let Some(v) = v else { return Ok(default) };
+        u32::try_from(v.value)
+            .ok()
+            .filter(|d| (lo..=hi).contains(&i64::from(*d)))
+            .ok_or_else(|| {
+                at(
+                    path,
+                    v.referenced,
+                    format!(
+                        "pki: {what} {} is not a number of days from {lo} to {hi}",
+                        v.value
+                    ),
+                )
+            })
+    };
+    let validity_days = days(&p.validity, 90, 1, 825, "validity")?;
+    let renew_within_days = days(&p.renew_within, 30, 0, 825, "renew_within")?;
+    if renew_within_days >= validity_days {
+        let v = p.renew_within.as_ref().map_or(loc, |v| v.referenced);
+        return Err(at(
+            path,
+            v,
+            format!(
+                "pki: renew_within ({renew_within_days} days) must be shorter than validity ({validity_days} days)"
+            ),
+        )
+        .with_hint("a new certificate would be inside its renewal window: every apply would renew it"));
+    }
+    Ok(Pki {
+        ca: p.ca.value,
+        ca_key: p.ca_key.value,
+        renew_within_days,
+        validity_days,
+        line: loc.line(),
+        column: loc.column(),
     })
 }
 

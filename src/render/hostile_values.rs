@@ -111,7 +111,7 @@ const FIELDS: &[Field] = &[
         set: |lab, v| {
             after(
                 lab,
-                "    roles: [firewall, node_exporter, app]
+                "    roles: [firewall, pki, node_exporter, app]
 ",
                 v,
             )

@@ -107,6 +107,9 @@ pub enum ErrorKind {
     HealthCheck,
     /// Taking the host out of its load balancers, or back in, failed.
     Drain,
+    /// Making a key or CSR on the host, signing it, or putting the certificate in place
+    /// failed (the role's files were not touched).
+    Certificate,
     /// Restoring the previous files failed: the host needs a look.
     Rollback,
     /// Stopped by Ctrl-C.
@@ -130,6 +133,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Handler => "handler",
             ErrorKind::HealthCheck => "health_check",
             ErrorKind::Drain => "drain",
+            ErrorKind::Certificate => "certificate",
             ErrorKind::Rollback => "rollback",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::NotStarted => "not_started",

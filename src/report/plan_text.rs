@@ -1,6 +1,6 @@
 //! The text form of a host's plan: what `plan` shows and `apply` prints before acting.
 
-use crate::plan::{FileAction, FileChange, HostPlan};
+use crate::plan::{CertChange, CertWork, FileAction, FileChange, HostPlan};
 
 fn paint(colors: bool, code: &str, s: &str) -> String {
     if colors {
@@ -11,6 +11,26 @@ fn paint(colors: bool, code: &str, s: &str) -> String {
 }
 
 /// The text form of a host's plan.
+/// One certificate's line: what happens, why, and for which names. Nothing of the key.
+fn cert_text(role: &str, c: &CertChange) -> String {
+    let what = match c.action {
+        CertWork::Issue if c.new_key => "issue (a new key is made on the host)",
+        CertWork::Issue => "issue",
+        CertWork::Renew => "renew",
+        CertWork::Reissue => "reissue",
+        CertWork::FixKey => "fix the key's mode and owner",
+    };
+    let mut line = format!("  ~ [{role}] certificate {}: {what}: {}", c.cert, c.reason);
+    if c.action != CertWork::FixKey {
+        line.push_str(&format!(" (names: {})", c.names.join(", ")));
+    }
+    if let Some(old) = &c.old_key_meta {
+        line.push_str(&format!("; key {} is {old}, becomes 0600", c.key));
+    }
+    line.push('\n');
+    line
+}
+
 pub fn plan_text(p: &HostPlan, colors: bool) -> String {
     let mut out = String::new();
     let title = format!("{} ({}, {})", p.host, p.tier, p.address);
@@ -49,6 +69,9 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
         ));
     }
     for r in &p.roles {
+        for c in &r.certificates {
+            out.push_str(&cert_text(&r.role, c));
+        }
         for f in &r.files {
             out.push_str(&file_text(&r.role, f, colors));
         }

@@ -357,6 +357,7 @@ mod tests {
                 role: "app".into(),
                 drift: None,
                 files: Vec::new(),
+                certificates: Vec::new(),
                 actions: vec![Action::Run {
                     handler: "reload".into(),
                     command: command.into(),

@@ -144,12 +144,25 @@ impl SshSession {
 }
 
 impl Transport for SshSession {
-    fn exec(
-        &self,
-        command: &str,
-        stdin: &[u8],
-    ) -> impl Future<Output = Result<ExecOutput, SshError>> + Send {
-        SshSession::exec(self, command, stdin)
+    /// One command; with `--trace`, what it sent and received is recorded.
+    async fn exec(&self, command: &str, stdin: &[u8]) -> Result<ExecOutput, SshError> {
+        let result = SshSession::exec(self, command, stdin).await;
+        if crate::trace::on() {
+            let (exit, stdout, stderr, error) = match &result {
+                Ok(o) => (Some(o.status), &o.stdout[..], &o.stderr[..], None),
+                Err(e) => (None, &b""[..], &b""[..], Some(e.to_string())),
+            };
+            crate::trace::record(crate::trace::Exchange {
+                host: &self.host_name,
+                command,
+                stdin,
+                exit,
+                stdout,
+                stderr,
+                error,
+            });
+        }
+        result
     }
 }
 
