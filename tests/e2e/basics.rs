@@ -157,7 +157,7 @@ fn invalid_config_is_refused_and_the_live_file_is_untouched() {
     );
     assert_eq!(snapshot(&all_hosts()), before, "a service was touched");
     // From a load balancer: the firewall lets only the lb tier reach web hosts.
-    let (code, out, err) = docker_exec("lb1", "curl -fsS --max-time 5 http://172.30.77.21/health");
+    let (code, out, err) = docker_exec("lb1", &web_health_from("lb1", "172.30.77.21", 5));
     assert_eq!(code, 0, "web1 must keep answering: {out}{err}");
     let (code, body) = https("/health");
     assert_eq!(code, 0, "the site must keep answering: {body}");

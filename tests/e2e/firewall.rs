@@ -248,8 +248,8 @@ fn firewall_allows_exactly_the_stack_flows() {
     check_flows(&[
         // What the stack needs.
         flow("web -> app (app_port)", "web1", APP1, APP_PORT, true),
-        flow("lb1 -> web (HTTP)", "lb1", WEB1, 80, true),
-        flow("lb2 -> web (HTTP)", "lb2", WEB1, 80, true),
+        flow("lb1 -> web (HTTPS)", "lb1", WEB1, 443, true),
+        flow("lb2 -> web (HTTPS)", "lb2", WEB1, 443, true),
         flow("app -> db (MySQL)", "app1", DB1, 3306, true),
         flow("anyone -> lb1 HTTPS", "machine", LB1, 443, true),
         flow("anyone -> lb2 HTTPS", "machine", LB2, 443, true),
@@ -274,15 +274,15 @@ fn firewall_allows_exactly_the_stack_flows() {
         ),
         flow("lb1 -> app (app_port)", "lb1", APP1, APP_PORT, false),
         // Backwards.
-        flow("app -> web (HTTP)", "app1", WEB1, 80, false),
-        flow("db -> web (HTTP)", "db1", WEB1, 80, false),
+        flow("app -> web (HTTPS)", "app1", WEB1, 443, false),
+        flow("db -> web (HTTPS)", "db1", WEB1, 443, false),
         flow("db -> app (app_port)", "db1", APP1, APP_PORT, false),
         // The machine is an admin network for SSH only.
         flow(
-            "machine -> web (HTTP, not a load balancer)",
+            "machine -> web (HTTPS, not a load balancer)",
             "machine",
             WEB1,
-            80,
+            443,
             false,
         ),
         flow(
@@ -394,9 +394,9 @@ fn rule_swap_is_a_reload_that_keeps_established_connections() {
     const PORT: u16 = 9999;
     let (inv, _dir) = lab_inventory("fw-extra", |t| {
         let with = t.replace(
-            "    roles: [firewall, node_exporter, mysql, mysqld_exporter]\n",
+            "    roles: [firewall, pki, node_exporter, mysql, mysqld_exporter]\n",
             &format!(
-                "    roles: [firewall, node_exporter, mysql, mysqld_exporter]\n    vars:\n      firewall_extra_input: [\"ip saddr {WEB1} tcp dport {PORT} accept comment \\\"e2e\\\"\"]\n"
+                "    roles: [firewall, pki, node_exporter, mysql, mysqld_exporter]\n    vars:\n      firewall_extra_input: [\"ip saddr {WEB1} tcp dport {PORT} accept comment \\\"e2e\\\"\"]\n"
             ),
         );
         assert_ne!(with, t, "inventories/lab.yml: db tier line not found");
@@ -513,7 +513,7 @@ fn firewall_is_back_after_a_reboot() {
     );
     let chain = inside("web1", "nft list chain inet foobar input");
     assert!(
-        chain.contains("policy drop;") && chain.contains("foobar-http-from-lb"),
+        chain.contains("policy drop;") && chain.contains("foobar-https-from-lb"),
         "{chain}"
     );
     let out = inside("web1", "getent hosts app1");
@@ -524,12 +524,15 @@ fn firewall_is_back_after_a_reboot() {
     // nginx is up again (enabled) before the flows are checked.
     inside(
         "web1",
-        "for i in $(seq 1 40); do curl -fsS -o /dev/null --max-time 2 http://172.30.77.21/health && exit 0; sleep 0.25; done; exit 1",
+        &format!(
+            "for i in $(seq 1 40); do {} && exit 0; sleep 0.25; done; exit 1",
+            web_health_from("web1", "172.30.77.21", 2)
+        ),
     );
     check_flows(&[
-        flow("lb1 -> web (HTTP)", "lb1", WEB1, 80, true),
-        flow("app -> web (HTTP)", "app1", WEB1, 80, false),
-        flow("machine -> web (HTTP)", "machine", WEB1, 80, false),
+        flow("lb1 -> web (HTTPS)", "lb1", WEB1, 443, true),
+        flow("app -> web (HTTPS)", "app1", WEB1, 443, false),
+        flow("machine -> web (HTTPS)", "machine", WEB1, 443, false),
     ]);
     assert!(ssh_banner_here(WEB1).is_ok_and(|b| b.starts_with("SSH-2.0-")));
     let (code, body) = https_eventually("/api/visits", 30);

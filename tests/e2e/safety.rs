@@ -134,9 +134,9 @@ fn site_serves(secs: u64) {
 }
 
 /// Nginx on web1 answers its own address (checked from inside web1: a firewall may keep
-/// this machine from reaching port 80 of a web host directly).
+/// this machine from reaching a web host directly).
 fn web1_health() -> (i32, String) {
-    let (code, out, err) = docker_exec("web1", "curl -fsS --max-time 5 http://172.30.77.21/health");
+    let (code, out, err) = docker_exec("web1", &web_health_from("web1", "172.30.77.21", 5));
     (code, format!("{out}{err}"))
 }
 

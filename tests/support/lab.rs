@@ -207,6 +207,37 @@ pub fn all_hosts() -> Vec<&'static str> {
     LAB_HOSTS.to_vec()
 }
 
+/// The internal CA's certificate on every host (role pki).
+pub const INTERNAL_CA: &str = "/etc/foobar/pki/ca.pem";
+
+/// The (certificate, key) of the internal CA that lab host `host` holds: what it shows
+/// as a client (HAProxy's towards the web tier, Nginx's towards the app, ...).
+pub fn client_cert_of(host: &str) -> (&'static str, &'static str) {
+    match host.trim_end_matches(|c: char| c.is_ascii_digit()) {
+        "lb" => (
+            "/etc/haproxy/internal/client.crt",
+            "/etc/haproxy/internal/client.crt.key",
+        ),
+        "web" => ("/etc/nginx/internal/web.crt", "/etc/nginx/internal/web.key"),
+        "app" => ("/etc/foobar-app/tls/app.crt", "/etc/foobar-app/tls/app.key"),
+        "db" => ("/etc/mysql/tls/db.crt", "/etc/mysql/tls/db.key"),
+        _ => (
+            "/etc/prometheus/tls/prometheus.crt",
+            "/etc/prometheus/tls/prometheus.key",
+        ),
+    }
+}
+
+/// A shell command, to run inside lab host `from`, that asks the web host at `address`
+/// for /health over HTTPS as HAProxy does: the internal CA verifies the web host, `from`'s
+/// certificate is the client certificate. Bounded by `secs`.
+pub fn web_health_from(from: &str, address: &str, secs: u32) -> String {
+    let (cert, key) = client_cert_of(from);
+    format!(
+        "curl -fsS -o /dev/null --max-time {secs} --cacert {INTERNAL_CA} --cert {cert} --key {key} https://{address}/health"
+    )
+}
+
 /// `curl` through the VIP with the lab's CA, as a browser would reach www.foobar.com.
 pub fn https(path: &str) -> (i32, String) {
     let (code, out, err) = sh(Command::new("curl").args([

@@ -98,6 +98,8 @@ pub struct HostPlan {
     pub files: Vec<PlannedFile>,
     /// "reload haproxy", "restart mariadb", ...
     pub actions: Vec<String>,
+    /// (certificate path, issue | renew | reissue | fixkey).
+    pub certificates: Vec<(String, String)>,
 }
 
 impl HostPlan {
@@ -105,7 +107,7 @@ impl HostPlan {
         self.files.iter().map(|f| f.path.as_str()).collect()
     }
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.actions.is_empty()
+        self.files.is_empty() && self.actions.is_empty() && self.certificates.is_empty()
     }
 }
 
@@ -133,6 +135,9 @@ pub fn plan_of(run: &Run, hosts: &[&str]) -> BTreeMap<String, HostPlan> {
                     diff: f["diff"].as_str().map(str::to_string),
                     sensitive: f["sensitive"].as_bool().unwrap_or(false),
                 });
+            }
+            for c in r["certificates"].as_array().into_iter().flatten() {
+                plan.certificates.push((text(c, "cert"), text(c, "action")));
             }
             for a in r["actions"].as_array().into_iter().flatten() {
                 plan.actions

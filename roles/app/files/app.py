@@ -9,6 +9,8 @@ environment (systemd EnvironmentFile=/etc/foobar-app/env):
   FOOBAR_DB_NAME      database
   FOOBAR_DB_USER      account ('user'@'<this host's address>')
   FOOBAR_DB_PASSWORD  its password
+  FOOBAR_DB_SSL_CA, FOOBAR_DB_SSL_CERT, FOOBAR_DB_SSL_KEY
+                      TLS to MariaDB: the internal CA, this host's certificate and key
 
 While the database is away (restarting), every endpoint that needs it answers 503 with
 Retry-After within the connect timeout (5 s), and the next request connects again.
@@ -84,6 +86,13 @@ def _db():
         write_timeout=10,
         autocommit=True,
         cursorclass=pymysql.cursors.DictCursor,
+        # TLS, the server verified against the internal CA and by its address; our
+        # certificate is the account's client certificate (REQUIRE X509).
+        ssl_ca=os.environ["FOOBAR_DB_SSL_CA"],
+        ssl_cert=os.environ["FOOBAR_DB_SSL_CERT"],
+        ssl_key=os.environ["FOOBAR_DB_SSL_KEY"],
+        ssl_verify_cert=True,
+        ssl_verify_identity=True,
     )
 
 
