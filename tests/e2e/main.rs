@@ -15,3 +15,4 @@ mod monitoring;
 mod rolling;
 mod safety;
 mod stack;
+mod vrrp;
