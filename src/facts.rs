@@ -30,8 +30,9 @@ pub struct Facts {
     /// Packages asked about: `true` when installed.
     pub packages: BTreeMap<String, bool>,
     pub services: BTreeMap<String, ServiceFact>,
-    /// Whether this host holds the VIP now (`None` when no VIP was asked about).
-    pub holds_vip: Option<bool>,
+    /// How many of the VIPs asked about this host holds now (`None` when none was asked
+    /// about).
+    pub vips_held: Option<usize>,
     /// Managed paths that still have an apply's backup beside them: that apply put the
     /// file in place but did not finish (handlers, health checks).
     pub unfinished: BTreeSet<String>,
@@ -74,7 +75,8 @@ pub struct FactQuery<'a> {
     pub paths: Vec<&'a str>,
     pub packages: Vec<&'a str>,
     pub services: Vec<&'a str>,
-    pub vip: Option<String>,
+    /// The VIPs to look for on the host (each answered by one `VIP yes|no` line).
+    pub vips: Vec<String>,
     /// (role, command): a role's drift check, run as root; failure = drifted.
     pub drift: Vec<(&'a str, &'a str)>,
     /// (certificate, key) paths of the internal CA's certificates.
@@ -115,7 +117,7 @@ pub fn script(q: &FactQuery) -> String {
             units.join(" ")
         ));
     }
-    if let Some(vip) = &q.vip {
+    for vip in &q.vips {
         s.push_str(&format!(
             "if ip -o -4 addr show 2>/dev/null | grep -qF ' {}/'; then echo 'VIP yes'; else echo 'VIP no'; fi\n",
             vip
@@ -246,7 +248,7 @@ struct FactsReader {
     not_regular: Option<String>,
     packages: BTreeMap<String, bool>,
     services: BTreeMap<String, ServiceFact>,
-    holds_vip: Option<bool>,
+    vips_held: Option<usize>,
     ended: bool,
     /// The unit whose `systemctl show` block is being read.
     unit: Option<String>,
@@ -279,7 +281,7 @@ impl FactsReader {
             not_regular: None,
             packages: q.packages.iter().map(|p| (p.to_string(), false)).collect(),
             services: BTreeMap::new(),
-            holds_vip: None,
+            vips_held: None,
             ended: false,
             unit: None,
             hashes: BTreeMap::new(),
@@ -315,7 +317,7 @@ impl FactsReader {
             "M" => self.meta(rest)?,
             "P" => self.package(rest)?,
             "U" => self.unit(rest)?,
-            "VIP" => self.holds_vip = Some(rest == "yes"),
+            "VIP" => *self.vips_held.get_or_insert(0) += usize::from(rest == "yes"),
             "D" => match rest.split_once(' ') {
                 Some(("drift", role)) => {
                     self.drifted.insert(role.to_string());
@@ -478,7 +480,7 @@ impl FactsReader {
             files: self.files,
             packages: self.packages,
             services: self.services,
-            holds_vip: self.holds_vip,
+            vips_held: self.vips_held,
             unfinished: self.unfinished,
             drifted: self.drifted,
             // Another apply holds the lock: its temporary files are in flight.
@@ -548,7 +550,7 @@ mod tests {
             paths: vec!["/etc/nginx/nginx.conf", "/etc/foo bar"],
             packages: vec!["nginx", "haproxy"],
             services: vec!["nginx"],
-            vip: Some("172.30.77.10".into()),
+            vips: vec!["172.30.77.10".into()],
             drift: vec![("firewall", "nft list table inet foobar")],
             certs: vec![],
         }
@@ -591,7 +593,7 @@ END
         assert_eq!(f.services["nginx"].active, "active");
         assert_eq!(f.services["nginx"].enabled, "enabled");
         assert_eq!(f.services["haproxy"].enabled, "not-found");
-        assert_eq!(f.holds_vip, Some(false));
+        assert_eq!(f.vips_held, Some(0));
         assert!(f.unfinished.contains("/etc/nginx/nginx.conf"));
         assert_eq!(f.drifted.iter().collect::<Vec<_>>(), vec!["firewall"]);
         assert_eq!(
@@ -961,12 +963,34 @@ END
     }
 
     #[test]
+    fn script_asks_about_each_vip() {
+        let mut q = q();
+        q.vips = vec!["172.30.77.10".into(), "172.30.77.9".into()];
+        let s = script(&q);
+        assert!(
+            s.contains("grep -qF ' 172.30.77.10/'; then echo 'VIP yes'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("grep -qF ' 172.30.77.9/'; then echo 'VIP yes'"),
+            "{s}"
+        );
+        q.vips.clear();
+        assert!(!script(&q).contains("VIP"), "no VIP asked about");
+    }
+
+    #[test]
     fn vip_drift_and_blank_lines() {
         let f = parse_lines("F 0 /x\nVIP yes\nD ok web\nD drift fw\n\n").expect("parses");
-        assert_eq!(f.holds_vip, Some(true));
+        assert_eq!(f.vips_held, Some(1));
         assert_eq!(f.drifted.iter().collect::<Vec<_>>(), vec!["fw"]);
         let f = parse_lines("F 0 /x\n").expect("parses");
-        assert_eq!(f.holds_vip, None);
+        assert_eq!(f.vips_held, None);
+        // Active-active: one line per VIP, counted.
+        let f = parse_lines("F 0 /x\nVIP yes\nVIP no\n").expect("parses");
+        assert_eq!(f.vips_held, Some(1));
+        let f = parse_lines("F 0 /x\nVIP yes\nVIP yes\n").expect("parses");
+        assert_eq!(f.vips_held, Some(2));
         for bad in ["D maybe fw\n", "D\n", "F 1 /x\n"] {
             assert!(parse_lines(&format!("F 0 /x\n{bad}")).is_err(), "{bad}");
         }

@@ -19,8 +19,8 @@ use crate::transport::{ExecOutput, Transport};
 #[derive(Debug)]
 pub struct Planned {
     pub plan: HostPlan,
-    /// The host holds the VIP now (asked only of lb hosts).
-    pub holds_vip: bool,
+    /// How many VIPs the host holds now (asked only of the VIP tier's hosts).
+    pub vips_held: usize,
     /// SSH round trips it took: 1, or 2 when old contents were fetched.
     pub round_trips: u32,
 }
@@ -32,8 +32,8 @@ pub struct Reader<'a, T: Transport> {
     pub host: &'a str,
     pub sudo: bool,
     pub secrets: &'a Secrets,
-    /// The VIP to look for on the host, if it is a VIP candidate.
-    pub vip: Option<String>,
+    /// The VIPs to look for on the host (none unless it is a VIP candidate).
+    pub vips: Vec<String>,
     /// The apply lock to report in the facts (read only: planning never locks).
     pub lock: Option<HostLock>,
     /// What the host's certificates are checked against.
@@ -49,7 +49,7 @@ impl<T: Transport> Reader<'_, T> {
             packages: desired.packages(),
             services: desired.services(),
             drift: desired.drift_checks(),
-            vip: self.vip.clone(),
+            vips: self.vips.clone(),
             certs: desired.certificates(),
         };
         let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
@@ -72,7 +72,7 @@ impl<T: Transport> Reader<'_, T> {
         }
         Ok(Planned {
             plan: plan::plan_host(desired, &facts, &old, self.secrets, self.certs),
-            holds_vip: facts.holds_vip.unwrap_or(false),
+            vips_held: facts.vips_held.unwrap_or(0),
             round_trips,
         })
     }
@@ -199,7 +199,7 @@ mod tests {
             host: "web1",
             sudo: false,
             secrets,
-            vip: None,
+            vips: Vec::new(),
             lock: None,
             certs: None,
         }
@@ -235,7 +235,7 @@ mod tests {
             diff.contains("-listen 80;") && diff.contains("+listen 8080;"),
             "{diff}"
         );
-        assert!(!p.holds_vip);
+        assert_eq!(p.vips_held, 0);
     }
 
     /// Issue 10, finding 4: a dest that exists as a folder was planned "create" forever;

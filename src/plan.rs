@@ -711,7 +711,7 @@ mod tests {
             files,
             packages: [("nginx".to_string(), installed)].into_iter().collect(),
             services,
-            holds_vip: None,
+            vips_held: None,
             unfinished: Default::default(),
             drifted: Default::default(),
             stale_temps: Default::default(),

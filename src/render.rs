@@ -420,7 +420,13 @@ fn context(
 ) -> Map<String, Value> {
     let mut ctx = vars;
     ctx.insert("domain".into(), json!(inv.domain));
-    ctx.insert("vip".into(), json!(inv.vip.map(|v| v.to_string())));
+    // `vip`: the first VIP (the only one when active-passive); `vips`: every VIP, in the
+    // inventory's order (two when active-active).
+    ctx.insert("vip".into(), json!(inv.vip().map(|v| v.to_string())));
+    ctx.insert(
+        "vips".into(),
+        json!(inv.vips.iter().map(|v| v.to_string()).collect::<Vec<_>>()),
+    );
     // The internal CA's secret's name (`secrets[pki.ca]` is its certificate bundle).
     ctx.insert(
         "pki".into(),
@@ -757,6 +763,131 @@ mod tests {
         render_all(&project, &inv).expect("the lab renders");
     }
 
+    /// keepalived.conf of `host` in the lab with `edit` applied, or the rendering error.
+    fn keepalived_conf(edit: impl Fn(&str) -> String, host: &str) -> Result<String, String> {
+        let (project, inv) = lab(edit).map_err(|e| e.to_string())?;
+        let hosts = render_all(&project, &inv).map_err(|e| e.to_string())?;
+        let h = hosts
+            .iter()
+            .find(|d| d.host.name == host)
+            .ok_or("no such host")?;
+        let file = h
+            .roles
+            .iter()
+            .flat_map(|r| &r.files)
+            .find(|f| f.dest == "/etc/keepalived/keepalived.conf")
+            .ok_or("no keepalived.conf")?;
+        Ok(String::from_utf8_lossy(&file.content).into_owned())
+    }
+
+    /// Active-active: one vrrp_instance per VIP, router ids 51 and 52, lb1 (150) master of
+    /// the first and lb2 of the second (priorities swapped); the lab's default is one VIP,
+    /// VRRPv3 without authentication.
+    #[test]
+    fn keepalived_renders_one_instance_per_vip_with_swapped_priorities() {
+        let aa = |t: &str| t.replace("vip: 172.30.77.10\n", "vip: [172.30.77.10, 172.30.77.9]\n");
+        let instances = |conf: &str| -> Vec<(String, String, String)> {
+            conf.split("vrrp_instance ")
+                .skip(1)
+                .map(|block| {
+                    let field = |k: &str| {
+                        block
+                            .lines()
+                            .find_map(|l| l.trim().strip_prefix(k))
+                            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                            .unwrap_or_default()
+                    };
+                    let vip = block
+                        .lines()
+                        .find(|l| l.contains("/24 dev"))
+                        .map(|l| l.trim().to_string())
+                        .unwrap_or_default();
+                    (field("virtual_router_id "), field("priority "), vip)
+                })
+                .collect()
+        };
+        let lb1 = keepalived_conf(aa, "lb1").expect("lb1 renders");
+        let lb2 = keepalived_conf(aa, "lb2").expect("lb2 renders");
+        let inst = |id: &str, prio: &str, vip: &str| {
+            (
+                id.to_string(),
+                prio.to_string(),
+                format!("{vip}/24 dev eth0"),
+            )
+        };
+        assert_eq!(
+            instances(&lb1),
+            [
+                inst("51", "150", "172.30.77.10"),
+                inst("52", "100", "172.30.77.9")
+            ],
+            "{lb1}"
+        );
+        assert_eq!(
+            instances(&lb2),
+            [
+                inst("51", "100", "172.30.77.10"),
+                inst("52", "150", "172.30.77.9")
+            ],
+            "{lb2}"
+        );
+        // Only the first instance notifies the VIP metric (one state file).
+        assert_eq!(
+            lb1.matches("notify /usr/local/sbin/foobar-vip-metric")
+                .count(),
+            1
+        );
+
+        let one = keepalived_conf(|t| t.to_string(), "lb1").expect("the lab renders");
+        assert_eq!(instances(&one), [inst("51", "150", "172.30.77.10")]);
+        assert!(one.contains("vrrp_version 3"), "{one}");
+        assert!(one.contains("advert_int 0.2"), "{one}");
+        assert!(!one.contains("authentication"), "VRRPv3 has none: {one}");
+
+        // Equal priorities cannot say who is master of which VIP.
+        let same = |t: &str| aa(t).replace("vrrp_priority: 100", "vrrp_priority: 150");
+        let e = keepalived_conf(same, "lb1").expect_err("refused");
+        assert!(e.contains("vrrp_priority must differ"), "{e}");
+    }
+
+    /// VRRPv2 keeps PASS authentication and whole-second adverts.
+    #[test]
+    fn keepalived_version_2_authenticates_and_wants_whole_seconds() {
+        // The lab runs VRRPv3 and declares no vrrp_auth: version 2 adds it.
+        let v2 = |extra: &'static str| {
+            move |t: &str| {
+                t.replace("\nvars:\n", &format!("\nvars:\n  vrrp_version: 2\n{extra}"))
+                    .replace(
+                        "\nsecrets:\n",
+                        "\nsecrets:\n  vrrp_auth:\n    env: VRRP_AUTH\n",
+                    )
+            }
+        };
+        let conf = keepalived_conf(v2("  vrrp_advert_int: 1\n"), "lb2").expect("renders");
+        assert!(conf.contains("vrrp_version 2"), "{conf}");
+        assert!(conf.contains("auth_type PASS"), "{conf}");
+        assert!(conf.contains("auth_pass <secret:vrrp_auth>"), "{conf}");
+        let e = keepalived_conf(v2("  vrrp_advert_int: 0.5\n"), "lb2").expect_err("refused");
+        assert!(e.contains("whole seconds with vrrp_version 2"), "{e}");
+        let no_secret = |t: &str| {
+            t.replace(
+                "\nvars:\n",
+                "\nvars:\n  vrrp_version: 2\n  vrrp_advert_int: 1\n",
+            )
+        };
+        let e = keepalived_conf(no_secret, "lb2").expect_err("refused");
+        assert!(
+            e.contains("vrrp_version 2 authenticates with the secret vrrp_auth"),
+            "{e}"
+        );
+        let e = keepalived_conf(
+            |t: &str| t.replace("\nvars:\n", "\nvars:\n  vrrp_version: 4\n"),
+            "lb2",
+        )
+        .expect_err("refused");
+        assert!(e.contains("vrrp_version must be 2 or 3"), "{e}");
+    }
+
     #[test]
     fn precedence_is_role_inventory_tier_host() {
         let merged = merge_vars(
@@ -839,6 +970,7 @@ hosts:
         assert_eq!(ctx["a"], json!("inventory"));
         assert_eq!(ctx["domain"], json!("www.example.org"));
         assert_eq!(ctx["vip"], json!("10.0.0.10"));
+        assert_eq!(ctx["vips"], json!(["10.0.0.10"]));
         assert_eq!(ctx["admin_networks"], json!(["10.9.0.0/16"]));
         assert_eq!(ctx["secrets"], json!({"pw": "s"}));
         assert_eq!(

@@ -97,8 +97,10 @@ pub struct HostRun<T> {
     pub plan: Option<HostPlan>,
     /// Set when the host is finished (or could not be planned).
     pub outcome: Option<Outcome>,
-    /// Holds the VIP now (lb hosts): rolled out last in its tier.
-    pub holds_vip: bool,
+    /// How many VIPs it holds now (lb hosts): in its tier, hosts holding more go later
+    /// (active-passive: the VIP holder last; active-active: a host holding both VIPs,
+    /// its peer's too, goes after the peer).
+    pub vips_held: usize,
     pub elapsed: Duration,
     /// SSH round trips spent planning.
     pub round_trips: u32,
@@ -113,7 +115,7 @@ impl<T> HostRun<T> {
             session: None,
             plan: None,
             outcome: None,
-            holds_vip: false,
+            vips_held: 0,
             elapsed: Duration::ZERO,
             round_trips: 0,
         }
@@ -141,9 +143,10 @@ pub struct Context<'a> {
     pub ca: Option<&'a crate::pki::Ca>,
 }
 
-/// Sorts hosts into rollout order: by tier, and within a tier the VIP holder last.
+/// Sorts hosts into rollout order: by tier, and within a tier by the number of VIPs held,
+/// fewest first (the VIP holder last); ties keep the inventory's order.
 pub fn order<T>(hosts: &mut [HostRun<T>], rules: &Rules) {
-    hosts.sort_by_key(|h| (rules.position(&h.tier), h.holds_vip));
+    hosts.sort_by_key(|h| (rules.position(&h.tier), h.vips_held));
 }
 
 /// Gives each plan its drain step, before the plans are shown: where the host's tier has a
@@ -601,7 +604,7 @@ mod tests {
                     script: script.clone(),
                 }));
                 h.plan = Some(plan(host, tier));
-                h.holds_vip = vip;
+                h.vips_held = usize::from(vip);
                 h
             })
             .collect()
@@ -823,6 +826,23 @@ mod tests {
         order(&mut hs, &Rules::stack(1, false));
         let names: Vec<&str> = hs.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["db1", "lb2", "lb1", "x1"]);
+    }
+
+    #[test]
+    fn order_in_the_vip_tier_goes_by_vips_held_then_inventory_order() {
+        let script = Arc::new(Script::default());
+        let names = |held: [usize; 2]| {
+            let mut hs = hosts(&script, &[("lb1", "lb", false), ("lb2", "lb", false)]);
+            hs[0].vips_held = held[0];
+            hs[1].vips_held = held[1];
+            order(&mut hs, &Rules::stack(1, false));
+            hs.iter().map(|h| h.name.clone()).collect::<Vec<_>>()
+        };
+        // Active-active, both up: each holds one VIP, inventory order.
+        assert_eq!(names([1, 1]), ["lb1", "lb2"]);
+        // lb1 holds both (its peer died and came back without taking its VIP yet): last.
+        assert_eq!(names([2, 0]), ["lb2", "lb1"]);
+        assert_eq!(names([1, 2]), ["lb1", "lb2"]);
     }
 
     #[test]

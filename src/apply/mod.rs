@@ -713,7 +713,7 @@ mod lock_tests {
             host: "h",
             sudo: false,
             secrets: &secrets,
-            vip: None,
+            vips: Vec::new(),
             lock: Some(test_lock(dir.path(), "planner")),
             certs: None,
         };

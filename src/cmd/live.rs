@@ -147,11 +147,12 @@ async fn connect_and_plan(
                 host: &name,
                 sudo: inv.ssh.sudo,
                 secrets,
-                // Only a VIP candidate is asked whether it holds the VIP.
-                vip: inv
-                    .vip
-                    .filter(|_| inv.tier(&d.host.tier).is_some_and(|t| t.vip))
-                    .map(|v| v.to_string()),
+                // Only a VIP candidate is asked which VIPs it holds.
+                vips: if inv.tier(&d.host.tier).is_some_and(|t| t.vip) {
+                    inv.vips.iter().map(|v| v.to_string()).collect()
+                } else {
+                    Vec::new()
+                },
                 lock: Some(lock.clone()),
                 certs,
             };
@@ -161,7 +162,7 @@ async fn connect_and_plan(
     match outcome {
         Ok(p) => {
             run.plan = Some(p.plan);
-            run.holds_vip = p.holds_vip;
+            run.vips_held = p.vips_held;
             run.round_trips = p.round_trips;
             reporter.step(&name, "planned");
         }

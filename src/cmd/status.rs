@@ -174,7 +174,7 @@ fn print(s: &Summary, c: &Common, l: &Loaded, apply: &str, mon_tier: &str) -> an
     match c.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(s)?),
         Format::Text => {
-            let vip = l.inv.vip.map(|v| v.to_string());
+            let vip = l.inv.vip().map(|v| v.to_string());
             let fix = format!("{apply} --tier {}", shell::quote(mon_tier));
             print!("{}", monitoring::text(s, vip.as_deref(), Some(&fix)));
         }

@@ -30,7 +30,10 @@ const MAX_INVENTORY_BYTES: u64 = 4 * 1024 * 1024;
 pub struct Inventory {
     pub path: PathBuf,
     pub domain: String,
-    pub vip: Option<Ipv4Addr>,
+    /// The virtual IPs, in the file's order: none, one (active-passive: the VIP tier's
+    /// highest priority holds it) or two (active-active: each load balancer is master of
+    /// one and backup of the other). The first is the one templates call `vip`.
+    pub vips: Vec<Ipv4Addr>,
     pub ssh: SshSettings,
     pub admin_networks: Vec<String>,
     /// Declared tiers, in rollout order (the file's order).
@@ -224,6 +227,16 @@ pub fn load(path: &Path, known_roles: &[String]) -> Result<Inventory, Diagnostic
 }
 
 impl Inventory {
+    /// The first VIP (the only one when active-passive).
+    pub fn vip(&self) -> Option<Ipv4Addr> {
+        self.vips.first().copied()
+    }
+
+    /// Two VIPs: both load balancers serve, each master of one.
+    pub fn active_active(&self) -> bool {
+        self.vips.len() == 2
+    }
+
     pub fn tier(&self, name: &str) -> Option<&Tier> {
         self.tiers.iter().find(|t| t.name == name)
     }

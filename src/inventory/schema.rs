@@ -9,8 +9,9 @@ use serde_saphyr::Spanned;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInventory {
     pub(super) domain: Spanned<String>,
+    /// One address (active-passive) or a list of one or two (two: active-active).
     #[serde(default)]
-    pub(super) vip: Option<Spanned<String>>,
+    pub(super) vip: Option<Spanned<RawVip>>,
     #[serde(default)]
     pub(super) ssh: Option<RawSsh>,
     #[serde(default)]
@@ -84,6 +85,18 @@ pub(super) struct RawTier {
     /// Taken out of a load balancer's backend before a restart.
     #[serde(default)]
     pub(super) drain: Option<RawDrain>,
+}
+
+/// `vip: ADDR` or `vip: [ADDR, ADDR]`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "vip must be an IPv4 address (`vip: 192.0.2.10`) or a list of one or two \
+                 (`vip: [192.0.2.10, 192.0.2.9]`: active-active)"
+)]
+pub(super) enum RawVip {
+    One(String),
+    List(Vec<String>),
 }
 
 #[derive(Deserialize)]

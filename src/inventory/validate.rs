@@ -3,7 +3,7 @@
 //! first error reported is the first one in the file's sections.
 
 use super::schema::{
-    RawDrain, RawHost, RawInventory, RawPki, RawRolling, RawSecret, RawSsh, RawTier,
+    RawDrain, RawHost, RawInventory, RawPki, RawRolling, RawSecret, RawSsh, RawTier, RawVip,
 };
 use super::{
     Drain, Host, Inventory, JumpHostSettings, Pki, Rolling, SecretSource, SecretSpec, SshSettings,
@@ -25,7 +25,7 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
         .map_err(|e| from_yaml_error(path, &e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let domain = check_domain(path, &raw.domain)?;
-    let vip = check_vip(path, raw.vip.as_ref())?;
+    let vips = check_vips(path, raw.vip.as_ref())?;
     let ssh = ssh_settings(path, base, raw.ssh.unwrap_or_default())?;
     let admin_networks = check_admin_networks(path, &raw.admin_networks)?;
     let mut var_at = VarPlaces::default();
@@ -35,8 +35,9 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
     check_vip_tier(path, raw.vip.as_ref(), &tiers)?;
     let tiers: Vec<Tier> = tiers.into_iter().map(|(_, t)| t).collect();
     let hosts = build_hosts(path, raw.hosts, &tiers, &ssh, &mut var_at)?;
-    if let (Some(vip), Some(spanned)) = (vip, &raw.vip) {
-        check_vip_unused(path, vip, spanned, &hosts)?;
+    if let Some(spanned) = &raw.vip {
+        check_vips_unused(path, &vips, spanned, &hosts)?;
+        check_active_active(path, &vips, spanned, &tiers, &hosts)?;
     }
     let secrets = build_secrets(path, base, raw.secrets)?;
     let pki = raw.pki.map(|p| check_pki(path, p, &secrets)).transpose()?;
@@ -44,7 +45,7 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
         pki,
         path: path.to_path_buf(),
         domain,
-        vip,
+        vips,
         ssh,
         admin_networks,
         tiers,
@@ -156,20 +157,47 @@ fn check_domain(path: &Path, domain: &Spanned<String>) -> Result<String, Diagnos
     Ok(trimmed)
 }
 
-/// The optional VIP, an IPv4 address.
-fn check_vip(path: &Path, vip: Option<&Spanned<String>>) -> Result<Option<Ipv4Addr>, Diagnostic> {
+/// The optional VIPs: `vip: ADDR` (active-passive) or `vip: [ADDR, ADDR]` (active-active),
+/// IPv4 addresses, distinct.
+fn check_vips(path: &Path, vip: Option<&Spanned<RawVip>>) -> Result<Vec<Ipv4Addr>, Diagnostic> {
     let Some(v) = vip else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let ip = v.value.parse::<Ipv4Addr>().map_err(|_| {
-        at(
+    let written: Vec<&str> = match &v.value {
+        RawVip::One(a) => vec![a.as_str()],
+        RawVip::List(list) => list.iter().map(String::as_str).collect(),
+    };
+    if !(1..=2).contains(&written.len()) {
+        return Err(at(
             path,
             v.referenced,
-            format!("vip `{}` is not an IPv4 address", shown(&v.value)),
+            format!(
+                "vip lists {} addresses: give one (active-passive) or two (active-active)",
+                written.len()
+            ),
         )
-        .with_hint("write the virtual IP as four numbers, for example 172.30.77.10")
-    })?;
-    Ok(Some(ip))
+        .with_hint(
+            "write `vip: 192.0.2.10` for one VIP held by one load balancer at a time, or \
+             `vip: [192.0.2.10, 192.0.2.9]` for two, each load balancer master of one",
+        ));
+    }
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for a in written {
+        let ip = a.parse::<Ipv4Addr>().map_err(|_| {
+            at(
+                path,
+                v.referenced,
+                format!("vip `{}` is not an IPv4 address", shown(a)),
+            )
+            .with_hint("write the virtual IP as four numbers, for example 172.30.77.10")
+        })?;
+        if out.contains(&ip) {
+            return Err(at(path, v.referenced, format!("vip {ip} is listed twice"))
+                .with_hint("active-active needs two different addresses, one per load balancer"));
+        }
+        out.push(ip);
+    }
+    Ok(out)
 }
 
 /// The `ssh:` section with its defaults: root, port 22, the agent, ~/.ssh/known_hosts,
@@ -388,7 +416,7 @@ fn seconds(path: &Path, raw: Option<&Spanned<f64>>, what: &str) -> Result<Durati
 /// At most one tier holds the VIP; with a `vip:` one must, and without one none may.
 fn check_vip_tier(
     path: &Path,
-    vip: Option<&Spanned<String>>,
+    vip: Option<&Spanned<RawVip>>,
     tiers: &[(Location, Tier)],
 ) -> Result<(), Diagnostic> {
     let holders: Vec<&(Location, Tier)> = tiers.iter().filter(|(_, t)| t.vip).collect();
@@ -407,7 +435,7 @@ fn check_vip_tier(
         (Some(v), None) => Err(at(
             path,
             v.referenced,
-            format!("vip {} is set but no tier holds it", shown(&v.value)),
+            format!("vip {} is set but no tier holds it", vip_shown(&v.value)),
         )
         .with_hint(
             "add `vip: true` under the tier of the load balancers (e.g. `lb:`): it is rolled \
@@ -552,22 +580,69 @@ fn build_host(
     })
 }
 
-/// The VIP must not be a host's own address.
-fn check_vip_unused(
+/// The VIP as written, for messages.
+fn vip_shown(v: &RawVip) -> String {
+    match v {
+        RawVip::One(a) => shown(a),
+        RawVip::List(l) => format!(
+            "[{}]",
+            l.iter().map(|a| shown(a)).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// No VIP may be a host's own address.
+fn check_vips_unused(
     path: &Path,
-    vip: Ipv4Addr,
-    spanned: &Spanned<String>,
+    vips: &[Ipv4Addr],
+    spanned: &Spanned<RawVip>,
     hosts: &[Host],
 ) -> Result<(), Diagnostic> {
-    match hosts.iter().find(|h| h.address == IpAddr::V4(vip)) {
-        None => Ok(()),
-        Some(h) => Err(at(
-            path,
-            spanned.referenced,
-            format!("vip {vip} is also the address of host `{}`", h.name),
-        )
-        .with_hint("the VIP must be an unused address that keepalived moves between hosts")),
+    for &vip in vips {
+        if let Some(h) = hosts.iter().find(|h| h.address == IpAddr::V4(vip)) {
+            return Err(at(
+                path,
+                spanned.referenced,
+                format!("vip {vip} is also the address of host `{}`", h.name),
+            )
+            .with_hint("the VIP must be an unused address that keepalived moves between hosts"));
+        }
     }
+    Ok(())
+}
+
+/// Active-active (two VIPs) needs exactly two hosts in the VIP tier: each is master of one
+/// VIP and backup of the other. (A third host would back up both and serve neither: not a
+/// shape this setting describes.)
+fn check_active_active(
+    path: &Path,
+    vips: &[Ipv4Addr],
+    spanned: &Spanned<RawVip>,
+    tiers: &[Tier],
+    hosts: &[Host],
+) -> Result<(), Diagnostic> {
+    if vips.len() != 2 {
+        return Ok(());
+    }
+    let Some(tier) = tiers.iter().find(|t| t.vip) else {
+        return Ok(()); // check_vip_tier already refused this
+    };
+    let n = hosts.iter().filter(|h| h.tier == tier.name).count();
+    if n == 2 {
+        return Ok(());
+    }
+    Err(at(
+        path,
+        spanned.referenced,
+        format!(
+            "two VIPs (active-active) need exactly 2 hosts in tier `{}`, which has {n}",
+            tier.name
+        ),
+    )
+    .with_hint(
+        "give the VIP tier two load balancers (each master of one VIP, backup of the other), \
+         or list one VIP for active-passive",
+    ))
 }
 
 /// `secrets:`, each with exactly one source (`env` or `file`), never a value.
@@ -751,6 +826,80 @@ secrets:
 
     fn err(text: &str) -> String {
         parse_str(text).expect_err("must fail").to_string()
+    }
+
+    /// GOOD with a second lb host and `vip:` as written here.
+    fn two_lbs(vip: &str) -> String {
+        GOOD.replace("vip: 172.30.77.10", &format!("vip: {vip}"))
+            .replace(
+                "  web1:\n",
+                "  lb2:\n    address: 172.30.77.12\n    tier: lb\n  web1:\n",
+            )
+    }
+
+    #[test]
+    fn vip_is_one_address_or_a_list_of_one_or_two() {
+        let one = parse_str(&two_lbs("172.30.77.10")).expect("one VIP");
+        assert_eq!(one.vips, vec![Ipv4Addr::new(172, 30, 77, 10)]);
+        assert!(!one.active_active());
+        let listed = parse_str(&two_lbs("[172.30.77.10]")).expect("a list of one");
+        assert_eq!(listed.vips, one.vips);
+        assert!(!listed.active_active());
+        let two = parse_str(&two_lbs("[172.30.77.10, 172.30.77.9]")).expect("two VIPs");
+        assert_eq!(
+            two.vips,
+            vec![
+                Ipv4Addr::new(172, 30, 77, 10),
+                Ipv4Addr::new(172, 30, 77, 9)
+            ]
+        );
+        assert!(two.active_active());
+        assert_eq!(two.vip(), Some(Ipv4Addr::new(172, 30, 77, 10)));
+        let block = parse_str(&two_lbs("\n  - 172.30.77.10\n  - 172.30.77.9")).expect("block list");
+        assert_eq!(block.vips, two.vips);
+        let none = parse_str(
+            &GOOD
+                .replace("vip: 172.30.77.10\n", "")
+                .replace("    vip: true\n", ""),
+        )
+        .expect("no VIP");
+        assert!(none.vips.is_empty());
+        assert_eq!(none.vip(), None);
+    }
+
+    #[test]
+    fn vip_list_rules_name_the_line() {
+        for (vip, want) in [
+            (
+                "[172.30.77.10, 172.30.77.9, 172.30.77.8]",
+                "vip lists 3 addresses: give one (active-passive) or two (active-active)",
+            ),
+            ("[]", "vip lists 0 addresses"),
+            (
+                "[172.30.77.10, 172.30.77.10]",
+                "vip 172.30.77.10 is listed twice",
+            ),
+            (
+                "[172.30.77.10, 172.30.77]",
+                "vip `172.30.77` is not an IPv4 address",
+            ),
+            (
+                "[172.30.77.10, 172.30.77.12]",
+                "vip 172.30.77.12 is also the address of host `lb2`",
+            ),
+        ] {
+            let e = err(&two_lbs(vip));
+            assert!(e.contains("inv/test.yml:2:"), "{vip}: {e}");
+            assert!(e.contains(want), "{vip}: {e}");
+        }
+        // Active-active needs exactly two hosts in the VIP tier.
+        let e = err(&GOOD.replace("vip: 172.30.77.10", "vip: [172.30.77.10, 172.30.77.9]"));
+        assert!(e.contains("inv/test.yml:2:"), "{e}");
+        assert!(
+            e.contains("two VIPs (active-active) need exactly 2 hosts in tier `lb`, which has 1"),
+            "{e}"
+        );
+        assert!(e.contains("list one VIP for active-passive"), "{e}");
     }
 
     #[test]
@@ -966,7 +1115,7 @@ secrets:
             Some("a.b")
         );
         assert_eq!(
-            parse_str(GOOD).ok().and_then(|i| i.vip),
+            parse_str(GOOD).ok().and_then(|i| i.vip()),
             Some(Ipv4Addr::new(172, 30, 77, 10))
         );
     }

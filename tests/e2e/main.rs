@@ -16,3 +16,4 @@ mod rolling;
 mod safety;
 mod stack;
 mod tls;
+mod vrrp;

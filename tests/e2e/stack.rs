@@ -10,16 +10,36 @@ fn failures(probes: &[Probe]) -> usize {
     probes.iter().filter(|p| !p.ok).count()
 }
 
+/// Kill/measure cycles in [`vip_fails_over_when_the_holder_is_killed`].
+const FAILOVER_RUNS: usize = 3;
+
 /// `docker kill` of the VIP holder while a client requests every 100 ms: the peer
-/// takes the VIP and serves; report the seconds without service and failed requests.
+/// takes the VIP and serves; the killed host boots again and takes the VIP back. Three
+/// runs, each reporting the seconds without service and the failed requests (figures; the
+/// only timed assertion is a generous sanity bound).
 #[test]
 #[ignore = "needs the lab"]
 fn vip_fails_over_when_the_holder_is_killed() {
     let _lab = converged_lab();
+    let mut outages = Vec::new();
+    for run in 1..=FAILOVER_RUNS {
+        outages.push(failover_once(run));
+    }
+    let shown: Vec<String> = outages.iter().map(|o| format!("{o:.1}")).collect();
+    figure(&format!(
+        "failover over {FAILOVER_RUNS} runs: outage {} s",
+        shown.join(", ")
+    ));
+    assert_no_changes("inventories/lab.yml", &[], LAB_HOSTS);
+}
+
+/// One cycle: kill the holder, measure, bring it back, wait until it holds the VIP again.
+/// Returns the outage in seconds.
+fn failover_once(run: usize) -> f64 {
     let holder = wait_vip(None, 20).expect("one lb holds the VIP");
     let peer = if holder == "lb1" { "lb2" } else { "lb1" };
 
-    let prober = Prober::start(Duration::from_millis(100), Duration::from_secs(60));
+    let prober = Prober::start_fine(Duration::from_millis(100), Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
     let killed_at = prober.started.elapsed();
     let (code, _, err) = docker(&["kill", holder]);
@@ -42,7 +62,7 @@ fn vip_fails_over_when_the_holder_is_killed() {
     let outage = back.saturating_sub(killed_at).as_secs_f64();
     let failed = failures(&probes);
     figure(&format!(
-        "failover: docker kill {holder}; VIP answered from {peer} after {outage:.1} s; {failed} of {} requests failed (one every 100 ms)",
+        "failover run {run}: docker kill {holder}; VIP answered from {peer} after {outage:.1} s; {failed} of {} requests failed (one every 100 ms, 0.2 s to connect)",
         probes.len()
     ));
     assert!(
@@ -52,12 +72,16 @@ fn vip_fails_over_when_the_holder_is_killed() {
     assert!(outage < 15.0, "failover took {outage:.1} s");
 
     // The killed host boots again (as after a crash) with its enabled units; it takes
-    // the VIP back if it has the higher priority, and nothing needs changing.
+    // the VIP back if it has the higher priority, and the site serves.
     lab_up(None);
-    wait_vip(Some(holder), 30);
+    assert_eq!(
+        wait_vip(Some(holder), 45),
+        Some(holder),
+        "{holder} must take the VIP back once it runs again"
+    );
     let (code, body) = https_eventually("/api/visits", 20);
     assert_eq!(code, 0, "{body}");
-    assert_no_changes("inventories/lab.yml", &[], LAB_HOSTS);
+    outage
 }
 
 /// A change to HAProxy's config applied to both load balancers, standby first, while
