@@ -254,10 +254,16 @@ pub fn parse_alerts(text: &str, now: i64) -> Result<Vec<Alert>, String> {
         .collect())
 }
 
-pub fn parse_vip(text: &str) -> Result<Vec<VipSample>, String> {
+/// The samples of `foobar_vip_held` for the VIP `only` (the inventory's first VIP: with two
+/// VIPs, active-active, each LB holds one and reports both); `None`: every sample.
+pub fn parse_vip(text: &str, only: Option<&str>) -> Result<Vec<VipSample>, String> {
     let d: QueryData = data("/api/v1/query?query=foobar_vip_held", text)?;
     Ok(d.result
         .into_iter()
+        .filter(|s| match (only, s.metric.get("vip")) {
+            (Some(want), Some(got)) => got == want,
+            _ => true,
+        })
         .map(|s| VipSample {
             host: label(&s.metric, "host"),
             held: s.value.1.trim().parse::<f64>().is_ok_and(|v| v == 1.0),
@@ -811,12 +817,56 @@ mod tests {
     #[test]
     fn recorded_vip_samples_say_who_holds_it() {
         assert_eq!(
-            parse_vip(VIP).expect("parses"),
+            parse_vip(VIP, None).expect("parses"),
+            parse_vip(VIP, Some("127.0.0.1")).expect("parses"),
+        );
+        assert_eq!(
+            parse_vip(VIP, Some("127.0.0.2")).expect("parses"),
+            vec![],
+            "another VIP's samples are left out"
+        );
+        assert_eq!(
+            parse_vip(VIP, None).expect("parses"),
             vec![VipSample {
                 host: "lb1".into(),
                 held: true
             }]
         );
+    }
+
+    /// Active-active: each LB reports both VIPs; the first VIP's holder is the one shown.
+    #[test]
+    fn with_two_vips_only_the_first_one_is_summarized() {
+        let sample = |host: &str, vip: &str, v: &str| {
+            format!(
+                r#"{{"metric":{{"__name__":"foobar_vip_held","host":"{host}","vip":"{vip}"}},"value":[1796132089.1,"{v}"]}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{},{},{},{}]}}}}"#,
+            sample("lb1", "10.0.0.1", "1"),
+            sample("lb1", "10.0.0.2", "0"),
+            sample("lb2", "10.0.0.1", "0"),
+            sample("lb2", "10.0.0.2", "1"),
+        );
+        let first = parse_vip(&text, Some("10.0.0.1")).expect("parses");
+        let held: Vec<&str> = first
+            .iter()
+            .filter(|s| s.held)
+            .map(|s| s.host.as_str())
+            .collect();
+        assert_eq!(held, ["lb1"]);
+        let s = summarize("mon1", &inv(), &tiers(), all_up(), vec![], &first, APPLY);
+        assert!(
+            text_of(&s).contains("VIP 10.0.0.1: held by lb1\n"),
+            "{}",
+            text_of(&s)
+        );
+        assert_eq!(parse_vip(&text, None).expect("parses").len(), 4);
+    }
+
+    fn text_of(s: &Summary) -> String {
+        text(s, Some("10.0.0.1"), None)
     }
 
     #[test]
@@ -834,12 +884,15 @@ mod tests {
         ] {
             assert!(parse_targets(junk).is_err(), "{junk}");
             assert!(parse_alerts(junk, 0).is_err(), "{junk}");
-            assert!(parse_vip(junk).is_err(), "{junk}");
+            assert!(parse_vip(junk, None).is_err(), "{junk}");
         }
         // Wrong types inside: refused, no panic.
         assert!(
-            parse_vip(r#"{"status":"success","data":{"result":[{"metric":{},"value":7}]}}"#)
-                .is_err()
+            parse_vip(
+                r#"{"status":"success","data":{"result":[{"metric":{},"value":7}]}}"#,
+                None
+            )
+            .is_err()
         );
         let big = format!(
             "{{\"status\":\"success\",\"data\":{{\"activeTargets\":[]}},\"x\":\"{}\"}}",

@@ -55,10 +55,12 @@ pub(super) async fn status(c: &Common) -> anyhow::Result<i32> {
             shell::quote(&mons[0].tier),
         );
     };
+    // With two VIPs (active-active) status shows the first one's holder.
+    let first_vip = l.inv.vip().map(|v| v.to_string());
     let (targets, alerts, vip) = (
         monitoring::parse_targets(&a.targets),
         monitoring::parse_alerts(&a.alerts, a.now),
-        monitoring::parse_vip(&a.vip),
+        monitoring::parse_vip(&a.vip, first_vip.as_deref()),
     );
     let ctx = |e: String| anyhow!("{}: {e}", mon.name);
     let (mut targets, mut alerts, vip) = (
