@@ -613,7 +613,7 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
     let block = recap_block(&run, "web1");
     // First result: the failing check, with curl's own words.
     assert!(
-        block.contains("health check `nginx answers /health`"),
+        block.contains("health check `nginx answers /health over HTTPS with a client certificate`"),
         "{block}"
     );
     assert!(block.contains("500"), "{block}");
@@ -624,7 +624,7 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
     );
     assert!(block.contains("re-ran reload nginx"), "{block}");
     assert!(
-        block.contains("healthy again: nginx answers /health, nginx serves the site's index page"),
+        block.contains("healthy again: nginx answers /health over HTTPS with a client certificate, nginx serves the site's index page"),
         "{block}"
     );
     assert!(

@@ -229,12 +229,12 @@ pub fn client_cert_of(host: &str) -> (&'static str, &'static str) {
 }
 
 /// A shell command, to run inside lab host `from`, that asks the web host at `address`
-/// for /health over HTTPS as HAProxy does: the internal CA verifies the web host, `from`'s
+/// for /health over HTTPS as HAProxy does (it prints `ok`): the internal CA verifies the web host, `from`'s
 /// certificate is the client certificate. Bounded by `secs`.
 pub fn web_health_from(from: &str, address: &str, secs: u32) -> String {
     let (cert, key) = client_cert_of(from);
     format!(
-        "curl -fsS -o /dev/null --max-time {secs} --cacert {INTERNAL_CA} --cert {cert} --key {key} https://{address}/health"
+        "curl -fsS --max-time {secs} --cacert {INTERNAL_CA} --cert {cert} --key {key} https://{address}/health"
     )
 }
 
