@@ -35,7 +35,11 @@ pub(super) async fn issue<T: Transport>(
                 c.cert, role.role
             )));
         }
-        let what = format!("{:?} {}", c.action, c.cert).to_lowercase();
+        let what = format!(
+            "{} of the certificate {}",
+            format!("{:?}", c.action).to_lowercase(),
+            c.cert
+        );
         r.step(&format!("certificate {}: {}", c.cert, c.reason));
         let out = r
             .must(ErrorKind::Certificate, &what, &csr_script(c), b"")
