@@ -14,45 +14,23 @@ const WEB1: &str = "172.30.77.21";
 const APP1: &str = "172.30.77.31";
 const DB1: &str = "172.30.77.41";
 
-/// Every certificate of the lab: (host, certificate, key, key's owner).
-const CERTS: &[(&str, &str, &str, &str)] = &[
-    (
-        "db1",
-        "/etc/mysql/tls/db.crt",
-        "/etc/mysql/tls/db.key",
-        "mysql",
-    ),
-    (
-        "app1",
-        "/etc/foobar-app/tls/app.crt",
-        "/etc/foobar-app/tls/app.key",
-        "www-data",
-    ),
-    (
-        "web1",
-        "/etc/nginx/internal/web.crt",
-        "/etc/nginx/internal/web.key",
-        "root",
-    ),
-    (
-        "lb1",
-        "/etc/haproxy/internal/client.crt",
-        "/etc/haproxy/internal/client.crt.key",
-        "root",
-    ),
-    (
-        "lb2",
-        "/etc/haproxy/internal/client.crt",
-        "/etc/haproxy/internal/client.crt.key",
-        "root",
-    ),
-    (
-        "mon1",
-        "/etc/prometheus/tls/prometheus.crt",
-        "/etc/prometheus/tls/prometheus.key",
-        "prometheus",
-    ),
-];
+/// Every certificate of the lab: (host, certificate, key, key's owner), one per host (the
+/// paths are `client_cert_of`'s).
+fn certs() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    LAB_HOSTS
+        .iter()
+        .map(|&h| {
+            let (cert, key) = client_cert_of(h);
+            let owner = match h {
+                "db1" => "mysql",
+                "app1" => "www-data",
+                "mon1" => "prometheus",
+                _ => "root",
+            };
+            (h, cert, key, owner)
+        })
+        .collect()
+}
 
 /// A CA that is not the internal one and a client certificate it signed, copied to
 /// /tmp/rogue.{crt,key} (and the CA to /tmp/rogue-ca.pem) on each of `hosts`.
@@ -303,7 +281,7 @@ fn private_keys_are_made_on_their_hosts_0600_and_never_cross_a_connection() {
         "no private key crossed a connection"
     );
     let outputs = [plan.all(), text.all(), apply.all(), trace_text];
-    for (host, _, key, owner) in CERTS {
+    for (host, _, key, owner) in certs() {
         let stat = inside(host, &format!("stat -c '%a %U' {key}"));
         assert_eq!(stat.trim(), format!("600 {owner}"), "{host}:{key}");
         for line in key_body(host, key) {
@@ -347,14 +325,14 @@ fn a_renewal_window_past_expiry_renews_every_certificate_under_load() {
     let plan = tool(&["plan", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(plan.code, 2, "{}", plan.all());
     let planned = plan_of(&plan, LAB_HOSTS);
-    for (host, cert, _, _) in CERTS {
+    for (host, cert, _, _) in certs() {
         assert_eq!(
-            planned[*host].certificates,
+            planned[host].certificates,
             [(cert.to_string(), "renew".to_string())],
             "{host}"
         );
     }
-    let serials_before: Vec<String> = CERTS
+    let serials_before: Vec<String> = certs()
         .iter()
         .map(|(h, c, _, _)| inside(h, &format!("openssl x509 -in {c} -noout -serial")))
         .collect();
@@ -375,7 +353,7 @@ fn a_renewal_window_past_expiry_renews_every_certificate_under_load() {
         "renewal must cost no request:\n{}",
         report.first_failures(8)
     );
-    for ((h, c, _, _), before) in CERTS.iter().zip(&serials_before) {
+    for ((h, c, _, _), before) in certs().iter().zip(&serials_before) {
         let after = inside(h, &format!("openssl x509 -in {c} -noout -serial"));
         assert_ne!(&after, before, "{h}: {c} was renewed");
     }
