@@ -1,6 +1,7 @@
 //! Facts: what a host is now. One remote script gathers everything for a host in one
 //! round trip ([`script`]); pure parsers turn its output into [`Facts`] ([`parse`]).
 
+use crate::release::ReleaseFact;
 use crate::shell::{Init, quote};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -45,6 +46,8 @@ pub struct Facts {
     pub locked_by: Option<String>,
     /// Each certificate asked about, in the query's order.
     pub certs: Vec<CertFact>,
+    /// Each release root asked about, in the query's order.
+    pub releases: Vec<ReleaseFact>,
 }
 
 /// A certificate and its private key as found on the host. Only public data crosses:
@@ -81,6 +84,8 @@ pub struct FactQuery<'a> {
     pub drift: Vec<(&'a str, &'a str)>,
     /// (certificate, key) paths of the internal CA's certificates.
     pub certs: Vec<(&'a str, &'a str)>,
+    /// Roots of releases (`ROOT/current`, `ROOT/releases/`).
+    pub releases: Vec<&'a str>,
 }
 
 /// The one script that gathers a host's facts. Its output is read by [`parse`].
@@ -143,6 +148,21 @@ pub fn script(q: &FactQuery) -> String {
             key = quote(key),
             cert = quote(cert),
             max = MAX_CERT_BYTES,
+        ));
+    }
+    for (i, root) in q.releases.iter().enumerate() {
+        // `current` (its target, base64), the release folders (names that are release
+        // ids only: nothing else is ours), the newest history lines.
+        let id_glob = "[0-9a-f]".repeat(crate::inventory::RELEASE_ID_LEN);
+        s.push_str(&format!(
+            "r={root}; if [ -L \"$r/current\" ]; then t=$(readlink -- \"$r/current\" | head -c 4096 | base64 -w0); \
+             echo \"R {i} cur ${{t:--}}\"; elif [ -e \"$r/current\" ]; then echo \"R {i} cur $(printf '(not a symlink)' | base64 -w0)\"; \
+             else echo 'R {i} cur -'; fi\n\
+             for d in \"$r\"/releases/*; do n=${{d##*/}}; case $n in {id_glob}) [ -d \"$d\" ] && [ ! -L \"$d\" ] && echo \"R {i} have $n\";; esac; done\n\
+             tail -n {hist} -- \"$r/releases/{history}\" 2>/dev/null | sed 's/^/R {i} hist /'\n",
+            root = quote(root),
+            hist = crate::release::HISTORY_READ,
+            history = crate::release::HISTORY,
         ));
     }
     s.push_str("echo END\n");
@@ -259,6 +279,7 @@ struct FactsReader {
     stale_temps: BTreeSet<String>,
     locked_by: Option<String>,
     certs: Vec<CertFact>,
+    releases: Vec<ReleaseFact>,
 }
 
 /// Base64 text from the host, bounded; what it decodes to is made printable by whoever
@@ -291,6 +312,7 @@ impl FactsReader {
             stale_temps: BTreeSet::new(),
             locked_by: None,
             certs: vec![CertFact::default(); q.certs.len()],
+            releases: vec![ReleaseFact::default(); q.releases.len()],
         }
     }
 
@@ -334,6 +356,11 @@ impl FactsReader {
             "LOCK" => self.locked_by = Some(rest.to_string()),
             "KEY" => self.key(rest)?,
             "CERT" => self.cert(rest)?,
+            "R" => {
+                let (i, rest) = rest.split_once(' ')?;
+                let slot = self.releases.get_mut(i.parse::<usize>().ok()?)?;
+                crate::release::read_fact_line(slot, rest)?;
+            }
             "END" => self.ended = true,
             "" => {}
             _ => return None,
@@ -491,6 +518,7 @@ impl FactsReader {
             },
             locked_by: self.locked_by,
             certs: self.certs,
+            releases: self.releases,
         })
     }
 }
@@ -547,6 +575,7 @@ mod tests {
 
     fn q() -> FactQuery<'static> {
         FactQuery {
+            releases: vec![],
             paths: vec!["/etc/nginx/nginx.conf", "/etc/foo bar"],
             packages: vec!["nginx", "haproxy"],
             services: vec!["nginx"],

@@ -51,6 +51,7 @@ impl<T: Transport> Reader<'_, T> {
             drift: desired.drift_checks(),
             vips: self.vips.clone(),
             certs: desired.certificates(),
+            releases: desired.release_roots(),
         };
         let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
         let out = self
@@ -61,7 +62,9 @@ impl<T: Transport> Reader<'_, T> {
         }
         let facts = facts::parse(&String::from_utf8_lossy(&out.stdout), &q)
             .map_err(|e| self.unreadable(&e.to_string()))?;
-        let changed = plan::content_changed(desired, &facts);
+        let manifests = plan::release_manifests(desired, &facts);
+        let mut changed = plan::content_changed(desired, &facts);
+        changed.extend(manifests.iter().map(String::as_str));
         let mut old = Default::default();
         let mut round_trips = 1;
         if !changed.is_empty() {
@@ -70,8 +73,19 @@ impl<T: Transport> Reader<'_, T> {
             old = facts::parse_contents(&String::from_utf8_lossy(&out.stdout))
                 .map_err(|e| self.unreadable(&e.to_string()))?;
         }
+        let plan = plan::plan_host(desired, &facts, &old, self.secrets, self.certs);
+        if let Some((role, e)) = plan
+            .roles
+            .iter()
+            .find_map(|r| r.release_error.as_ref().map(|e| (&r.role, e)))
+        {
+            return Err(Outcome::failed(
+                ErrorKind::Release,
+                format!("[{role}] {}", self.secrets.mask(&printable(e))),
+            ));
+        }
         Ok(Planned {
-            plan: plan::plan_host(desired, &facts, &old, self.secrets, self.certs),
+            plan,
             vips_held: facts.vips_held.unwrap_or(0),
             round_trips,
         })
@@ -162,6 +176,7 @@ mod tests {
                 vars: Default::default(),
             },
             roles: vec![DesiredRole {
+                release: None,
                 certificates: vec![],
                 name: "site".into(),
                 packages: vec![],

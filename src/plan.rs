@@ -1,9 +1,10 @@
 //! Planning: desired state vs facts -> the changes to make. Pure; an empty plan means
 //! the host is converged. `plan` prints this value and `apply` executes the same value.
 
-use crate::desired::{DesiredCert, DesiredFile, DesiredHost, DesiredRole};
+use crate::desired::{DesiredCert, DesiredFile, DesiredHost, DesiredRelease, DesiredRole};
 use crate::facts::{CertFact, Facts};
 use crate::pki::{self, Ca, CertAction};
+use crate::release::{self, Current, ReleaseFact, Summary, Why};
 use crate::role::{HealthCheck, Notify, NotifyKind, TreeValidate};
 use crate::secrets::Secrets;
 use crate::shell::Init;
@@ -60,6 +61,14 @@ pub struct RolePlan {
     /// or owner drifted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertChange>,
+    /// The role's release: uploaded, migrated, switched in (after the files), old ones
+    /// removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseChange>,
+    /// Why the release cannot be planned (a pin the host lacks, no release to roll back
+    /// to): the host fails before anything is changed.
+    #[serde(skip)]
+    pub release_error: Option<String>,
     /// What runs after the files are in place, in order.
     pub actions: Vec<Action>,
     #[serde(skip)]
@@ -140,6 +149,38 @@ pub struct CertChange {
     pub desired: DesiredCert,
 }
 
+/// A release change, as the plan shows it: "release A -> B".
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseChange {
+    pub root: String,
+    /// The release serving now (none before the first deploy).
+    pub from: Option<String>,
+    pub to: String,
+    pub why: Why,
+    /// `current` is switched (else only old releases are removed).
+    pub switch: bool,
+    /// The release is sent (one archive); else it is on the host already.
+    pub upload: bool,
+    /// Files of the new release (its size in the plan).
+    pub files: usize,
+    pub bytes: u64,
+    /// What the source is (a folder, an archive, a git ref).
+    pub source: String,
+    /// File by file, against the release serving now (when the host's manifest of it
+    /// could be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// The migration, run before the switch: set on one host of the tier per deploy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<String>,
+    /// Release folders removed after the switch succeeded (beyond `keep`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<String>,
+    pub notify: Notify,
+    #[serde(skip)]
+    pub desired: DesiredRelease,
+}
+
 /// What certificates are checked against: the internal CA, now, the renewal window.
 pub struct CertCheck<'a> {
     pub ca: &'a Ca,
@@ -202,6 +243,14 @@ impl HostPlan {
         })
     }
 
+    /// Switches a release in: its tier rolls such hosts in batches (one at a time by
+    /// default), each health-checked before the next.
+    pub fn switches_release(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.release.as_ref().is_some_and(|rel| rel.switch))
+    }
+
     /// Restarts a service that is serving: the host is drained first where its tier says.
     pub fn restarts_serving(&self) -> bool {
         self.roles.iter().any(|r| {
@@ -219,7 +268,12 @@ impl HostPlan {
             + self
                 .roles
                 .iter()
-                .map(|r| r.files.len() + r.certificates.len() + r.actions.len())
+                .map(|r| {
+                    r.files.len()
+                        + r.certificates.len()
+                        + r.actions.len()
+                        + usize::from(r.release.is_some())
+                })
                 .sum::<usize>()
     }
 }
@@ -248,7 +302,10 @@ impl FileChange {
 impl RolePlan {
     /// Nothing to do for this role.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.certificates.is_empty() && self.actions.is_empty()
+        self.files.is_empty()
+            && self.certificates.is_empty()
+            && self.actions.is_empty()
+            && self.release.is_none()
     }
 }
 
@@ -283,8 +340,10 @@ pub fn plan_host(
         .filter(|p| !facts.packages.get(*p).copied().unwrap_or(false))
         .map(str::to_string)
         .collect();
-    // Certificate facts come in the order of `desired.certificates()`.
+    // Certificate facts come in the order of `desired.certificates()`, release facts in
+    // the order of `desired.release_roots()`.
     let mut cert_facts = facts.certs.iter();
+    let mut release_facts = facts.releases.iter();
     let roles = desired
         .roles
         .iter()
@@ -294,6 +353,10 @@ pub fn plan_host(
                 .iter()
                 .filter_map(|c| cert_change(c, cert_facts.next(), certs))
                 .collect();
+            let release = role
+                .release
+                .as_ref()
+                .map(|d| release_change(d, release_facts.next(), old));
             plan_role(
                 role,
                 facts,
@@ -301,6 +364,7 @@ pub fn plan_host(
                 secrets,
                 &packages_to_install,
                 certificates,
+                release,
             )
         })
         .collect();
@@ -324,7 +388,13 @@ fn plan_role(
     secrets: &Secrets,
     installing: &[String],
     certificates: Vec<CertChange>,
+    release: Option<Result<Option<ReleaseChange>, String>>,
 ) -> RolePlan {
+    let (release, release_error) = match release {
+        Some(Ok(r)) => (r, None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     let files: Vec<FileChange> = role
         .files
         .iter()
@@ -340,7 +410,15 @@ fn plan_role(
                 .get(&svc.name)
                 .is_some_and(|s| s.active == "active")
         });
-    let mut actions = role_actions(role, &files, &certificates, facts, serving, fresh);
+    let mut actions = role_actions(
+        role,
+        &files,
+        &certificates,
+        release.as_ref(),
+        facts,
+        serving,
+        fresh,
+    );
     let drift = role
         .drift_check
         .clone()
@@ -362,10 +440,81 @@ fn plan_role(
         interrupts,
         files,
         certificates,
+        release,
+        release_error,
         actions,
         validate: role.validate.clone(),
         health: role.health.clone(),
     }
+}
+
+/// The manifest file of a host's release `id` under `root`.
+pub fn manifest_path(root: &str, id: &str) -> String {
+    format!("{root}/releases/{id}/{}", release::MANIFEST)
+}
+
+/// Manifests of the releases serving now where another one is switched in: read in the
+/// contents round trip, for the plan's file summary.
+pub fn release_manifests(desired: &DesiredHost, facts: &Facts) -> Vec<String> {
+    let mut out = Vec::new();
+    let roles = desired.roles.iter().filter_map(|r| r.release.as_ref());
+    for (d, f) in roles.zip(facts.releases.iter()) {
+        if let (Some(b), Current::Release(cur)) = (&d.bundle, &f.current)
+            && *cur != b.id
+        {
+            out.push(manifest_path(&d.spec.root, cur));
+        }
+    }
+    out
+}
+
+/// What a role's release needs on a host (`Ok(None)`: nothing). The migration is
+/// planned on every host that deploys the source; the rollout keeps it on one.
+fn release_change(
+    d: &DesiredRelease,
+    fact: Option<&ReleaseFact>,
+    old: &BTreeMap<String, Vec<u8>>,
+) -> Result<Option<ReleaseChange>, String> {
+    let Some(bundle) = &d.bundle else {
+        return Ok(None);
+    };
+    let empty = ReleaseFact::default();
+    let fact = fact.unwrap_or(&empty);
+    let Some(dec) = release::decide(&bundle.id, &d.target, d.keep, fact)? else {
+        return Ok(None);
+    };
+    let summary = dec.from.as_ref().and_then(|from| {
+        old.get(&manifest_path(&d.spec.root, from))
+            .filter(|_| dec.to == bundle.id)
+            .map(|m| release::compare(&String::from_utf8_lossy(m), &bundle.manifest))
+    });
+    let (files, bytes) = if dec.to == bundle.id {
+        (
+            bundle.files.len(),
+            bundle.files.iter().map(|f| f.content.len() as u64).sum(),
+        )
+    } else {
+        (0, 0)
+    };
+    Ok(Some(ReleaseChange {
+        root: d.spec.root.clone(),
+        migrate: d
+            .migrate
+            .clone()
+            .filter(|_| dec.switch && dec.to == bundle.id && dec.why != Why::Rollback),
+        from: dec.from,
+        to: dec.to,
+        why: dec.why,
+        switch: dec.switch,
+        upload: dec.upload,
+        files,
+        bytes,
+        source: bundle.label.clone(),
+        summary,
+        prune: dec.prune,
+        notify: d.spec.notify.clone(),
+        desired: d.clone(),
+    }))
 }
 
 /// What one certificate needs (`None`: in place). The host's data is untrusted: a
@@ -527,6 +676,7 @@ fn role_actions(
     role: &DesiredRole,
     files: &[FileChange],
     certs: &[CertChange],
+    release: Option<&ReleaseChange>,
     facts: &Facts,
     serving: bool,
     fresh: bool,
@@ -547,6 +697,7 @@ fn role_actions(
                 .filter(|c| c.action != CertWork::FixKey)
                 .map(|c| (&c.notify, false)),
         )
+        .chain(release.filter(|r| r.switch).map(|r| (&r.notify, false)))
         .collect();
     if facts.init == Init::Systemd
         && content_changed.iter().any(|f| {
@@ -660,6 +811,7 @@ mod tests {
                 vars: Default::default(),
             },
             roles: vec![DesiredRole {
+                release: None,
                 certificates: vec![],
                 name: "nginx".into(),
                 packages: vec!["nginx".into()],
@@ -707,6 +859,7 @@ mod tests {
             },
         );
         Facts {
+            releases: vec![],
             init: Init::Systemd,
             files,
             packages: [("nginx".to_string(), installed)].into_iter().collect(),
@@ -1108,6 +1261,7 @@ mod tests {
 
     fn role(files: Vec<DesiredFile>, service: Option<Service>) -> DesiredRole {
         DesiredRole {
+            release: None,
             certificates: vec![],
             name: "app".into(),
             packages: vec!["app".into()],
@@ -1899,6 +2053,8 @@ mod tests {
                 .iter()
                 .zip(actions)
                 .map(|(&nf, &na)| RolePlan {
+                    release: None,
+                    release_error: None,
                     serving: false,
                     interrupts: None,
                     role: "r".into(),

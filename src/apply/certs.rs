@@ -57,6 +57,8 @@ pub(super) async fn issue<T: Transport>(
         drift: None,
         files: signed,
         certificates: Vec::new(),
+        release: None,
+        release_error: None,
         actions: Vec::new(),
         validate: None,
         health: Vec::new(),

@@ -16,6 +16,7 @@
 
 mod certs;
 mod lock;
+mod release;
 mod remote;
 mod scripts;
 
@@ -28,7 +29,7 @@ use scripts::{
     status_script, swap_script, tree_validate_script, upload_script,
 };
 
-use crate::plan::{Action, FileAction, FileChange, HostPlan, RolePlan};
+use crate::plan::{Action, FileAction, FileChange, HostPlan, ReleaseChange, RolePlan};
 use crate::report::{ErrorKind, Interruption, Outcome};
 use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
@@ -160,6 +161,14 @@ async fn apply_role<T: Transport>(
 ) -> Result<(), StepError> {
     certs::issue(r, role).await?;
     let staged = upload(r, role).await?;
+    match release::stage(r, role).await {
+        Ok(()) => {}
+        Err(e @ StepError::Transport(_)) => return Err(e),
+        Err(e) => {
+            cleanup(r, &staged).await;
+            return Err(e);
+        }
+    }
     validate(r, role, &staged).await?;
     // The last point where Ctrl-C abandons the role: from here on it is finished (or
     // rolled back).
@@ -170,16 +179,31 @@ async fn apply_role<T: Transport>(
     let dests = swapped_paths(role, &staged);
     let mut meta: Vec<MetaBefore> = Vec::new();
     let mut result = set_metadata(r, role, &mut meta).await;
+    // The release: migrated (on the host the rollout chose), then switched in.
+    let mut switched: Option<&ReleaseChange> = None;
+    if let Some(rel) = role.release.as_ref().filter(|rel| rel.switch) {
+        if result.is_ok() {
+            result = release::migrate(r, init, rel).await;
+        }
+        if result.is_ok() {
+            result = release::switch(r, rel, &rel.to).await;
+            switched = result.is_ok().then_some(rel);
+        }
+    }
     if result.is_ok() {
         result = run_actions(r, init, &role.actions).await;
     }
     if result.is_ok() {
-        result = health(r, role).await;
+        result = health(r, role, switched.map(|rel| rel.to.as_str())).await;
     }
     if let Err(e) = result {
-        return Err(rollback(r, init, role, &dests, &meta, e).await);
+        return Err(rollback(r, init, role, &dests, &meta, switched, e).await);
     }
-    remove_backups(r, &dests).await
+    remove_backups(r, &dests).await?;
+    match &role.release {
+        Some(rel) => release::prune(r, rel).await,
+        None => Ok(()),
+    }
 }
 
 /// Step 1: Uploads every changed file of the role to its temporary path. Until the swap,
@@ -401,9 +425,25 @@ async fn service_status<T: Transport>(r: &Remote<'_, T>, init: Init, a: &Action)
         .unwrap_or_default()
 }
 
-/// Step 5: The role's health checks, each of which must pass twice in a row.
-async fn health<T: Transport>(r: &Remote<'_, T>, role: &RolePlan) -> Result<(), StepError> {
-    for h in &role.health {
+/// Step 5: The role's health checks, each of which must pass twice in a row; with
+/// `release`, the release's own check for that release id last.
+async fn health<T: Transport>(
+    r: &Remote<'_, T>,
+    role: &RolePlan,
+    release: Option<&str>,
+) -> Result<(), StepError> {
+    let release_check = role
+        .release
+        .as_ref()
+        .and_then(|rel| rel.desired.health.as_ref())
+        .zip(release)
+        .map(|(h, id)| {
+            let mut h = h.clone();
+            h.command = release::health_command(&h.command, id);
+            h.name = format!("{} (release {id})", h.name);
+            h
+        });
+    for h in role.health.iter().chain(release_check.as_ref()) {
         r.step(&format!("health check: {}", h.name));
         r.must_within(
             ErrorKind::HealthCheck,
@@ -460,24 +500,41 @@ async fn rollback<T: Transport>(
     role: &RolePlan,
     dests: &[&str],
     meta: &[MetaBefore<'_>],
+    switched: Option<&ReleaseChange>,
     cause: StepError,
 ) -> StepError {
     let StepError::Failed(first) = cause else {
         return cause;
     };
-    if dests.is_empty() && meta.is_empty() {
+    // The release switched back to the one it replaced (there is none on a first deploy).
+    let back_to = switched.and_then(|rel| rel.from.as_deref().map(|from| (rel, from)));
+    if dests.is_empty() && meta.is_empty() && back_to.is_none() {
         return StepError::Failed(first);
     }
-    r.step("rolling back to the previous files");
-    let script = rollback_script(dests, meta);
-    if let Err(e) = r.must(ErrorKind::Rollback, "rollback", &script, b"").await {
-        return StepError::failed(
-            ErrorKind::Rollback,
-            format!("{first}\n  rollback FAILED: {}", e.message()),
-        );
+    if !dests.is_empty() || !meta.is_empty() {
+        r.step("rolling back to the previous files");
+        let script = rollback_script(dests, meta);
+        if let Err(e) = r.must(ErrorKind::Rollback, "rollback", &script, b"").await {
+            return StepError::failed(
+                ErrorKind::Rollback,
+                format!("{first}\n  rollback FAILED: {}", e.message()),
+            );
+        }
     }
-    let mut restored: Vec<&str> = dests.to_vec();
-    restored.extend(meta.iter().map(|m| m.path));
+    let mut restored: Vec<String> = dests.iter().map(|d| d.to_string()).collect();
+    restored.extend(meta.iter().map(|m| m.path.to_string()));
+    if let Some((rel, from)) = back_to {
+        if let Err(e) = release::switch(r, rel, from).await {
+            return StepError::failed(
+                ErrorKind::Rollback,
+                format!(
+                    "{first}\n  rollback FAILED: switching back to release {from}: {}",
+                    e.message()
+                ),
+            );
+        }
+        restored.push(format!("{}/current -> release {from}", rel.root));
+    }
     let again = actions_to_rerun(role);
     let rerun = if again.is_empty() {
         "nothing to re-run".to_string()
@@ -486,7 +543,7 @@ async fn rollback<T: Transport>(
         format!("re-ran {}", names.join(", "))
     };
     let second = match run_actions(r, init, &again).await {
-        Ok(()) => health(r, role).await,
+        Ok(()) => health(r, role, back_to.map(|(_, from)| from)).await,
         Err(e) => Err(e),
     };
     let checks: Vec<&str> = role.health.iter().map(|h| h.name.as_str()).collect();
@@ -589,6 +646,8 @@ mod tests {
             packages_to_install: vec![],
             stale_temps: vec![],
             roles: vec![RolePlan {
+                release: None,
+                release_error: None,
                 serving: false,
                 interrupts: None,
                 role: "site".into(),
@@ -727,6 +786,7 @@ mod lock_tests {
                 vars: Default::default(),
             },
             roles: vec![crate::desired::DesiredRole {
+                release: None,
                 name: "site".into(),
                 packages: vec![],
                 service: None,
