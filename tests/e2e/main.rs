@@ -13,6 +13,7 @@ mod basics;
 mod firewall;
 mod monitoring;
 mod rolling;
+mod release;
 mod safety;
 mod stack;
 mod tls;
