@@ -115,8 +115,13 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     // Release A.
     set_message(project.path(), &format!("release A {nonce}"));
     let a = planned_release(&inv, &root);
+    let started = Instant::now();
     let run = apply_text(&inv, &root);
     assert_eq!(run.code, 0, "deploying A: {}", run.all());
+    figure(&format!(
+        "release: a one-line app change deployed on 2 app hosts, one after the other, in {:.2}s (no load)",
+        started.elapsed().as_secs_f64()
+    ));
     for h in app_hosts {
         assert_eq!(current(h), a, "{h} runs release A");
     }
@@ -262,6 +267,22 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
         assert!(kept.contains(&e) && kept.contains(&a), "{h}: {kept:?}");
     }
     assert_no_changes(&inv, &["--root", &root], SCALED_HOSTS);
+
+    // A pin: back to A by the inventory (nothing sent), then the source again.
+    let (pinned, _p) = lab_inventory("release-pin", |t| {
+        own_app(two_web_two_app(t)).replace(
+            "      keep: 3",
+            &format!("      keep: 3\n      pin: {a}"),
+        )
+    });
+    let pinned = pinned.to_string_lossy().to_string();
+    let run = apply_text(&pinned, &root);
+    assert_eq!(run.code, 0, "pinning A: {}", run.all());
+    assert!(!run.all().contains("uploading"), "{}", run.all());
+    for h in app_hosts {
+        assert_eq!(current(h), a, "{h} pinned to A");
+    }
+    assert_no_changes(&pinned, &["--root", &root], SCALED_HOSTS);
 
     // Back to the repository's app, without the test's column and records.
     let _ = sql("ALTER TABLE visits DROP COLUMN IF EXISTS note; DELETE FROM schema_migrations WHERE name IN ('002_note.sql', '003_broken.sql')");
