@@ -163,6 +163,9 @@ mod tests {
             },
             roles: vec![DesiredRole {
                 certificates: vec![],
+                directories: vec![],
+                links: vec![],
+                absent: vec![],
                 name: "site".into(),
                 packages: vec![],
                 service: None,

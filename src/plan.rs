@@ -661,6 +661,9 @@ mod tests {
             },
             roles: vec![DesiredRole {
                 certificates: vec![],
+                directories: vec![],
+                links: vec![],
+                absent: vec![],
                 name: "nginx".into(),
                 packages: vec!["nginx".into()],
                 service: Some(Service {
@@ -1109,6 +1112,9 @@ mod tests {
     fn role(files: Vec<DesiredFile>, service: Option<Service>) -> DesiredRole {
         DesiredRole {
             certificates: vec![],
+            directories: vec![],
+            links: vec![],
+            absent: vec![],
             name: "app".into(),
             packages: vec!["app".into()],
             service,

@@ -740,6 +740,9 @@ mod lock_tests {
                 health: vec![],
                 drift_check: None,
                 certificates: vec![],
+                directories: vec![],
+                links: vec![],
+                absent: vec![],
             }],
         };
         let p = reader.plan(&desired).await.expect("planned");
