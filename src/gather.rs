@@ -51,6 +51,8 @@ impl<T: Transport> Reader<'_, T> {
             drift: desired.drift_checks(),
             vips: self.vips.clone(),
             certs: desired.certificates(),
+            dirs: desired.directories(),
+            nodes: desired.links_and_absent(),
         };
         let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
         let out = self

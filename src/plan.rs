@@ -720,6 +720,7 @@ mod tests {
             stale_temps: Default::default(),
             locked_by: None,
             certs: vec![],
+            nodes: BTreeMap::new(),
         }
     }
 
