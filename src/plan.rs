@@ -12,6 +12,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+mod paths;
+pub use paths::{PathAction, PathChange, PathWant};
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HostPlan {
     pub host: String,
@@ -60,6 +63,10 @@ pub struct RolePlan {
     /// or owner drifted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertChange>,
+    /// The role's directories (made before its files), links and absent paths (swapped
+    /// with its files) that differ from role.yml.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathChange>,
     /// What runs after the files are in place, in order.
     pub actions: Vec<Action>,
     #[serde(skip)]
@@ -212,15 +219,28 @@ impl HostPlan {
         })
     }
 
-    /// Number of changes (packages, files, actions).
+    /// Number of changes (packages, files, certificates, paths, actions).
     pub fn change_count(&self) -> usize {
         self.packages_to_install.len()
             + self.stale_temps.len()
             + self
                 .roles
                 .iter()
-                .map(|r| r.files.len() + r.certificates.len() + r.actions.len())
+                .map(|r| r.files.len() + r.certificates.len() + r.paths.len() + r.actions.len())
                 .sum::<usize>()
+    }
+
+    /// Why this plan cannot be applied (a path change that would delete data), one line
+    /// per refused path; empty when it can.
+    pub fn refusals(&self) -> Vec<String> {
+        self.roles
+            .iter()
+            .flat_map(|r| {
+                r.paths
+                    .iter()
+                    .filter_map(move |c| c.reason.as_ref().map(|why| format!("[{}] {why}", r.role)))
+            })
+            .collect()
     }
 }
 
@@ -248,7 +268,10 @@ impl FileChange {
 impl RolePlan {
     /// Nothing to do for this role.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.certificates.is_empty() && self.actions.is_empty()
+        self.files.is_empty()
+            && self.certificates.is_empty()
+            && self.paths.is_empty()
+            && self.actions.is_empty()
     }
 }
 
@@ -340,7 +363,8 @@ fn plan_role(
                 .get(&svc.name)
                 .is_some_and(|s| s.active == "active")
         });
-    let mut actions = role_actions(role, &files, &certificates, facts, serving, fresh);
+    let paths = paths::path_changes(role, facts);
+    let mut actions = role_actions(role, &files, &certificates, &paths, facts, serving, fresh);
     let drift = role
         .drift_check
         .clone()
@@ -362,6 +386,7 @@ fn plan_role(
         interrupts,
         files,
         certificates,
+        paths,
         actions,
         validate: role.validate.clone(),
         health: role.health.clone(),
@@ -527,6 +552,7 @@ fn role_actions(
     role: &DesiredRole,
     files: &[FileChange],
     certs: &[CertChange],
+    paths: &[PathChange],
     facts: &Facts,
     serving: bool,
     fresh: bool,
@@ -536,8 +562,10 @@ fn role_actions(
         .iter()
         .filter(|f| f.action != FileAction::Metadata)
         .collect();
+    // Links made, changed or removed, and paths removed, notify as new content does.
+    let paths_changed: Vec<&PathChange> = paths.iter().filter(|c| c.notifies()).collect();
     // (what it notifies, whether a changed line asks for a restart) of every new content:
-    // files, and certificates (a fixed key mode is no new content).
+    // files, certificates (a fixed key mode is no new content), links and absent paths.
     let notified: Vec<(&Notify, bool)> = content_changed
         .iter()
         .map(|f| (&f.notify, f.restart_because.is_some()))
@@ -547,13 +575,16 @@ fn role_actions(
                 .filter(|c| c.action != CertWork::FixKey)
                 .map(|c| (&c.notify, false)),
         )
+        .chain(paths_changed.iter().map(|c| (&c.notify, false)))
         .collect();
+    let unit_path = |p: &str| {
+        p.starts_with("/etc/systemd/")
+            || p.starts_with("/lib/systemd/")
+            || p.starts_with("/usr/lib/systemd/")
+    };
     if facts.init == Init::Systemd
-        && content_changed.iter().any(|f| {
-            f.path.starts_with("/etc/systemd/")
-                || f.path.starts_with("/lib/systemd/")
-                || f.path.starts_with("/usr/lib/systemd/")
-        })
+        && (content_changed.iter().any(|f| unit_path(&f.path))
+            || paths_changed.iter().any(|c| unit_path(&c.path)))
     {
         actions.push(Action::DaemonReload);
     }
@@ -1912,6 +1943,7 @@ mod tests {
                     drift: None,
                     files: (0..nf).map(|i| change_stub(&format!("/f{i}"))).collect(),
                     certificates: Vec::new(),
+                    paths: Vec::new(),
                     actions: vec![Action::DaemonReload; na],
                     validate: None,
                     health: vec![],

@@ -57,6 +57,7 @@ pub(super) async fn issue<T: Transport>(
         drift: None,
         files: signed,
         certificates: Vec::new(),
+        paths: Vec::new(),
         actions: Vec::new(),
         validate: None,
         health: Vec::new(),

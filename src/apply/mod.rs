@@ -594,6 +594,7 @@ mod tests {
                 role: "site".into(),
                 drift: None,
                 certificates: vec![],
+                paths: Vec::new(),
                 files: vec![FileChange {
                     restart_because: None,
                     path: dest.into(),
