@@ -12,10 +12,13 @@
 //! - `remote.rs`: [`Remote`], the stall watchdog, time limits, how a step fails.
 //! - `lock.rs`: [`HostLock`], one apply per host at a time, and the audit trail.
 //! - `scripts.rs`: the shell scripts, pure builders with exact-string tests.
+//! - `paths.rs`: a role's directories (before its files), links and absent paths (swapped
+//!   with its files).
 //! - this file: the order of the steps, and the rollback.
 
 mod certs;
 mod lock;
+mod paths;
 mod remote;
 mod scripts;
 
@@ -28,7 +31,7 @@ use scripts::{
     status_script, swap_script, tree_validate_script, upload_script,
 };
 
-use crate::plan::{Action, FileAction, FileChange, HostPlan, RolePlan};
+use crate::plan::{Action, FileAction, FileChange, HostPlan, PathAction, PathChange, RolePlan};
 use crate::report::{ErrorKind, Interruption, Outcome};
 use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
@@ -44,6 +47,16 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     if plan.is_empty() {
         return Outcome::Ok;
+    }
+    let refused = plan.refusals();
+    if !refused.is_empty() {
+        return Outcome::failed(
+            ErrorKind::Facts,
+            format!(
+                "the plan cannot be applied without deleting data (nothing was changed on this host):\n  {}",
+                refused.join("\n  ")
+            ),
+        );
     }
     let Some(lock) = &r.lock else {
         return apply_unlocked(r, plan).await;
@@ -149,16 +162,53 @@ struct Staged<'a> {
     tmp: String,
 }
 
-/// One role: its certificates (0, see `certs.rs`), upload (1), validate (2), swap and
-/// owners/modes in place (3), handlers (4), health checks (5), then the backups go. A
-/// failure after the swap rolls back (the role's files; a new certificate stays: it is
-/// valid on its own).
+/// One role: its certificates (0, see `certs.rs`), its directories (0b, `paths.rs`),
+/// upload (1), validate (2), swap, links and absent paths, owners/modes in place (3),
+/// handlers (4), health checks (5), then the backups go. A failure before the swap puts
+/// the directories back; a failure after it rolls back (the role's files, directories,
+/// links and absent paths; a new certificate stays: it is valid on its own).
 async fn apply_role<T: Transport>(
     r: &Remote<'_, T>,
     init: Init,
     role: &RolePlan,
 ) -> Result<(), StepError> {
     certs::issue(r, role).await?;
+    let dirs = paths::make_directories(r, role).await?;
+    let staged = match stage(r, role).await {
+        Ok(staged) => staged,
+        Err(e) => return Err(paths::undo_directories(r, &dirs, e).await),
+    };
+    let dests = swapped_paths(role, &staged);
+    let mut done: Vec<&PathChange> = dirs;
+    done.extend(
+        role.paths
+            .iter()
+            .filter(|c| c.action == PathAction::Unfinished),
+    );
+    let mut meta: Vec<MetaBefore> = Vec::new();
+    let mut result = paths::swap(r, role, &mut done).await;
+    if result.is_ok() {
+        result = set_metadata(r, role, &mut meta).await;
+    }
+    if result.is_ok() {
+        result = run_actions(r, init, &role.actions).await;
+    }
+    if result.is_ok() {
+        result = health(r, role).await;
+    }
+    if let Err(e) = result {
+        return Err(rollback(r, init, role, &dests, &meta, &done, e).await);
+    }
+    remove_backups(r, &dests).await?;
+    paths::remove_backups(r, &done).await
+}
+
+/// Steps 1 to 3: upload, validate and swap the role's files. Until the swap, a failure or
+/// Ctrl-C leaves the live files as they were.
+async fn stage<'a, T: Transport>(
+    r: &Remote<'_, T>,
+    role: &'a RolePlan,
+) -> Result<Vec<Staged<'a>>, StepError> {
     let staged = upload(r, role).await?;
     validate(r, role, &staged).await?;
     // The last point where Ctrl-C abandons the role: from here on it is finished (or
@@ -167,19 +217,7 @@ async fn apply_role<T: Transport>(
         return Err(abandon(r, role, &staged).await);
     }
     swap(r, &staged).await?;
-    let dests = swapped_paths(role, &staged);
-    let mut meta: Vec<MetaBefore> = Vec::new();
-    let mut result = set_metadata(r, role, &mut meta).await;
-    if result.is_ok() {
-        result = run_actions(r, init, &role.actions).await;
-    }
-    if result.is_ok() {
-        result = health(r, role).await;
-    }
-    if let Err(e) = result {
-        return Err(rollback(r, init, role, &dests, &meta, e).await);
-    }
-    remove_backups(r, &dests).await
+    Ok(staged)
 }
 
 /// Step 1: Uploads every changed file of the role to its temporary path. Until the swap,
@@ -451,25 +489,29 @@ async fn abandon<T: Transport>(
     ))
 }
 
-/// Restores the previous files (and owners and modes), re-runs the service handling and
-/// the handlers that read them, and checks again. Returns the error to report, with both
-/// results: the first failure and what the host looks like after the rollback.
+/// Restores the previous files (and owners and modes) and the role's directories, links
+/// and absent paths done (`paths`), re-runs the service handling and the handlers that
+/// read them, and checks again. Returns the error to report, with both results: the first
+/// failure and what the host looks like after the rollback.
 async fn rollback<T: Transport>(
     r: &Remote<'_, T>,
     init: Init,
     role: &RolePlan,
     dests: &[&str],
     meta: &[MetaBefore<'_>],
+    paths: &[&PathChange],
     cause: StepError,
 ) -> StepError {
     let StepError::Failed(first) = cause else {
         return cause;
     };
-    if dests.is_empty() && meta.is_empty() {
+    if dests.is_empty() && meta.is_empty() && paths.is_empty() {
         return StepError::Failed(first);
     }
     r.step("rolling back to the previous files");
-    let script = rollback_script(dests, meta);
+    let mut meta = meta.to_vec();
+    meta.extend(paths::metadata_before(paths));
+    let script = rollback_script(dests, &meta, &scripts::paths_rollback(paths));
     if let Err(e) = r.must(ErrorKind::Rollback, "rollback", &script, b"").await {
         return StepError::failed(
             ErrorKind::Rollback,
@@ -478,6 +520,12 @@ async fn rollback<T: Transport>(
     }
     let mut restored: Vec<&str> = dests.to_vec();
     restored.extend(meta.iter().map(|m| m.path));
+    restored.extend(
+        paths
+            .iter()
+            .filter(|c| !(c.is_directory() && c.action == PathAction::Metadata))
+            .map(|c| c.path.as_str()),
+    );
     let again = actions_to_rerun(role);
     let rerun = if again.is_empty() {
         "nothing to re-run".to_string()
