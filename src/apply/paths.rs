@@ -385,6 +385,152 @@ mod tests {
         assert!(fp_left(d.path()).is_empty(), "{:?}", fp_left(d.path()));
     }
 
+    /// The whole pipeline on this machine (facts, plan, apply over the local transport), as
+    /// `tests/e2e/paths.rs` does on the lab: converge, then a plan that is empty, drift by
+    /// hand planned and fixed, the handler run once per apply that changed a link or
+    /// removed the file.
+    #[tokio::test]
+    async fn facts_plan_apply_converge_and_fix_drift_locally() {
+        use crate::desired::{DesiredAbsent, DesiredDir, DesiredHost, DesiredLink, DesiredRole};
+        if !root_only() {
+            return;
+        }
+        let d = workdir();
+        let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+        let log = p("handler.log");
+        let desired = DesiredHost {
+            host: crate::inventory::Host {
+                name: "h".into(),
+                address: "127.0.0.1".parse().expect("ip"),
+                tier: "web".into(),
+                port: 22,
+                user: "u".into(),
+                vars: Default::default(),
+            },
+            roles: vec![DesiredRole {
+                name: "site".into(),
+                packages: vec![],
+                service: None,
+                files: vec![],
+                validate: None,
+                handlers: vec![(
+                    "count".into(),
+                    format!("echo run >> {}", crate::shell::quote(&log)),
+                )],
+                health: vec![],
+                drift_check: None,
+                certificates: vec![],
+                directories: vec![DesiredDir {
+                    path: p("www"),
+                    owner: "root".into(),
+                    group: "adm".into(),
+                    mode: 0o750,
+                }],
+                links: vec![DesiredLink {
+                    path: p("current"),
+                    target: "www".into(),
+                    notify: Notify::Handler("count".into()),
+                }],
+                absent: vec![DesiredAbsent {
+                    path: p("old.conf"),
+                    notify: Notify::Handler("count".into()),
+                }],
+            }],
+        };
+        let secrets = crate::secrets::Secrets::default();
+        let local = Local::default();
+        let reader = crate::gather::Reader {
+            transport: &local,
+            host: "h",
+            sudo: false,
+            secrets: &secrets,
+            vips: vec![],
+            lock: None,
+            certs: None,
+        };
+        let (quiet, remote_t) = (Quiet::new(), Local::default());
+        let r = quiet.remote(&remote_t, Limits::default(), None);
+        let state = || {
+            sh(&format!(
+                "printf '%s | %s | %s | %s' \"$(stat -c '%a %G' {w})\" \"$(readlink {c})\" \
+                 \"$(if [ -e {o} ]; then echo present; else echo absent; fi)\" \"$(wc -l < {l} 2>/dev/null || echo 0)\"",
+                w = p("www"),
+                c = p("current"),
+                o = p("old.conf"),
+                l = log
+            ))
+            .1
+        };
+        let actions = |plan: &HostPlan| -> Vec<(String, PathAction)> {
+            plan.roles[0]
+                .paths
+                .iter()
+                .map(|c| {
+                    (
+                        c.path.rsplit('/').next().unwrap_or("").to_string(),
+                        c.action,
+                    )
+                })
+                .collect()
+        };
+
+        std::fs::write(p("old.conf"), "old").expect("w");
+        let planned = reader.plan(&desired).await.expect("planned");
+        assert_eq!(
+            actions(&planned.plan),
+            [
+                ("www".to_string(), PathAction::Mkdir),
+                ("current".to_string(), PathAction::Link),
+                ("old.conf".to_string(), PathAction::Remove)
+            ]
+        );
+        assert_eq!(planned.round_trips, 1);
+        assert_eq!(apply_host(&r, &planned.plan).await, Outcome::Changed(4));
+        assert_eq!(state(), "750 adm | www | absent | 1");
+        let again = reader.plan(&desired).await.expect("planned");
+        assert!(again.plan.is_empty(), "{:?}", again.plan);
+        assert!(fp_left(d.path()).is_empty(), "{:?}", fp_left(d.path()));
+
+        sh(&format!(
+            "chmod 2775 {w} && chgrp root {w} && ln -sfn /tmp {c} && echo back > {o}",
+            w = p("www"),
+            c = p("current"),
+            o = p("old.conf")
+        ));
+        let drift = reader.plan(&desired).await.expect("planned");
+        assert_eq!(
+            actions(&drift.plan),
+            [
+                ("www".to_string(), PathAction::Metadata),
+                ("current".to_string(), PathAction::Relink),
+                ("old.conf".to_string(), PathAction::Remove)
+            ]
+        );
+        assert_eq!(apply_host(&r, &drift.plan).await, Outcome::Changed(4));
+        assert_eq!(state(), "750 adm | www | absent | 2");
+        assert!(
+            reader
+                .plan(&desired)
+                .await
+                .expect("planned")
+                .plan
+                .is_empty()
+        );
+        assert!(fp_left(d.path()).is_empty(), "{:?}", fp_left(d.path()));
+
+        std::fs::create_dir(p("old.conf")).expect("mkdir");
+        std::fs::write(p("old.conf/keep"), "data").expect("w");
+        let refused = reader.plan(&desired).await.expect_err("refused");
+        assert!(
+            matches!(&refused, Outcome::Failed(f) if f.message.contains("is a directory with entries")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(p("old.conf/keep")).expect("r"),
+            "data"
+        );
+    }
+
     /// A plan holding a refused path change is refused as a whole before the host is
     /// touched.
     #[tokio::test]
