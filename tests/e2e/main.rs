@@ -12,6 +12,7 @@ mod support;
 mod basics;
 mod firewall;
 mod monitoring;
+mod paths;
 mod rolling;
 mod safety;
 mod stack;
