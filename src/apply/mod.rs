@@ -162,19 +162,23 @@ struct Staged<'a> {
     tmp: String,
 }
 
-/// One role: its certificates (0, see `certs.rs`), its directories (0b, `paths.rs`),
-/// upload (1), validate (2), swap, links and absent paths, owners/modes in place (3),
-/// handlers (4), health checks (5), then the backups go. A failure before the swap puts
-/// the directories back; a failure after it rolls back (the role's files, directories,
+/// One role: its directories (0, `paths.rs`: folders its certificates and files go
+/// into), its certificates (0b, see `certs.rs`), upload (1), validate (2), swap, links and
+/// absent paths, owners/modes in place (3), handlers (4), health checks (5), then the
+/// backups go. A failure before the swap puts the directories back (a folder holding a
+/// new certificate stays); a failure after it rolls back (the role's files, directories,
 /// links and absent paths; a new certificate stays: it is valid on its own).
 async fn apply_role<T: Transport>(
     r: &Remote<'_, T>,
     init: Init,
     role: &RolePlan,
 ) -> Result<(), StepError> {
-    certs::issue(r, role).await?;
     let dirs = paths::make_directories(r, role).await?;
-    let staged = match stage(r, role).await {
+    let before_swap = async {
+        certs::issue(r, role).await?;
+        stage(r, role).await
+    };
+    let staged = match before_swap.await {
         Ok(staged) => staged,
         Err(e) => return Err(paths::undo_directories(r, &dirs, e).await),
     };

@@ -1,6 +1,6 @@
 //! A role's directories, links and absent paths on the host, one script each (pure
-//! builders in `scripts.rs`). Folders come first in the role, before its files are
-//! uploaded (files go into them); links and absent paths are swapped right after the
+//! builders in `scripts.rs`). Folders come first in the role, before its certificates
+//! and files (they go into them); links and absent paths are swapped right after the
 //! role's files. Each script undoes itself when it fails half-way; what was done is
 //! recorded, so that the role's rollback puts it back (backups restored, folders made
 //! removed when empty, owners and modes restored) and its success deletes the backups.
@@ -26,8 +26,9 @@ fn what(c: &PathChange) -> String {
     }
 }
 
-/// Step 0b: the role's folders, in role.yml's order, before its files. A failure (or
-/// Ctrl-C) puts back the folders already done, so that the role is left as it was.
+/// Step 0: the role's folders, in role.yml's order, before its certificates and files. A
+/// failure (or Ctrl-C) puts back the folders already done, so that the role is left as it
+/// was.
 pub(super) async fn make_directories<'a, T: Transport>(
     r: &Remote<'_, T>,
     role: &'a RolePlan,
