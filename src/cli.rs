@@ -51,6 +51,13 @@ pub enum Command {
     /// balancers around a restart where the tier says `drain:`. A second apply changes
     /// nothing.
     Apply(Live),
+    /// Switch the app back to its previous release: on every selected host whose tier
+    /// deploys releases (`release:`), `current` goes back to the release before it, rolled
+    /// like a deploy (one host at a time by default, each health-checked; a failed check
+    /// switches that host back and stops). Nothing is uploaded and no migration runs;
+    /// nothing else of the roles changes. The next `apply` deploys the inventory's source
+    /// again: pin the release (`release: {pin: ID}`) to stay on it.
+    Rollback(Rollback),
     /// Record the host keys of the selected hosts in the inventory's known_hosts file,
     /// after printing each fingerprint. Refuses changed or revoked keys.
     ///
@@ -105,6 +112,19 @@ pub struct Common {
     /// folder upwards).
     #[arg(long)]
     pub root: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Rollback {
+    #[command(flatten)]
+    pub live: Live,
+    /// Go to this release (an id `plan` showed, still on the hosts) instead of the
+    /// previous one.
+    #[arg(long, value_name = "ID")]
+    pub to: Option<String>,
+    /// Only show what the rollback would switch (exit 2 when it would change something).
+    #[arg(long)]
+    pub plan: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -2,8 +2,10 @@
 
 use crate::inventory::Host;
 use crate::pki::CertSpec;
-use crate::role::{HealthCheck, Notify, Service, TreeValidate};
+use crate::release::{Bundle, Target};
+use crate::role::{HealthCheck, Notify, RoleRelease, Service, TreeValidate};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct DesiredHost {
@@ -28,6 +30,8 @@ pub struct DesiredRole {
     pub directories: Vec<DesiredDir>,
     pub links: Vec<DesiredLink>,
     pub absent: Vec<DesiredAbsent>,
+    /// The operator's application, when the role deploys releases.
+    pub release: Option<DesiredRelease>,
 }
 
 /// A folder a host must have, with this owner, group and mode.
@@ -52,6 +56,21 @@ pub struct DesiredLink {
 pub struct DesiredAbsent {
     pub path: String,
     pub notify: Notify,
+}
+
+/// The release a role deploys on a host: the role's `release:` and the tier's.
+#[derive(Debug, Clone)]
+pub struct DesiredRelease {
+    pub spec: RoleRelease,
+    /// Health check of the new release (rendered; `{release}` is replaced at apply).
+    pub health: Option<HealthCheck>,
+    pub keep: usize,
+    pub migrate: Option<String>,
+    /// Which release the host should run.
+    pub target: Target,
+    /// The source's code (loaded once per run, shared by the tier's hosts); `None` for
+    /// commands that never plan (`render`).
+    pub bundle: Option<Arc<Bundle>>,
 }
 
 /// A certificate a host must hold: its key made on the host, signed by the internal CA
@@ -185,6 +204,16 @@ impl DesiredHost {
         self.roles
             .iter()
             .filter_map(|r| r.service.as_ref().map(|s| s.name.as_str()))
+            .collect()
+    }
+}
+
+impl DesiredHost {
+    /// Roots of the roles' releases, in role order (the facts ask about each).
+    pub fn release_roots(&self) -> Vec<&str> {
+        self.roles
+            .iter()
+            .filter_map(|r| r.release.as_ref().map(|d| d.spec.root.as_str()))
             .collect()
     }
 }

@@ -1,6 +1,7 @@
 //! Facts: what a host is now. One remote script gathers everything for a host in one
 //! round trip ([`script`]); pure parsers turn its output into [`Facts`] ([`parse`]).
 
+use crate::release::ReleaseFact;
 use crate::shell::{Init, quote};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,6 +51,8 @@ pub struct Facts {
     pub certs: Vec<CertFact>,
     /// The roles' directories, links and absent paths: what each is now.
     pub nodes: BTreeMap<String, NodeFact>,
+    /// Each release root asked about, in the query's order.
+    pub releases: Vec<ReleaseFact>,
 }
 
 /// A certificate and its private key as found on the host. Only public data crosses:
@@ -91,6 +94,8 @@ pub struct FactQuery<'a> {
     /// Links and paths that must be absent: a folder found there is also checked for
     /// entries (it is never deleted).
     pub nodes: Vec<&'a str>,
+    /// Roots of releases (`ROOT/current`, `ROOT/releases/`).
+    pub releases: Vec<&'a str>,
 }
 
 /// The one script that gathers a host's facts. Its output is read by [`parse`].
@@ -154,6 +159,21 @@ pub fn script(q: &FactQuery) -> String {
             key = quote(key),
             cert = quote(cert),
             max = MAX_CERT_BYTES,
+        ));
+    }
+    for (i, root) in q.releases.iter().enumerate() {
+        // `current` (its target, base64), the release folders (names that are release
+        // ids only: nothing else is ours), the newest history lines.
+        let id_glob = "[0-9a-f]".repeat(crate::inventory::RELEASE_ID_LEN);
+        s.push_str(&format!(
+            "r={root}; if [ -L \"$r/current\" ]; then t=$(readlink -- \"$r/current\" | head -c 4096 | base64 -w0); \
+             echo \"R {i} cur ${{t:--}}\"; elif [ -e \"$r/current\" ]; then echo \"R {i} cur $(printf '(not a symlink)' | base64 -w0)\"; \
+             else echo 'R {i} cur -'; fi\n\
+             for d in \"$r\"/releases/*; do n=${{d##*/}}; case $n in {id_glob}) [ -d \"$d\" ] && [ ! -L \"$d\" ] && echo \"R {i} have $n\";; esac; done\n\
+             tail -n {hist} -- \"$r/releases/{history}\" 2>/dev/null | sed 's/^/R {i} hist /'\n",
+            root = quote(root),
+            hist = crate::release::HISTORY_READ,
+            history = crate::release::HISTORY,
         ));
     }
     s.push_str("echo END\n");
@@ -275,6 +295,7 @@ struct FactsReader {
     locked_by: Option<String>,
     certs: Vec<CertFact>,
     nodes: nodes::NodeLines,
+    releases: Vec<ReleaseFact>,
 }
 
 /// Base64 text from the host, bounded; what it decodes to is made printable by whoever
@@ -308,6 +329,7 @@ impl FactsReader {
             locked_by: None,
             certs: vec![CertFact::default(); q.certs.len()],
             nodes: nodes::NodeLines::default(),
+            releases: vec![ReleaseFact::default(); q.releases.len()],
         }
     }
 
@@ -352,6 +374,11 @@ impl FactsReader {
             "KEY" => self.key(rest)?,
             "CERT" => self.cert(rest)?,
             "NODE" => self.node(rest, q)?,
+            "R" => {
+                let (i, rest) = rest.split_once(' ')?;
+                let slot = self.releases.get_mut(i.parse::<usize>().ok()?)?;
+                crate::release::read_fact_line(slot, rest)?;
+            }
             "END" => self.ended = true,
             "" => {}
             _ => return None,
@@ -511,6 +538,7 @@ impl FactsReader {
             },
             locked_by: self.locked_by,
             certs: self.certs,
+            releases: self.releases,
         })
     }
 }
@@ -567,6 +595,7 @@ mod tests {
 
     fn q() -> FactQuery<'static> {
         FactQuery {
+            releases: vec![],
             paths: vec!["/etc/nginx/nginx.conf", "/etc/foo bar"],
             packages: vec!["nginx", "haproxy"],
             services: vec!["nginx"],

@@ -53,6 +53,7 @@ impl<T: Transport> Reader<'_, T> {
             certs: desired.certificates(),
             dirs: desired.directories(),
             nodes: desired.links_and_absent(),
+            releases: desired.release_roots(),
         };
         let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
         let out = self
@@ -63,7 +64,9 @@ impl<T: Transport> Reader<'_, T> {
         }
         let facts = facts::parse(&String::from_utf8_lossy(&out.stdout), &q)
             .map_err(|e| self.unreadable(&e.to_string()))?;
-        let changed = plan::content_changed(desired, &facts);
+        let manifests = plan::release_manifests(desired, &facts);
+        let mut changed = plan::content_changed(desired, &facts);
+        changed.extend(manifests.iter().map(String::as_str));
         let mut old = Default::default();
         let mut round_trips = 1;
         if !changed.is_empty() {
@@ -73,6 +76,16 @@ impl<T: Transport> Reader<'_, T> {
                 .map_err(|e| self.unreadable(&e.to_string()))?;
         }
         let plan = plan::plan_host(desired, &facts, &old, self.secrets, self.certs);
+        if let Some((role, e)) = plan
+            .roles
+            .iter()
+            .find_map(|r| r.release_error.as_ref().map(|e| (&r.role, e)))
+        {
+            return Err(Outcome::failed(
+                ErrorKind::Release,
+                format!("[{role}] {}", self.secrets.mask(&printable(e))),
+            ));
+        }
         let refused = plan.refusals();
         if !refused.is_empty() {
             // As a managed file that is a folder: the host is not changed at all.
@@ -173,6 +186,7 @@ mod tests {
                 vars: Default::default(),
             },
             roles: vec![DesiredRole {
+                release: None,
                 certificates: vec![],
                 directories: vec![],
                 links: vec![],

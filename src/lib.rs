@@ -21,6 +21,7 @@ mod ordered_map;
 mod pki;
 mod plan;
 mod progress;
+mod release;
 mod render;
 mod report;
 pub mod role;

@@ -1,9 +1,10 @@
 //! Planning: desired state vs facts -> the changes to make. Pure; an empty plan means
 //! the host is converged. `plan` prints this value and `apply` executes the same value.
 
-use crate::desired::{DesiredCert, DesiredFile, DesiredHost, DesiredRole};
+use crate::desired::{DesiredCert, DesiredFile, DesiredHost, DesiredRelease, DesiredRole};
 use crate::facts::{CertFact, Facts};
 use crate::pki::{self, Ca, CertAction};
+use crate::release::{self, Current, ReleaseFact, Summary, Why};
 use crate::role::{HealthCheck, Notify, NotifyKind, TreeValidate};
 use crate::secrets::Secrets;
 use crate::shell::Init;
@@ -67,6 +68,14 @@ pub struct RolePlan {
     /// with its files) that differ from role.yml.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathChange>,
+    /// The role's release: uploaded, migrated, switched in (after the files), old ones
+    /// removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseChange>,
+    /// Why the release cannot be planned (a pin the host lacks, no release to roll back
+    /// to): the host fails before anything is changed.
+    #[serde(skip)]
+    pub release_error: Option<String>,
     /// What runs after the files are in place, in order.
     pub actions: Vec<Action>,
     #[serde(skip)]
@@ -147,6 +156,38 @@ pub struct CertChange {
     pub desired: DesiredCert,
 }
 
+/// A release change, as the plan shows it: "release A -> B".
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseChange {
+    pub root: String,
+    /// The release serving now (none before the first deploy).
+    pub from: Option<String>,
+    pub to: String,
+    pub why: Why,
+    /// `current` is switched (else only old releases are removed).
+    pub switch: bool,
+    /// The release is sent (one archive); else it is on the host already.
+    pub upload: bool,
+    /// Files of the new release (its size in the plan).
+    pub files: usize,
+    pub bytes: u64,
+    /// What the source is (a folder, an archive, a git ref).
+    pub source: String,
+    /// File by file, against the release serving now (when the host's manifest of it
+    /// could be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// The migration, run before the switch: set on one host of the tier per deploy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<String>,
+    /// Release folders removed after the switch succeeded (beyond `keep`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<String>,
+    pub notify: Notify,
+    #[serde(skip)]
+    pub desired: DesiredRelease,
+}
+
 /// What certificates are checked against: the internal CA, now, the renewal window.
 pub struct CertCheck<'a> {
     pub ca: &'a Ca,
@@ -209,6 +250,14 @@ impl HostPlan {
         })
     }
 
+    /// Switches a release in: its tier rolls such hosts in batches (one at a time by
+    /// default), each health-checked before the next.
+    pub fn switches_release(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r.release.as_ref().is_some_and(|rel| rel.switch))
+    }
+
     /// Restarts a service that is serving: the host is drained first where its tier says.
     pub fn restarts_serving(&self) -> bool {
         self.roles.iter().any(|r| {
@@ -226,7 +275,13 @@ impl HostPlan {
             + self
                 .roles
                 .iter()
-                .map(|r| r.files.len() + r.certificates.len() + r.paths.len() + r.actions.len())
+                .map(|r| {
+                    r.files.len()
+                        + r.certificates.len()
+                        + r.paths.len()
+                        + r.actions.len()
+                        + usize::from(r.release.is_some())
+                })
                 .sum::<usize>()
     }
 
@@ -272,6 +327,7 @@ impl RolePlan {
             && self.certificates.is_empty()
             && self.paths.is_empty()
             && self.actions.is_empty()
+            && self.release.is_none()
     }
 }
 
@@ -306,8 +362,10 @@ pub fn plan_host(
         .filter(|p| !facts.packages.get(*p).copied().unwrap_or(false))
         .map(str::to_string)
         .collect();
-    // Certificate facts come in the order of `desired.certificates()`.
+    // Certificate facts come in the order of `desired.certificates()`, release facts in
+    // the order of `desired.release_roots()`.
     let mut cert_facts = facts.certs.iter();
+    let mut release_facts = facts.releases.iter();
     let roles = desired
         .roles
         .iter()
@@ -317,6 +375,10 @@ pub fn plan_host(
                 .iter()
                 .filter_map(|c| cert_change(c, cert_facts.next(), certs))
                 .collect();
+            let release = role
+                .release
+                .as_ref()
+                .map(|d| release_change(d, release_facts.next(), old));
             plan_role(
                 role,
                 facts,
@@ -324,6 +386,7 @@ pub fn plan_host(
                 secrets,
                 &packages_to_install,
                 certificates,
+                release,
             )
         })
         .collect();
@@ -347,7 +410,13 @@ fn plan_role(
     secrets: &Secrets,
     installing: &[String],
     certificates: Vec<CertChange>,
+    release: Option<Result<Option<ReleaseChange>, String>>,
 ) -> RolePlan {
+    let (release, release_error) = match release {
+        Some(Ok(r)) => (r, None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     let files: Vec<FileChange> = role
         .files
         .iter()
@@ -364,7 +433,13 @@ fn plan_role(
                 .is_some_and(|s| s.active == "active")
         });
     let paths = paths::path_changes(role, facts);
-    let mut actions = role_actions(role, &files, &certificates, &paths, facts, serving, fresh);
+    let changed = Changed {
+        files: &files,
+        certs: &certificates,
+        paths: &paths,
+        release: release.as_ref(),
+    };
+    let mut actions = role_actions(role, &changed, facts, serving, fresh);
     let drift = role
         .drift_check
         .clone()
@@ -387,10 +462,81 @@ fn plan_role(
         files,
         certificates,
         paths,
+        release,
+        release_error,
         actions,
         validate: role.validate.clone(),
         health: role.health.clone(),
     }
+}
+
+/// The manifest file of a host's release `id` under `root`.
+pub fn manifest_path(root: &str, id: &str) -> String {
+    format!("{root}/releases/{id}/{}", release::MANIFEST)
+}
+
+/// Manifests of the releases serving now where another one is switched in: read in the
+/// contents round trip, for the plan's file summary.
+pub fn release_manifests(desired: &DesiredHost, facts: &Facts) -> Vec<String> {
+    let mut out = Vec::new();
+    let roles = desired.roles.iter().filter_map(|r| r.release.as_ref());
+    for (d, f) in roles.zip(facts.releases.iter()) {
+        if let (Some(b), Current::Release(cur)) = (&d.bundle, &f.current)
+            && *cur != b.id
+        {
+            out.push(manifest_path(&d.spec.root, cur));
+        }
+    }
+    out
+}
+
+/// What a role's release needs on a host (`Ok(None)`: nothing). The migration is
+/// planned on every host that deploys the source; the rollout keeps it on one.
+fn release_change(
+    d: &DesiredRelease,
+    fact: Option<&ReleaseFact>,
+    old: &BTreeMap<String, Vec<u8>>,
+) -> Result<Option<ReleaseChange>, String> {
+    let Some(bundle) = &d.bundle else {
+        return Ok(None);
+    };
+    let empty = ReleaseFact::default();
+    let fact = fact.unwrap_or(&empty);
+    let Some(dec) = release::decide(&bundle.id, &d.target, d.keep, fact)? else {
+        return Ok(None);
+    };
+    let summary = dec.from.as_ref().and_then(|from| {
+        old.get(&manifest_path(&d.spec.root, from))
+            .filter(|_| dec.to == bundle.id)
+            .map(|m| release::compare(&String::from_utf8_lossy(m), &bundle.manifest))
+    });
+    let (files, bytes) = if dec.to == bundle.id {
+        (
+            bundle.files.len(),
+            bundle.files.iter().map(|f| f.content.len() as u64).sum(),
+        )
+    } else {
+        (0, 0)
+    };
+    Ok(Some(ReleaseChange {
+        root: d.spec.root.clone(),
+        migrate: d
+            .migrate
+            .clone()
+            .filter(|_| dec.switch && dec.to == bundle.id && dec.why != Why::Rollback),
+        from: dec.from,
+        to: dec.to,
+        why: dec.why,
+        switch: dec.switch,
+        upload: dec.upload,
+        files,
+        bytes,
+        source: bundle.label.clone(),
+        summary,
+        prune: dec.prune,
+        notify: d.spec.notify.clone(),
+        desired: d.clone(),
+    }))
 }
 
 /// What one certificate needs (`None`: in place). The host's data is untrusted: a
@@ -545,18 +691,31 @@ fn drift_action(role: &DesiredRole, actions: &[Action]) -> Option<Action> {
     })
 }
 
+/// What changes in a role, for [`role_actions`].
+#[derive(Clone, Copy)]
+struct Changed<'a> {
+    files: &'a [FileChange],
+    certs: &'a [CertChange],
+    paths: &'a [PathChange],
+    release: Option<&'a ReleaseChange>,
+}
+
 /// Handlers once per service, restart winning over reload; a service that is not
 /// `serving` (not running, or its package is being installed, so it runs Debian's default
 /// config) is restarted if its files changed, else started.
 fn role_actions(
     role: &DesiredRole,
-    files: &[FileChange],
-    certs: &[CertChange],
-    paths: &[PathChange],
+    changed: &Changed,
     facts: &Facts,
     serving: bool,
     fresh: bool,
 ) -> Vec<Action> {
+    let Changed {
+        files,
+        certs,
+        paths,
+        release,
+    } = *changed;
     let mut actions = Vec::new();
     let content_changed: Vec<&FileChange> = files
         .iter()
@@ -576,6 +735,7 @@ fn role_actions(
                 .map(|c| (&c.notify, false)),
         )
         .chain(paths_changed.iter().map(|c| (&c.notify, false)))
+        .chain(release.filter(|r| r.switch).map(|r| (&r.notify, false)))
         .collect();
     let unit_path = |p: &str| {
         p.starts_with("/etc/systemd/")
@@ -691,6 +851,7 @@ mod tests {
                 vars: Default::default(),
             },
             roles: vec![DesiredRole {
+                release: None,
                 certificates: vec![],
                 directories: vec![],
                 links: vec![],
@@ -741,6 +902,7 @@ mod tests {
             },
         );
         Facts {
+            releases: vec![],
             init: Init::Systemd,
             files,
             packages: [("nginx".to_string(), installed)].into_iter().collect(),
@@ -1143,6 +1305,7 @@ mod tests {
 
     fn role(files: Vec<DesiredFile>, service: Option<Service>) -> DesiredRole {
         DesiredRole {
+            release: None,
             certificates: vec![],
             directories: vec![],
             links: vec![],
@@ -1937,6 +2100,8 @@ mod tests {
                 .iter()
                 .zip(actions)
                 .map(|(&nf, &na)| RolePlan {
+                    release: None,
+                    release_error: None,
                     serving: false,
                     interrupts: None,
                     role: "r".into(),

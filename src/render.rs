@@ -3,11 +3,13 @@
 //! Pure: reads the project's files once ([`Project::load`]), then renders in memory.
 
 use crate::desired::{
-    DesiredAbsent, DesiredCert, DesiredDir, DesiredFile, DesiredHost, DesiredLink, DesiredRole,
+    DesiredAbsent, DesiredCert, DesiredDir, DesiredFile, DesiredHost, DesiredLink, DesiredRelease,
+    DesiredRole,
 };
 use crate::diag::Diagnostic;
-use crate::inventory::{Host, Inventory, Pki};
+use crate::inventory::{Host, Inventory, Pki, Tier};
 use crate::pki::{CertSpec, San};
+use crate::release::Target;
 use crate::role::{self, Role, RoleCertificate, RoleFile, Source, TreeValidate};
 use crate::secrets::Secrets;
 use serde_json::{Map, Value, json};
@@ -88,7 +90,33 @@ impl Project {
                 host,
                 pki: inv.pki.as_ref(),
             };
-            roles.push(rctx.role(real)?);
+            let mut desired = rctx.role(real)?;
+            desired.release = rctx.release(inv, tier)?;
+            if let (Some(_), Some(t)) = (&desired.release, &tier.release) {
+                for p in &t.packages {
+                    if !desired.packages.contains(p) {
+                        desired.packages.push(p.clone());
+                    }
+                }
+            }
+            roles.push(desired);
+        }
+        if let Some(spec) = &tier.release
+            && !roles.iter().any(|r| r.release.is_some())
+        {
+            return Err(Diagnostic::new(
+                &inv.path,
+                spec.line,
+                spec.column,
+                format!(
+                    "tier `{}` has a release, but none of its roles ({}) deploys releases",
+                    tier.name,
+                    tier.roles.join(", ")
+                ),
+            )
+            .with_hint(
+                "the role that serves the application says `release: {root: ...}` in its role.yml",
+            ));
         }
         Ok(DesiredHost {
             host: host.clone(),
@@ -283,6 +311,7 @@ impl RenderCtx<'_> {
                 .collect(),
             certificates,
             drift_check,
+            release: None,
             name: role.name.clone(),
             packages: role.packages.clone(),
             service: role.service.clone(),
@@ -291,6 +320,48 @@ impl RenderCtx<'_> {
             handlers,
             health,
         })
+    }
+
+    /// The role's release on this host: its role.yml's `release:` with the tier's (the
+    /// source's code is attached later, once per run). Its packages join the role's.
+    fn release(&self, inv: &Inventory, tier: &Tier) -> Result<Option<DesiredRelease>, Diagnostic> {
+        let Some(spec) = &self.role.release else {
+            return Ok(None);
+        };
+        let Some(tier_release) = &tier.release else {
+            return Err(Diagnostic::at(
+                &self.role.dir.join("role.yml"),
+                spec.at,
+                format!(
+                    "role `{}` deploys releases, but tier `{}` has no `release:` saying which code",
+                    self.role.name, tier.name
+                ),
+            )
+            .with_hint(format!(
+                "add to tier `{}` in {}: `release: {{source: path/to/app}}`",
+                tier.name,
+                inv.path.display()
+            )));
+        };
+        let health = match &spec.health {
+            Some(h) => {
+                let mut h = h.clone();
+                h.command = self.command(&h.command)?;
+                Some(h)
+            }
+            None => None,
+        };
+        Ok(Some(DesiredRelease {
+            spec: spec.clone(),
+            health,
+            keep: tier_release.keep,
+            migrate: tier_release.migrate.clone(),
+            target: match &tier_release.pin {
+                Some(id) => Target::Pin(id.clone()),
+                None => Target::Source,
+            },
+            bundle: None,
+        }))
     }
 
     /// One file: its content (a rendered template or a static file), then its validator.

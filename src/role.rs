@@ -42,6 +42,31 @@ pub struct Role {
     /// Paths that must not exist (`absent:`): a file, link or empty folder there is moved
     /// to its backup name and deleted once the role is healthy.
     pub absent: Vec<RoleAbsent>,
+    /// `release:`: the role serves the operator's application, deployed as releases
+    /// (which code: the tier's `release:` in the inventory).
+    pub release: Option<RoleRelease>,
+}
+
+/// A role's `release:`: where releases live on the host and how they are switched in.
+#[derive(Debug, Clone)]
+pub struct RoleRelease {
+    /// Folder holding `releases/<id>/` and the `current` symlink.
+    pub root: String,
+    /// Owner and group of the release's files (default root:root, readable by all).
+    pub owner: String,
+    pub group: String,
+    /// The user a release's migration runs as (default root).
+    pub run_as: String,
+    /// The migration's environment: the service's `EnvironmentFile` (secrets stay on the
+    /// host, read by systemd).
+    pub environment_file: Option<String>,
+    /// What switching `current` triggers (default: reload of the role's service).
+    pub notify: Notify,
+    /// Proves the new release serves (after the notify): `{release}` in the command is
+    /// replaced by the release's id.
+    pub health: Option<HealthCheck>,
+    /// Where `release:` is written, for messages.
+    pub at: Location,
 }
 
 /// One `certificates:` entry.
@@ -176,6 +201,25 @@ struct RawRole {
     links: Vec<Spanned<paths::RawLink>>,
     #[serde(default)]
     absent: Vec<Spanned<paths::RawAbsent>>,
+    release: Option<Spanned<RawRelease>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelease {
+    root: Spanned<String>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    run_as: Option<String>,
+    #[serde(default)]
+    environment_file: Option<Spanned<String>>,
+    #[serde(default)]
+    notify: Option<Spanned<String>>,
+    #[serde(default)]
+    health: Option<RawHealth>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +378,7 @@ pub fn parse(
         &files,
         &certificates,
     )?;
+    let release = raw.release.map(|r| checks.release(r, &files)).transpose()?;
     let validate = check_tree_validate(path, raw.validate)?;
     if let Some(d) = &raw.drift_check {
         check_command(path, d.referenced, "drift_check", &d.value)?;
@@ -368,6 +413,7 @@ pub fn parse(
         directories: other.directories,
         links: other.links,
         absent: other.absent,
+        release,
     })
 }
 
@@ -785,6 +831,62 @@ impl FileChecks<'_> {
         })
     }
 
+    /// `release:`: an absolute root no file of the role is under, names, an absolute
+    /// environment file, notify (default reload, which needs the role's service), and a
+    /// health check.
+    fn release(
+        &self,
+        r: Spanned<RawRelease>,
+        files: &[RoleFile],
+    ) -> Result<RoleRelease, Diagnostic> {
+        let at = r.referenced;
+        let r = r.value;
+        let root = self.dest(&r.root, &[])?;
+        if let Some(f) = files
+            .iter()
+            .find(|f| f.dest.starts_with(&format!("{root}/")))
+        {
+            return Err(self
+                .at(
+                    r.root.referenced,
+                    format!(
+                        "release root `{root}` holds the role's file `{}`: releases and files would mix",
+                        f.dest
+                    ),
+                )
+                .with_hint("give the releases a folder of their own (e.g. /opt/APP), and the files another"));
+        }
+        self.owner_group(at, &r.owner, &r.group)?;
+        self.owner_group(at, &r.run_as, &None)?;
+        let environment_file = match r.environment_file {
+            Some(e) => Some(self.dest(&e, &[])?),
+            None => None,
+        };
+        let notify = match &r.notify {
+            Some(n) => self.notify(n)?,
+            None if self.has_service => Notify::Service(NotifyKind::Reload),
+            None => Notify::None,
+        };
+        let health = match r.health {
+            Some(h) => {
+                let what = format!("release health check `{}`", h.name);
+                check_command(self.path, h.command.referenced, &what, &h.command.value)?;
+                Some(health_check(h))
+            }
+            None => None,
+        };
+        Ok(RoleRelease {
+            root,
+            owner: r.owner.unwrap_or_else(|| "root".into()),
+            group: r.group.unwrap_or_else(|| "root".into()),
+            run_as: r.run_as.unwrap_or_else(|| "root".into()),
+            environment_file,
+            notify,
+            health,
+            at,
+        })
+    }
+
     /// `owner:` and `group:`, when given, are user or group names.
     fn owner_group(
         &self,
@@ -866,7 +968,7 @@ fn is_user_name(s: &str) -> bool {
 }
 
 /// A Debian package name (policy 5.6.1): starts with a lowercase letter or digit.
-fn is_package_name(s: &str) -> bool {
+pub(crate) fn is_package_name(s: &str) -> bool {
     s.len() >= 2
         && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars()

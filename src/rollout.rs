@@ -149,6 +149,30 @@ pub fn order<T>(hosts: &mut [HostRun<T>], rules: &Rules) {
     hosts.sort_by_key(|h| (rules.position(&h.tier), h.vips_held));
 }
 
+/// Keeps each tier's release migration on one host: the first, in rollout order, that
+/// switches to the source's release (it runs alone, before its tier's other switches).
+/// Called after [`order`], before the plans are shown.
+pub fn plan_migrations<T>(hosts: &mut [HostRun<T>]) {
+    let mut done: Vec<(String, String, String)> = Vec::new();
+    for h in hosts.iter_mut() {
+        let Some(plan) = h.plan.as_mut() else {
+            continue;
+        };
+        let tier = plan.tier.clone();
+        for rel in plan.roles.iter_mut().filter_map(|r| r.release.as_mut()) {
+            if rel.migrate.is_none() {
+                continue;
+            }
+            let key = (tier.clone(), rel.root.clone(), rel.to.clone());
+            if done.contains(&key) {
+                rel.migrate = None;
+            } else {
+                done.push(key);
+            }
+        }
+    }
+}
+
 /// Gives each plan its drain step, before the plans are shown: where the host's tier has a
 /// `drain:` and the plan restarts a serving service. `via_hosts` names the hosts of a tier
 /// (the balancers, selected or not). Apply drains exactly the plans that show one.
@@ -256,9 +280,21 @@ fn failed(o: Option<&Outcome>) -> bool {
     o.is_some_and(|o| o.is_failure() && !matches!(o, Outcome::Interrupted(_) | Outcome::Skipped(_)))
 }
 
-/// Whether a host's change interrupts a serving service (it then rolls in batches).
+/// Whether a host's change interrupts a serving service or switches a release (it then
+/// rolls in batches).
 fn interrupts<T>(h: &HostRun<T>) -> bool {
-    h.plan.as_ref().is_some_and(HostPlan::interrupts_serving)
+    h.plan
+        .as_ref()
+        .is_some_and(|p| p.interrupts_serving() || p.switches_release())
+}
+
+/// Whether a host's plan runs a release migration.
+fn migrates<T>(h: &HostRun<T>) -> bool {
+    h.plan.as_ref().is_some_and(|p| {
+        p.roles
+            .iter()
+            .any(|r| r.release.as_ref().is_some_and(|rel| rel.migrate.is_some()))
+    })
 }
 
 /// Applies the hosts of one tier that have no outcome yet: the VIP tier one at a time;
@@ -284,8 +320,13 @@ async fn apply_tier<T: Transport>(
         Rolling::All => rules.forks,
     };
     run_group(hosts, &quiet, rules.forks, tier, cx, lbs).await;
+    // The host that migrates goes alone, first: no host serves the new release before
+    // its migration ran.
+    let (first, rest): (Vec<usize>, Vec<usize>) =
+        rolled.into_iter().partition(|&i| migrates(&hosts[i]));
+    let batches: Vec<&[usize]> = first.chunks(1).chain(rest.chunks(size)).collect();
     let mut failed_before: Option<String> = None;
-    for batch in rolled.chunks(size) {
+    for batch in batches {
         if let Some(peer) = failed_before.as_ref().filter(|_| !rules.keep_going) {
             let at_once = if size == 1 {
                 "one host at a time".to_string()
@@ -574,6 +615,8 @@ mod tests {
             packages_to_install: Vec::new(),
             stale_temps: Vec::new(),
             roles: vec![RolePlan {
+                release: None,
+                release_error: None,
                 serving: false,
                 interrupts: None,
                 role: format!("{tier}-role"),
@@ -849,6 +892,7 @@ mod tests {
     #[test]
     fn rules_follow_the_inventory_tiers_with_at_least_one_fork() {
         let tier = |name: &str, vip: bool, rolling: Rolling| Tier {
+            release: None,
             name: name.into(),
             roles: vec![],
             vars: Default::default(),

@@ -58,6 +58,8 @@ pub(super) async fn issue<T: Transport>(
         files: signed,
         certificates: Vec::new(),
         paths: Vec::new(),
+        release: None,
+        release_error: None,
         actions: Vec::new(),
         validate: None,
         health: Vec::new(),

@@ -19,6 +19,7 @@
 mod certs;
 mod lock;
 mod paths;
+mod release;
 mod remote;
 mod scripts;
 
@@ -31,7 +32,9 @@ use scripts::{
     status_script, swap_script, tree_validate_script, upload_script,
 };
 
-use crate::plan::{Action, FileAction, FileChange, HostPlan, PathAction, PathChange, RolePlan};
+use crate::plan::{
+    Action, FileAction, FileChange, HostPlan, PathAction, PathChange, ReleaseChange, RolePlan,
+};
 use crate::report::{ErrorKind, Interruption, Outcome};
 use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
@@ -194,17 +197,38 @@ async fn apply_role<T: Transport>(
     if result.is_ok() {
         result = set_metadata(r, role, &mut meta).await;
     }
+    // The release: migrated (on the host the rollout chose), then switched in.
+    let mut switched: Option<&ReleaseChange> = None;
+    if let Some(rel) = role.release.as_ref().filter(|rel| rel.switch) {
+        if result.is_ok() {
+            result = release::migrate(r, init, rel).await;
+        }
+        if result.is_ok() {
+            result = release::switch(r, rel, &rel.to).await;
+            switched = result.is_ok().then_some(rel);
+        }
+    }
     if result.is_ok() {
         result = run_actions(r, init, &role.actions).await;
     }
     if result.is_ok() {
-        result = health(r, role).await;
+        result = health(r, role, switched.map(|rel| rel.to.as_str())).await;
     }
     if let Err(e) = result {
-        return Err(rollback(r, init, role, &dests, &meta, &done, e).await);
+        let undo = Done {
+            dests: &dests,
+            meta: &meta,
+            paths: &done,
+            switched,
+        };
+        return Err(rollback(r, init, role, &undo, e).await);
     }
     remove_backups(r, &dests).await?;
-    paths::remove_backups(r, &done).await
+    paths::remove_backups(r, &done).await?;
+    match &role.release {
+        Some(rel) => release::prune(r, rel).await,
+        None => Ok(()),
+    }
 }
 
 /// Steps 1 to 3: upload, validate and swap the role's files. Until the swap, a failure or
@@ -214,6 +238,14 @@ async fn stage<'a, T: Transport>(
     role: &'a RolePlan,
 ) -> Result<Vec<Staged<'a>>, StepError> {
     let staged = upload(r, role).await?;
+    match release::stage(r, role).await {
+        Ok(()) => {}
+        Err(e @ StepError::Transport(_)) => return Err(e),
+        Err(e) => {
+            cleanup(r, &staged).await;
+            return Err(e);
+        }
+    }
     validate(r, role, &staged).await?;
     // The last point where Ctrl-C abandons the role: from here on it is finished (or
     // rolled back).
@@ -443,9 +475,25 @@ async fn service_status<T: Transport>(r: &Remote<'_, T>, init: Init, a: &Action)
         .unwrap_or_default()
 }
 
-/// Step 5: The role's health checks, each of which must pass twice in a row.
-async fn health<T: Transport>(r: &Remote<'_, T>, role: &RolePlan) -> Result<(), StepError> {
-    for h in &role.health {
+/// Step 5: The role's health checks, each of which must pass twice in a row; with
+/// `release`, the release's own check for that release id last.
+async fn health<T: Transport>(
+    r: &Remote<'_, T>,
+    role: &RolePlan,
+    release: Option<&str>,
+) -> Result<(), StepError> {
+    let release_check = role
+        .release
+        .as_ref()
+        .and_then(|rel| rel.desired.health.as_ref())
+        .zip(release)
+        .map(|(h, id)| {
+            let mut h = h.clone();
+            h.command = release::health_command(&h.command, id);
+            h.name = format!("{} (release {id})", h.name);
+            h
+        });
+    for h in role.health.iter().chain(release_check.as_ref()) {
         r.step(&format!("health check: {}", h.name));
         r.must_within(
             ErrorKind::HealthCheck,
@@ -493,6 +541,19 @@ async fn abandon<T: Transport>(
     ))
 }
 
+/// What a role changed by the time it failed: what its rollback puts back.
+#[derive(Clone, Copy)]
+struct Done<'a> {
+    /// Files swapped in (or put in place by an unfinished apply).
+    dests: &'a [&'a str],
+    /// Files whose owner or mode was set in place, as they were.
+    meta: &'a [MetaBefore<'a>],
+    /// Directories, links and absent paths done.
+    paths: &'a [&'a PathChange],
+    /// The release switched in.
+    switched: Option<&'a ReleaseChange>,
+}
+
 /// Restores the previous files (and owners and modes) and the role's directories, links
 /// and absent paths done (`paths`), re-runs the service handling and the handlers that
 /// read them, and checks again. Returns the error to report, with both results: the first
@@ -501,35 +562,55 @@ async fn rollback<T: Transport>(
     r: &Remote<'_, T>,
     init: Init,
     role: &RolePlan,
-    dests: &[&str],
-    meta: &[MetaBefore<'_>],
-    paths: &[&PathChange],
+    done: &Done<'_>,
     cause: StepError,
 ) -> StepError {
     let StepError::Failed(first) = cause else {
         return cause;
     };
-    if dests.is_empty() && meta.is_empty() && paths.is_empty() {
+    let Done {
+        dests,
+        meta,
+        paths,
+        switched,
+    } = *done;
+    // The release switched back to the one it replaced (there is none on a first deploy).
+    let back_to = switched.and_then(|rel| rel.from.as_deref().map(|from| (rel, from)));
+    if dests.is_empty() && meta.is_empty() && paths.is_empty() && back_to.is_none() {
         return StepError::Failed(first);
     }
-    r.step("rolling back to the previous files");
     let mut meta = meta.to_vec();
     meta.extend(paths::metadata_before(paths));
-    let script = rollback_script(dests, &meta, &scripts::paths_rollback(paths));
-    if let Err(e) = r.must(ErrorKind::Rollback, "rollback", &script, b"").await {
-        return StepError::failed(
-            ErrorKind::Rollback,
-            format!("{first}\n  rollback FAILED: {}", e.message()),
-        );
+    if !dests.is_empty() || !meta.is_empty() || !paths.is_empty() {
+        r.step("rolling back to the previous files");
+        let script = rollback_script(dests, &meta, &scripts::paths_rollback(paths));
+        if let Err(e) = r.must(ErrorKind::Rollback, "rollback", &script, b"").await {
+            return StepError::failed(
+                ErrorKind::Rollback,
+                format!("{first}\n  rollback FAILED: {}", e.message()),
+            );
+        }
     }
-    let mut restored: Vec<&str> = dests.to_vec();
-    restored.extend(meta.iter().map(|m| m.path));
+    let mut restored: Vec<String> = dests.iter().map(|d| d.to_string()).collect();
+    restored.extend(meta.iter().map(|m| m.path.to_string()));
     restored.extend(
         paths
             .iter()
             .filter(|c| !(c.is_directory() && c.action == PathAction::Metadata))
-            .map(|c| c.path.as_str()),
+            .map(|c| c.path.clone()),
     );
+    if let Some((rel, from)) = back_to {
+        if let Err(e) = release::switch(r, rel, from).await {
+            return StepError::failed(
+                ErrorKind::Rollback,
+                format!(
+                    "{first}\n  rollback FAILED: switching back to release {from}: {}",
+                    e.message()
+                ),
+            );
+        }
+        restored.push(format!("{}/current -> release {from}", rel.root));
+    }
     let again = actions_to_rerun(role);
     let rerun = if again.is_empty() {
         "nothing to re-run".to_string()
@@ -538,7 +619,7 @@ async fn rollback<T: Transport>(
         format!("re-ran {}", names.join(", "))
     };
     let second = match run_actions(r, init, &again).await {
-        Ok(()) => health(r, role).await,
+        Ok(()) => health(r, role, back_to.map(|(_, from)| from)).await,
         Err(e) => Err(e),
     };
     let checks: Vec<&str> = role.health.iter().map(|h| h.name.as_str()).collect();
@@ -641,6 +722,8 @@ mod tests {
             packages_to_install: vec![],
             stale_temps: vec![],
             roles: vec![RolePlan {
+                release: None,
+                release_error: None,
                 serving: false,
                 interrupts: None,
                 role: "site".into(),
@@ -780,6 +863,7 @@ mod lock_tests {
                 vars: Default::default(),
             },
             roles: vec![crate::desired::DesiredRole {
+                release: None,
                 name: "site".into(),
                 packages: vec![],
                 service: None,

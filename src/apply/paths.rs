@@ -221,6 +221,8 @@ mod tests {
                 files: vec![],
                 certificates: vec![],
                 paths,
+                release: None,
+                release_error: None,
                 actions: vec![],
                 validate: None,
                 health: vec![crate::role::HealthCheck {
@@ -421,6 +423,7 @@ mod tests {
                 health: vec![],
                 drift_check: None,
                 certificates: vec![],
+                release: None,
                 directories: vec![DesiredDir {
                     path: p("www"),
                     owner: "root".into(),

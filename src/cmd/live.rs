@@ -5,8 +5,8 @@
 
 use super::interrupt::{INTERRUPTED, watch_ctrl_c};
 use super::{
-    EXIT_CHANGES, EXIT_FAIL, EXIT_OK, close_sessions, load, load_ca, render_all, select,
-    ssh_options,
+    EXIT_CHANGES, EXIT_FAIL, EXIT_OK, attach_releases, close_sessions, load, load_ca, render_all,
+    select, ssh_options,
 };
 use crate::apply::HostLock;
 use crate::cli::Live;
@@ -15,6 +15,7 @@ use crate::gather::Reader;
 use crate::inventory::Inventory;
 use crate::plan::CertCheck;
 use crate::progress::Reporter;
+use crate::release::Target;
 use crate::report::{ErrorKind, HostEnd, Outcome, Recap, RunMode, plan_text, recap_text};
 use crate::rollout::{self, Context, HostRun, Peer, Rules};
 use crate::secrets::Secrets;
@@ -26,7 +27,47 @@ use tokio::sync::Semaphore;
 
 pub(super) use crate::report::RunMode as Mode;
 
-pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
+/// `rollback`: `apply` (or `plan` with `--plan`) of the selected hosts' releases only,
+/// each going to its previous release (or `--to`).
+pub(super) async fn rollback(r: &crate::cli::Rollback) -> anyhow::Result<i32> {
+    let target = match &r.to {
+        Some(id) if !crate::inventory::is_release_id(id) => anyhow::bail!(
+            "--to `{}`: not a release id (12 lowercase hex digits, as plan and apply show them)",
+            crate::shell::printable(id)
+        ),
+        Some(id) => Target::Pin(id.clone()),
+        None => Target::Previous,
+    };
+    let mode = if r.plan { Mode::Plan } else { Mode::Apply };
+    live(&r.live, mode, Some(target)).await
+}
+
+/// A rollback touches releases only: the hosts' other roles and changes are left out
+/// (no files, certificates, packages, drift checks; no migration).
+fn only_releases(desired: &mut Vec<DesiredHost>) -> anyhow::Result<()> {
+    desired.retain(|d| d.roles.iter().any(|r| r.release.is_some()));
+    if desired.is_empty() {
+        anyhow::bail!(
+            "none of the selected hosts deploys releases: rollback works on the tiers with `release:` (select them with --tier)"
+        );
+    }
+    for d in desired.iter_mut() {
+        d.roles.retain(|r| r.release.is_some());
+        for r in &mut d.roles {
+            r.files.clear();
+            r.certificates.clear();
+            r.packages.clear();
+            r.drift_check = None;
+            r.validate = None;
+            if let Some(rel) = &mut r.release {
+                rel.migrate = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> anyhow::Result<i32> {
     let c = &opts.common;
     let reporter = Reporter::new(c.format);
     // 1. Everything offline first: bad input never touches a host.
@@ -38,7 +79,11 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
             .map_err(|e| anyhow::anyhow!("--trace {}: {e}", path.display()))?;
     }
     let ca = load_ca(&l.inv, &secrets)?;
-    let desired = render_all(&l, &hosts, &secrets, true)?;
+    let mut desired = render_all(&l, &hosts, &secrets, true)?;
+    attach_releases(&l.inv, &mut desired, release.as_ref())?;
+    if release.is_some() {
+        only_releases(&mut desired)?;
+    }
     let certs = ca
         .as_ref()
         .zip(l.inv.pki.as_ref())
@@ -64,6 +109,7 @@ pub(super) async fn live(opts: &Live, mode: Mode) -> anyhow::Result<i32> {
     )
     .await;
     rollout::order(&mut runs, &rules);
+    rollout::plan_migrations(&mut runs);
     rollout::plan_drains(&mut runs, &rules, |via| {
         l.inv.hosts_of(via).map(|h| h.name.clone()).collect()
     });

@@ -19,10 +19,12 @@ use crate::desired::DesiredHost;
 use crate::diag::Diagnostic;
 use crate::inventory::{self, Host, Inventory};
 use crate::pki::Ca;
+use crate::release::{Bundle, Target};
 use crate::render::{Project, find_root};
 use crate::secrets::Secrets;
 use crate::transport::{JumpHost, SshOptions};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Success: nothing to change (plan), converged (apply), done (offline commands).
 pub const EXIT_OK: i32 = 0;
@@ -49,8 +51,9 @@ pub async fn run(cli: Cli) -> i32 {
             common,
             fingerprint,
         } => trust::trust(&common, fingerprint.as_deref()).await,
-        Command::Plan(l) => live::live(&l, live::Mode::Plan).await,
-        Command::Apply(l) => live::live(&l, live::Mode::Apply).await,
+        Command::Plan(l) => live::live(&l, live::Mode::Plan, None).await,
+        Command::Apply(l) => live::live(&l, live::Mode::Apply, None).await,
+        Command::Rollback(r) => live::rollback(&r).await,
     };
     match result {
         Ok(code) => code,
@@ -122,6 +125,41 @@ fn render_all(
                 })
         })
         .collect()
+}
+
+/// Reads each tier's release source once, before any host is touched, and gives it to
+/// the hosts' release roles. `target` replaces the inventory's (rollback).
+fn attach_releases(
+    inv: &Inventory,
+    desired: &mut [DesiredHost],
+    target: Option<&Target>,
+) -> Result<(), Diagnostic> {
+    let mut loaded: BTreeMap<String, Arc<Bundle>> = BTreeMap::new();
+    for d in desired.iter_mut() {
+        let Some(spec) = inv.tier(&d.host.tier).and_then(|t| t.release.as_ref()) else {
+            continue;
+        };
+        for rel in d.roles.iter_mut().filter_map(|r| r.release.as_mut()) {
+            let bundle = match loaded.get(&d.host.tier) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = crate::release::load(&spec.source).map_err(|e| {
+                        Diagnostic::new(&inv.path, spec.line, spec.column, e).with_hint(
+                            "`source:` is a folder or a .tar/.tar.gz archive, relative to the inventory's folder; `git: {repo, ref}` a local repository",
+                        )
+                    })?;
+                    let b = Arc::new(b);
+                    loaded.insert(d.host.tier.clone(), b.clone());
+                    b
+                }
+            };
+            rel.bundle = Some(bundle);
+            if let Some(t) = target {
+                rel.target = t.clone();
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The internal CA of the inventory's `pki:` (none without one): checked before any host

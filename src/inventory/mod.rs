@@ -13,7 +13,7 @@ mod select;
 mod validate;
 
 pub use select::SelectError;
-pub use validate::parse;
+pub use validate::{RELEASE_ID_LEN, is_release_id, parse};
 
 use crate::diag::Diagnostic;
 use serde_json::{Map, Value};
@@ -134,6 +134,36 @@ pub struct Tier {
     pub rolling: Rolling,
     /// Taken out of a load balancer before a restart (`drain:`).
     pub drain: Option<Drain>,
+    /// The application its release role deploys (`release:`).
+    pub release: Option<ReleaseSpec>,
+}
+
+/// A tier's `release:`: the operator's application, deployed by the tier's role that
+/// declares `release:` in its role.yml.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSpec {
+    pub source: ReleaseSource,
+    /// Releases kept on each host (the current one included; default 5).
+    pub keep: usize,
+    /// Run once per deploy, on one host, before traffic moves to the new release.
+    pub migrate: Option<String>,
+    /// Debian packages the release needs (installed with the role's).
+    pub packages: Vec<String>,
+    /// Deploy this release id (one already on the hosts, or the source's) instead of
+    /// the source's.
+    pub pin: Option<String>,
+    /// Where `release:` is written, for messages.
+    pub line: u64,
+    pub column: u64,
+}
+
+/// Where a release's code comes from (paths relative to the inventory's folder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseSource {
+    /// A folder, or a `.tar`, `.tar.gz` or `.tgz` archive (e.g. built by CI).
+    Path(PathBuf),
+    /// `git archive` of a ref of a local repository.
+    Git { repo: PathBuf, reference: String },
 }
 
 /// How many hosts of a tier change at once when the change reloads or restarts a service

@@ -85,6 +85,36 @@ pub(super) struct RawTier {
     /// Taken out of a load balancer's backend before a restart.
     #[serde(default)]
     pub(super) drain: Option<RawDrain>,
+    /// The operator's application the tier's release role deploys.
+    #[serde(default)]
+    pub(super) release: Option<Spanned<RawRelease>>,
+}
+
+/// A tier's `release:`: which code (a folder or archive, or a git ref), how many
+/// releases each host keeps, the migration, Debian packages it needs, a pin.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelease {
+    #[serde(default)]
+    pub(super) source: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) git: Option<Spanned<RawGit>>,
+    #[serde(default)]
+    pub(super) keep: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) migrate: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) packages: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) pin: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGit {
+    pub(super) repo: Spanned<String>,
+    #[serde(rename = "ref")]
+    pub(super) reference: Spanned<String>,
 }
 
 /// `vip: ADDR` or `vip: [ADDR, ADDR]`.

@@ -3,11 +3,12 @@
 //! first error reported is the first one in the file's sections.
 
 use super::schema::{
-    RawDrain, RawHost, RawInventory, RawPki, RawRolling, RawSecret, RawSsh, RawTier, RawVip,
+    RawDrain, RawHost, RawInventory, RawPki, RawRelease, RawRolling, RawSecret, RawSsh, RawTier,
+    RawVip,
 };
 use super::{
-    Drain, Host, Inventory, JumpHostSettings, Pki, Rolling, SecretSource, SecretSpec, SshSettings,
-    Tier, VarPlaces, shown, yaml_options,
+    Drain, Host, Inventory, JumpHostSettings, Pki, ReleaseSource, ReleaseSpec, Rolling,
+    SecretSource, SecretSpec, SshSettings, Tier, VarPlaces, shown, yaml_options,
 };
 use crate::diag::{Diagnostic, from_yaml_error};
 use crate::ordered_map::OrderedMap;
@@ -279,6 +280,10 @@ fn build_tiers(
             None => None,
             Some(d) => Some(drain(path, &name.value, d, &declared)?),
         };
+        let release = t
+            .release
+            .map(|r| release(path, &name.value, r))
+            .transpose()?;
         let (vars, places) = split_vars(t.vars);
         var_at.tiers.insert(name.value.clone(), places);
         tiers.push((
@@ -290,6 +295,7 @@ fn build_tiers(
                 vip,
                 rolling,
                 drain,
+                release,
             },
         ));
     }
@@ -300,6 +306,134 @@ fn build_tiers(
         );
     }
     Ok(tiers)
+}
+
+/// Length of a release id (hex digits of the SHA-256 of its manifest).
+pub const RELEASE_ID_LEN: usize = 12;
+
+/// A tier's `release:`: exactly one of `source` or `git`, keep 1 to 100, a migration
+/// command, package names, a pin that is a release id.
+fn release(path: &Path, tier: &str, r: Spanned<RawRelease>) -> Result<ReleaseSpec, Diagnostic> {
+    let loc = r.referenced;
+    let r = r.value;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let source = match (r.source, r.git) {
+        (Some(s), None) => {
+            if s.value.is_empty() || s.value.contains(char::is_control) {
+                return Err(at(
+                    path,
+                    s.referenced,
+                    format!(
+                        "tier `{tier}`: release source {:?} is not a path",
+                        shown(&s.value)
+                    ),
+                ));
+            }
+            ReleaseSource::Path(base.join(&s.value))
+        }
+        (None, Some(g)) => {
+            let reference = g.value.reference;
+            let ok = !reference.value.is_empty()
+                && reference.value.len() <= 200
+                && !reference.value.starts_with('-')
+                && reference
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._/-^~@".contains(c));
+            if !ok {
+                return Err(at(
+                    path,
+                    reference.referenced,
+                    format!(
+                        "tier `{tier}`: git ref `{}` is not a ref name",
+                        shown(&reference.value)
+                    ),
+                )
+                .with_hint("a branch, tag or commit, e.g. `main`, `v1.4.0` or a commit id"));
+            }
+            ReleaseSource::Git {
+                repo: base.join(&g.value.repo.value),
+                reference: reference.value,
+            }
+        }
+        (Some(s), Some(_)) => {
+            return Err(at(path, s.referenced, format!("tier `{tier}`: release has both `source` and `git`"))
+                .with_hint("a release comes from one place: a folder or archive (`source`), or a ref of a local repository (`git`)"));
+        }
+        (None, None) => {
+            return Err(at(
+                path,
+                loc,
+                format!(
+                    "tier `{tier}`: release needs `source` (a folder or a .tar/.tar.gz archive) or `git: {{repo, ref}}`"
+                ),
+            ));
+        }
+    };
+    let keep = match r.keep {
+        None => 5,
+        Some(k) => usize::try_from(k.value)
+            .ok()
+            .filter(|k| (1..=100).contains(k))
+            .ok_or_else(|| {
+                at(path, k.referenced, format!("tier `{tier}`: release keep {} is not from 1 to 100", k.value))
+                    .with_hint("how many releases each host keeps, the current one included (2 or more to roll back)")
+            })?,
+    };
+    let migrate = match r.migrate {
+        Some(m) if m.value.trim().is_empty() || m.value.contains('\0') => {
+            return Err(at(
+                path,
+                m.referenced,
+                format!("tier `{tier}`: release migrate is empty"),
+            ));
+        }
+        m => m.map(|m| m.value),
+    };
+    let mut packages = Vec::new();
+    for p in r.packages {
+        if !crate::role::is_package_name(&p.value) {
+            return Err(at(
+                path,
+                p.referenced,
+                format!(
+                    "tier `{tier}`: `{}` is not a Debian package name",
+                    shown(&p.value)
+                ),
+            ));
+        }
+        packages.push(p.value);
+    }
+    let pin = match r.pin {
+        Some(p) if !is_release_id(&p.value) => {
+            return Err(at(
+                path,
+                p.referenced,
+                format!(
+                    "tier `{tier}`: release pin `{}` is not a release id",
+                    shown(&p.value)
+                ),
+            )
+            .with_hint(format!(
+                "a release id is {RELEASE_ID_LEN} lowercase hex digits, as `plan` shows it"
+            )));
+        }
+        p => p.map(|p| p.value),
+    };
+    Ok(ReleaseSpec {
+        source,
+        keep,
+        migrate,
+        packages,
+        pin,
+        line: loc.line(),
+        column: loc.column(),
+    })
+}
+
+/// A release id: [`RELEASE_ID_LEN`] lowercase hex digits.
+pub fn is_release_id(s: &str) -> bool {
+    s.len() == RELEASE_ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A tier's `rolling:`: a count from 1, or `all`; the VIP tier always rolls one at a time.

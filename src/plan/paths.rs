@@ -235,6 +235,7 @@ mod tests {
             health: vec![],
             drift_check: None,
             certificates: vec![],
+            release: None,
             directories: vec![DesiredDir {
                 path: "/var/www/foobar".into(),
                 owner: "root".into(),

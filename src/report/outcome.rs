@@ -110,6 +110,9 @@ pub enum ErrorKind {
     /// Making a key or CSR on the host, signing it, or putting the certificate in place
     /// failed (the role's files were not touched).
     Certificate,
+    /// A release could not be planned (a pin the host lacks, nothing to roll back to),
+    /// sent, unpacked or switched in, or its migration failed (the old release serves).
+    Release,
     /// Restoring the previous files failed: the host needs a look.
     Rollback,
     /// Stopped by Ctrl-C.
@@ -134,6 +137,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::HealthCheck => "health_check",
             ErrorKind::Drain => "drain",
             ErrorKind::Certificate => "certificate",
+            ErrorKind::Release => "release",
             ErrorKind::Rollback => "rollback",
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::NotStarted => "not_started",

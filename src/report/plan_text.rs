@@ -2,7 +2,9 @@
 
 use crate::plan::{
     CertChange, CertWork, FileAction, FileChange, HostPlan, PathAction, PathChange, PathWant,
+    ReleaseChange,
 };
+use crate::release::Why;
 
 fn paint(colors: bool, code: &str, s: &str) -> String {
     if colors {
@@ -86,6 +88,9 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
         for c in others {
             out.push_str(&path_text(&r.role, c, colors));
         }
+        if let Some(rel) = &r.release {
+            out.push_str(&release_text(&r.role, rel));
+        }
         if let Some(check) = &r.drift {
             out.push_str(&format!(
                 "  [{}] live state differs from the files (drift check failed: {check})\n",
@@ -102,6 +107,76 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
                 r.role
             ));
         }
+    }
+    out
+}
+
+/// Most file names listed per kind of change in a release's summary.
+const SUMMARY_NAMES: usize = 10;
+
+/// A release's lines: "release A -> B", why, what is sent, the files that differ (a
+/// summary, not a diff), the migration, the old releases removed.
+fn release_text(role: &str, rel: &ReleaseChange) -> String {
+    let mut out = String::new();
+    if rel.switch {
+        let from = rel.from.as_deref().unwrap_or("(none)");
+        let why = match rel.why {
+            Why::Deploy => format!("source {}", rel.source),
+            Why::Pin => "pinned in the inventory".to_string(),
+            Why::Rollback => "rollback to the previous release".to_string(),
+        };
+        out.push_str(&format!(
+            "  [{role}] release {from} -> {} ({why}) in {}\n",
+            rel.to, rel.root
+        ));
+        if rel.upload {
+            out.push_str(&format!(
+                "      upload: {} files, {} bytes, one archive\n",
+                rel.files, rel.bytes
+            ));
+        } else {
+            out.push_str("      already on the host: nothing uploaded\n");
+        }
+        if let Some(s) = &rel.summary {
+            for (sign, what, names) in [
+                ("+", "added", &s.added),
+                ("~", "changed", &s.changed),
+                ("-", "removed", &s.removed),
+            ] {
+                if names.is_empty() {
+                    continue;
+                }
+                let mut shown: Vec<&str> = names
+                    .iter()
+                    .take(SUMMARY_NAMES)
+                    .map(String::as_str)
+                    .collect();
+                let more = names.len().saturating_sub(SUMMARY_NAMES);
+                let tail = if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                };
+                shown.sort_unstable();
+                out.push_str(&format!(
+                    "      {sign} {} file(s) {what}: {}{tail}\n",
+                    names.len(),
+                    shown.join(", ")
+                ));
+            }
+        }
+        if let Some(m) = &rel.migrate {
+            out.push_str(&format!(
+                "      migration on this host before the switch: {m}\n"
+            ));
+        }
+    }
+    if !rel.prune.is_empty() {
+        out.push_str(&format!(
+            "  [{role}] remove old release(s) {} (keep {})\n",
+            rel.prune.join(", "),
+            rel.desired.keep
+        ));
     }
     out
 }
@@ -260,6 +335,8 @@ mod tests {
                 files: vec![],
                 certificates: vec![],
                 paths,
+                release: None,
+                release_error: None,
                 actions: vec![],
                 validate: None,
                 health: vec![],

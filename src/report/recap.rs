@@ -352,6 +352,8 @@ mod tests {
             packages_to_install: Vec::new(),
             stale_temps: Vec::new(),
             roles: vec![RolePlan {
+                release: None,
+                release_error: None,
                 serving: false,
                 interrupts: None,
                 role: "app".into(),

@@ -13,6 +13,7 @@ mod basics;
 mod firewall;
 mod monitoring;
 mod paths;
+mod release;
 mod rolling;
 mod safety;
 mod stack;

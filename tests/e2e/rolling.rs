@@ -78,7 +78,8 @@ fn every_change_under_load(topology: &str, hosts: &[&str], scale: &dyn Fn(String
         .join("tls/www.foobar.com.pem")
         .to_string_lossy()
         .to_string();
-    let app_py = project.path().join("roles/app/files/app.py");
+    let app_py = project.path().join("app/app.py");
+    let own_app = app_of(project.path());
     let steps: Vec<(&str, Edit)> = vec![
         (
             "nginx.conf change (reload nginx)",
@@ -96,7 +97,10 @@ fn every_change_under_load(topology: &str, hosts: &[&str], scale: &dyn Fn(String
             "app unit change (restart gunicorn, socket kept)",
             var("app_workers: 3"),
         ),
-        ("app code change (gunicorn HUP)", Box::new(|t| t)),
+        (
+            "app release (new code: upload, switch, gunicorn HUP)",
+            Box::new(|t| t),
+        ),
         (
             "haproxy change (reload, standby first)",
             var("haproxy_maxconn: 4000"),
@@ -120,12 +124,14 @@ fn every_change_under_load(topology: &str, hosts: &[&str], scale: &dyn Fn(String
     let mut failed = Vec::new();
     for (label, edit) in &steps {
         done.push(edit);
-        if label.starts_with("app code") {
+        if label.starts_with("app release") {
             let code = std::fs::read_to_string(&app_py).expect("app.py");
             std::fs::write(&app_py, format!("{code}\n# changed by the rolling test\n"))
                 .expect("write app.py");
         }
-        let (inv, _dir) = lab_inventory("rolling", |t| done.iter().fold(scale(t), |t, e| e(t)));
+        let (inv, _dir) = lab_inventory("rolling", |t| {
+            done.iter().fold(own_app(scale(t)), |t, e| e(t))
+        });
         let (line, n) = under_load(
             &inv,
             &root,

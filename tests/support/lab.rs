@@ -174,6 +174,11 @@ pub fn lab_inventory(tag: &str, edit: impl Fn(String) -> String) -> (PathBuf, te
     let dir = temp_dir(tag);
     let text = std::fs::read_to_string(root().join("inventories/lab.yml")).expect("lab.yml");
     let text = text.replace("../tests/lab/.state", &state().to_string_lossy());
+    // The app tier's release: the repository's app/ folder.
+    let text = text.replace(
+        "source: ../app",
+        &format!("source: {}", root().join("app").display()),
+    );
     let path = dir.path().join("lab.yml");
     std::fs::write(&path, edit(text)).expect("write inventory");
     (path, dir)
@@ -428,10 +433,18 @@ pub fn wait_holder(vip: &str, want: Option<&str>, secs: u64) -> Option<&'static 
 /// A copy of the project's roles/ and templates/ in a temp folder, to break on purpose.
 pub fn project_copy(tag: &str) -> tempfile::TempDir {
     let dir = temp_dir(tag);
-    for d in ["roles", "templates"] {
+    for d in ["roles", "templates", "app"] {
         super::copy_dir(&root().join(d), &dir.path().join(d));
     }
     dir
+}
+
+/// An inventory edit that deploys the app of `project` (a [`project_copy`]) instead of
+/// the repository's.
+pub fn app_of(project: &Path) -> impl Fn(String) -> String {
+    let from = format!("source: {}", root().join("app").display());
+    let to = format!("source: {}", project.join("app").display());
+    move |t: String| t.replace(&from, &to)
 }
 
 /// The tool's temporary and backup files (`.NAME.fp-*`) left in `dirs` on `host`, one

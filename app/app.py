@@ -1,7 +1,10 @@
 """foobar.com application: a small Flask app behind Nginx, run by gunicorn.
 
-Deployed by foobar-provision (role app) to /opt/foobar-app/app.py; configured by the
-environment (systemd EnvironmentFile=/etc/foobar-app/env):
+The example release: foobar-provision deploys this folder (the lab's tier `app` says
+`release: {source: ../app}`) to /opt/foobar-app/releases/<id>/ and switches
+/opt/foobar-app/current to it; gunicorn runs it from there. migrate.py (with the SQL files
+in migrations/) is its migration, run once per deploy before traffic moves to it.
+Configured by the environment (systemd EnvironmentFile=/etc/foobar-app/env):
 
   FOOBAR_HOST_NAME    this app host's name (shown in every answer)
   FOOBAR_DB_HOST      MariaDB address (the db tier's first host)
@@ -16,7 +19,8 @@ While the database is away (restarting), every endpoint that needs it answers 50
 Retry-After within the connect timeout (5 s), and the next request connects again.
 
 Endpoints (Nginx serves them under /api/ too):
-  GET /health      200 when the process answers; never touches the database
+  GET /health      200 when the process answers, with the release it runs (from the
+                   REVISION file the tool writes); never touches the database
   GET /health/db   200 when the database answers and the visits table is readable
   GET|POST /visits records a visit, answers the visit count and the last visits
   GET /metrics     Prometheus metrics (requests and latency by endpoint, database errors);
@@ -50,6 +54,21 @@ app = Flask(__name__)
 app.json.sort_keys = False
 
 HOST_NAME = os.environ.get("FOOBAR_HOST_NAME") or socket.gethostname()
+# What the visitor sees: the line a deploy changes.
+MESSAGE = "Welcome to www.foobar.com"
+
+
+def _release():
+    """The release id foobar-provision wrote beside this file (`unknown` run elsewhere)."""
+    path = os.path.join(os.path.dirname(os.path.realpath(__file__)), "REVISION")
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read(64).strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+RELEASE = _release()
 LAST_VISITS = 5
 
 # Label values come from fixed sets (route rules, known methods, status codes): a client
@@ -153,7 +172,7 @@ def _db_error(e):
 
 @app.get("/health")
 def health():
-    return jsonify(status="ok", host=HOST_NAME)
+    return jsonify(status="ok", host=HOST_NAME, release=RELEASE)
 
 
 @app.get("/health/db")
@@ -210,6 +229,8 @@ def visits():
     return jsonify(
         status="ok",
         host=HOST_NAME,
+        release=RELEASE,
+        message=MESSAGE,
         visit=visit_id,
         visits=count,
         client=client,
