@@ -25,8 +25,37 @@ pub struct DesiredRole {
     pub drift_check: Option<String>,
     /// Certificates of the internal CA this role's service uses.
     pub certificates: Vec<DesiredCert>,
+    /// Folders, links and paths that must be absent (role.yml's `directories:`,
+    /// `links:`, `absent:`).
+    pub directories: Vec<DesiredDir>,
+    pub links: Vec<DesiredLink>,
+    pub absent: Vec<DesiredAbsent>,
     /// The operator's application, when the role deploys releases.
     pub release: Option<DesiredRelease>,
+}
+
+/// A folder a host must have, with this owner, group and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredDir {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+/// A symbolic link a host must have at `path`, pointing to `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredLink {
+    pub path: String,
+    pub target: String,
+    pub notify: Notify,
+}
+
+/// A path that must not exist on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredAbsent {
+    pub path: String,
+    pub notify: Notify,
 }
 
 /// The release a role deploys on a host: the role's `release:` and the tier's.
@@ -137,6 +166,24 @@ impl DesiredHost {
             }
         }
         out
+    }
+    /// The folders of every role, in role order.
+    pub fn directories(&self) -> Vec<&str> {
+        self.roles
+            .iter()
+            .flat_map(|r| r.directories.iter().map(|d| d.path.as_str()))
+            .collect()
+    }
+    /// The links and absent paths of every role, in role order: what is found there
+    /// (a folder with entries in it is never deleted) decides the plan.
+    pub fn links_and_absent(&self) -> Vec<&str> {
+        self.roles
+            .iter()
+            .flat_map(|r| {
+                let links = r.links.iter().map(|l| l.path.as_str());
+                links.chain(r.absent.iter().map(|a| a.path.as_str()))
+            })
+            .collect()
     }
     /// (certificate, key) paths of every certificate.
     pub fn certificates(&self) -> Vec<(&str, &str)> {

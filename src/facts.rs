@@ -5,6 +5,9 @@ use crate::release::ReleaseFact;
 use crate::shell::{Init, quote};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod nodes;
+pub use nodes::NodeFact;
+
 /// A managed file as found on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileFact {
@@ -46,6 +49,8 @@ pub struct Facts {
     pub locked_by: Option<String>,
     /// Each certificate asked about, in the query's order.
     pub certs: Vec<CertFact>,
+    /// The roles' directories, links and absent paths: what each is now.
+    pub nodes: BTreeMap<String, NodeFact>,
     /// Each release root asked about, in the query's order.
     pub releases: Vec<ReleaseFact>,
 }
@@ -84,6 +89,11 @@ pub struct FactQuery<'a> {
     pub drift: Vec<(&'a str, &'a str)>,
     /// (certificate, key) paths of the internal CA's certificates.
     pub certs: Vec<(&'a str, &'a str)>,
+    /// Paths that must be folders (`directories:`).
+    pub dirs: Vec<&'a str>,
+    /// Links and paths that must be absent: a folder found there is also checked for
+    /// entries (it is never deleted).
+    pub nodes: Vec<&'a str>,
     /// Roots of releases (`ROOT/current`, `ROOT/releases/`).
     pub releases: Vec<&'a str>,
 }
@@ -107,6 +117,7 @@ pub fn script(q: &FactQuery) -> String {
             paths.join(" ")
         ));
     }
+    s.push_str(&nodes::script(q));
     if !q.packages.is_empty() {
         let pkgs: Vec<String> = q.packages.iter().map(|p| quote(p)).collect();
         s.push_str(&format!(
@@ -191,6 +202,9 @@ pub enum FactsError {
     /// A path asked about is neither reported missing nor hashed and stat'ed.
     #[error("facts output lacks the file {0}")]
     MissingFile(String),
+    /// A directory, link or absent path asked about that no `NODE` line tells about.
+    #[error("facts output lacks the path {0}")]
+    MissingPath(String),
     #[error("facts output lacks the INIT line")]
     MissingInit,
     /// A `T` or `B` line that is not a leftover of this tool beside a path asked about
@@ -230,7 +244,7 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, FactsError> {
                 text: line.to_string(),
             });
         }
-        reader.line(line).ok_or_else(|| FactsError::Unreadable {
+        reader.line(line, q).ok_or_else(|| FactsError::Unreadable {
             line: n + 1,
             text: line.to_string(),
         })?;
@@ -239,11 +253,12 @@ pub fn parse(output: &str, q: &FactQuery) -> Result<Facts, FactsError> {
 }
 
 /// A `T` (temporary file) line must name `DIR/.BASE.fp-XXXXXX` (mktemp's six letters or
-/// digits) and a `B` (backup) line a path asked about: apply removes the first and
-/// restores from `.BASE.fp-prev` beside the second. Other lines pass.
+/// digits) and a `B` (backup) line a path asked about (a file, directory, link or absent
+/// path): apply removes the first and restores from `.BASE.fp-prev` beside the second.
+/// Other lines pass.
 fn is_expected_leftover(line: &str, q: &FactQuery) -> bool {
     if let Some(path) = line.strip_prefix("B ") {
-        return q.paths.contains(&path);
+        return q.paths.contains(&path) || nodes::asked(q, path);
     }
     let Some(tmp) = line.strip_prefix("T ") else {
         return true;
@@ -253,7 +268,7 @@ fn is_expected_leftover(line: &str, q: &FactQuery) -> bool {
     };
     suffix.len() == 6
         && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
-        && q.paths.iter().any(|p| {
+        && q.paths.iter().chain(&q.dirs).chain(&q.nodes).any(|p| {
             p.rsplit_once('/')
                 .is_some_and(|(dir, base)| prefix == format!("{dir}/.{base}"))
         })
@@ -279,6 +294,7 @@ struct FactsReader {
     stale_temps: BTreeSet<String>,
     locked_by: Option<String>,
     certs: Vec<CertFact>,
+    nodes: nodes::NodeLines,
     releases: Vec<ReleaseFact>,
 }
 
@@ -312,12 +328,13 @@ impl FactsReader {
             stale_temps: BTreeSet::new(),
             locked_by: None,
             certs: vec![CertFact::default(); q.certs.len()],
+            nodes: nodes::NodeLines::default(),
             releases: vec![ReleaseFact::default(); q.releases.len()],
         }
     }
 
     /// Reads one line (`TAG REST`); `None` when it is not what the script prints.
-    fn line(&mut self, line: &str) -> Option<()> {
+    fn line(&mut self, line: &str, q: &FactQuery) -> Option<()> {
         let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
         match tag {
             "INIT" => {
@@ -356,6 +373,7 @@ impl FactsReader {
             "LOCK" => self.locked_by = Some(rest.to_string()),
             "KEY" => self.key(rest)?,
             "CERT" => self.cert(rest)?,
+            "NODE" => self.node(rest, q)?,
             "R" => {
                 let (i, rest) = rest.split_once(' ')?;
                 let slot = self.releases.get_mut(i.parse::<usize>().ok()?)?;
@@ -502,7 +520,9 @@ impl FactsReader {
                 _ => return Err(FactsError::MissingFile(p.to_string())),
             }
         }
+        let nodes = self.nodes.finish(q).map_err(FactsError::MissingPath)?;
         Ok(Facts {
+            nodes,
             init: self.init.ok_or(FactsError::MissingInit)?,
             files: self.files,
             packages: self.packages,
@@ -582,6 +602,8 @@ mod tests {
             vips: vec!["172.30.77.10".into()],
             drift: vec![("firewall", "nft list table inet foobar")],
             certs: vec![],
+            dirs: vec![],
+            nodes: vec![],
         }
     }
 

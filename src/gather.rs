@@ -51,6 +51,8 @@ impl<T: Transport> Reader<'_, T> {
             drift: desired.drift_checks(),
             vips: self.vips.clone(),
             certs: desired.certificates(),
+            dirs: desired.directories(),
+            nodes: desired.links_and_absent(),
             releases: desired.release_roots(),
         };
         let lock_status = self.lock.as_ref().map(status_script).unwrap_or_default();
@@ -83,6 +85,14 @@ impl<T: Transport> Reader<'_, T> {
                 ErrorKind::Release,
                 format!("[{role}] {}", self.secrets.mask(&printable(e))),
             ));
+        }
+        let refused = plan.refusals();
+        if !refused.is_empty() {
+            // As a managed file that is a folder: the host is not changed at all.
+            return Err(self.unreadable(&format!(
+                "cannot be planned without deleting data (nothing was changed on this host):\n  {}",
+                refused.join("\n  ")
+            )));
         }
         Ok(Planned {
             plan,
@@ -178,6 +188,9 @@ mod tests {
             roles: vec![DesiredRole {
                 release: None,
                 certificates: vec![],
+                directories: vec![],
+                links: vec![],
+                absent: vec![],
                 name: "site".into(),
                 packages: vec![],
                 service: None,
@@ -251,6 +264,64 @@ mod tests {
             "{diff}"
         );
         assert_eq!(p.vips_held, 0);
+    }
+
+    /// A role with a folder, a link and an absent path, read in the one facts round trip:
+    /// converged, nothing to do; a folder with entries where the link must be fails the
+    /// host, naming it, and nothing is planned.
+    #[tokio::test]
+    async fn directories_links_and_absent_paths_in_one_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        std::fs::create_dir(p("www")).expect("mkdir");
+        std::fs::set_permissions(
+            p("www"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("www", p("current")).expect("ln");
+        let mut d = desired(&p("site.conf"), "x");
+        d.roles[0].files.clear();
+        d.roles[0].directories = vec![crate::desired::DesiredDir {
+            path: p("www"),
+            owner: String::from_utf8_lossy(&run("id -un")).trim().to_string(),
+            group: String::from_utf8_lossy(&run("id -gn")).trim().to_string(),
+            mode: 0o755,
+        }];
+        d.roles[0].links = vec![crate::desired::DesiredLink {
+            path: p("current"),
+            target: "www".into(),
+            notify: Notify::None,
+        }];
+        d.roles[0].absent = vec![crate::desired::DesiredAbsent {
+            path: p("default"),
+            notify: Notify::None,
+        }];
+        let local = Local::default();
+        let planned = reader(&local, &NO_SECRETS).plan(&d).await.expect("planned");
+        assert!(planned.plan.is_empty(), "{:?}", planned.plan);
+        assert_eq!(local.execs.load(Ordering::SeqCst), 1);
+
+        std::fs::remove_file(p("current")).expect("rm");
+        std::fs::create_dir(p("current")).expect("mkdir");
+        std::fs::write(p("current/data"), "keep").expect("w");
+        let o = reader(&Local::default(), &NO_SECRETS)
+            .plan(&d)
+            .await
+            .expect_err("refused");
+        let Outcome::Failed(f) = &o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(f.kind, ErrorKind::Facts);
+        assert_eq!(
+            f.message,
+            format!(
+                "cannot be planned without deleting data (nothing was changed on this host):\n  \
+                 [site] {} is a directory with entries where the role wants a link: a folder's \
+                 contents are never deleted; move them away on the host, then run again",
+                p("current")
+            )
+        );
     }
 
     /// Issue 10, finding 4: a dest that exists as a folder was planned "create" forever;

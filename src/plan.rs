@@ -13,6 +13,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+mod paths;
+pub use paths::{PathAction, PathChange, PathWant};
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HostPlan {
     pub host: String,
@@ -61,6 +64,10 @@ pub struct RolePlan {
     /// or owner drifted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertChange>,
+    /// The role's directories (made before its files), links and absent paths (swapped
+    /// with its files) that differ from role.yml.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathChange>,
     /// The role's release: uploaded, migrated, switched in (after the files), old ones
     /// removed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,7 +268,7 @@ impl HostPlan {
         })
     }
 
-    /// Number of changes (packages, files, actions).
+    /// Number of changes (packages, files, certificates, paths, actions).
     pub fn change_count(&self) -> usize {
         self.packages_to_install.len()
             + self.stale_temps.len()
@@ -271,10 +278,24 @@ impl HostPlan {
                 .map(|r| {
                     r.files.len()
                         + r.certificates.len()
+                        + r.paths.len()
                         + r.actions.len()
                         + usize::from(r.release.is_some())
                 })
                 .sum::<usize>()
+    }
+
+    /// Why this plan cannot be applied (a path change that would delete data), one line
+    /// per refused path; empty when it can.
+    pub fn refusals(&self) -> Vec<String> {
+        self.roles
+            .iter()
+            .flat_map(|r| {
+                r.paths
+                    .iter()
+                    .filter_map(move |c| c.reason.as_ref().map(|why| format!("[{}] {why}", r.role)))
+            })
+            .collect()
     }
 }
 
@@ -304,6 +325,7 @@ impl RolePlan {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
             && self.certificates.is_empty()
+            && self.paths.is_empty()
             && self.actions.is_empty()
             && self.release.is_none()
     }
@@ -410,15 +432,14 @@ fn plan_role(
                 .get(&svc.name)
                 .is_some_and(|s| s.active == "active")
         });
-    let mut actions = role_actions(
-        role,
-        &files,
-        &certificates,
-        release.as_ref(),
-        facts,
-        serving,
-        fresh,
-    );
+    let paths = paths::path_changes(role, facts);
+    let changed = Changed {
+        files: &files,
+        certs: &certificates,
+        paths: &paths,
+        release: release.as_ref(),
+    };
+    let mut actions = role_actions(role, &changed, facts, serving, fresh);
     let drift = role
         .drift_check
         .clone()
@@ -440,6 +461,7 @@ fn plan_role(
         interrupts,
         files,
         certificates,
+        paths,
         release,
         release_error,
         actions,
@@ -669,25 +691,40 @@ fn drift_action(role: &DesiredRole, actions: &[Action]) -> Option<Action> {
     })
 }
 
+/// What changes in a role, for [`role_actions`].
+#[derive(Clone, Copy)]
+struct Changed<'a> {
+    files: &'a [FileChange],
+    certs: &'a [CertChange],
+    paths: &'a [PathChange],
+    release: Option<&'a ReleaseChange>,
+}
+
 /// Handlers once per service, restart winning over reload; a service that is not
 /// `serving` (not running, or its package is being installed, so it runs Debian's default
 /// config) is restarted if its files changed, else started.
 fn role_actions(
     role: &DesiredRole,
-    files: &[FileChange],
-    certs: &[CertChange],
-    release: Option<&ReleaseChange>,
+    changed: &Changed,
     facts: &Facts,
     serving: bool,
     fresh: bool,
 ) -> Vec<Action> {
+    let Changed {
+        files,
+        certs,
+        paths,
+        release,
+    } = *changed;
     let mut actions = Vec::new();
     let content_changed: Vec<&FileChange> = files
         .iter()
         .filter(|f| f.action != FileAction::Metadata)
         .collect();
+    // Links made, changed or removed, and paths removed, notify as new content does.
+    let paths_changed: Vec<&PathChange> = paths.iter().filter(|c| c.notifies()).collect();
     // (what it notifies, whether a changed line asks for a restart) of every new content:
-    // files, and certificates (a fixed key mode is no new content).
+    // files, certificates (a fixed key mode is no new content), links and absent paths.
     let notified: Vec<(&Notify, bool)> = content_changed
         .iter()
         .map(|f| (&f.notify, f.restart_because.is_some()))
@@ -697,14 +734,17 @@ fn role_actions(
                 .filter(|c| c.action != CertWork::FixKey)
                 .map(|c| (&c.notify, false)),
         )
+        .chain(paths_changed.iter().map(|c| (&c.notify, false)))
         .chain(release.filter(|r| r.switch).map(|r| (&r.notify, false)))
         .collect();
+    let unit_path = |p: &str| {
+        p.starts_with("/etc/systemd/")
+            || p.starts_with("/lib/systemd/")
+            || p.starts_with("/usr/lib/systemd/")
+    };
     if facts.init == Init::Systemd
-        && content_changed.iter().any(|f| {
-            f.path.starts_with("/etc/systemd/")
-                || f.path.starts_with("/lib/systemd/")
-                || f.path.starts_with("/usr/lib/systemd/")
-        })
+        && (content_changed.iter().any(|f| unit_path(&f.path))
+            || paths_changed.iter().any(|c| unit_path(&c.path)))
     {
         actions.push(Action::DaemonReload);
     }
@@ -813,6 +853,9 @@ mod tests {
             roles: vec![DesiredRole {
                 release: None,
                 certificates: vec![],
+                directories: vec![],
+                links: vec![],
+                absent: vec![],
                 name: "nginx".into(),
                 packages: vec!["nginx".into()],
                 service: Some(Service {
@@ -870,6 +913,7 @@ mod tests {
             stale_temps: Default::default(),
             locked_by: None,
             certs: vec![],
+            nodes: BTreeMap::new(),
         }
     }
 
@@ -1263,6 +1307,9 @@ mod tests {
         DesiredRole {
             release: None,
             certificates: vec![],
+            directories: vec![],
+            links: vec![],
+            absent: vec![],
             name: "app".into(),
             packages: vec!["app".into()],
             service,
@@ -2061,6 +2108,7 @@ mod tests {
                     drift: None,
                     files: (0..nf).map(|i| change_stub(&format!("/f{i}"))).collect(),
                     certificates: Vec::new(),
+                    paths: Vec::new(),
                     actions: vec![Action::DaemonReload; na],
                     validate: None,
                     health: vec![],

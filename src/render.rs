@@ -2,7 +2,10 @@
 //!
 //! Pure: reads the project's files once ([`Project::load`]), then renders in memory.
 
-use crate::desired::{DesiredCert, DesiredFile, DesiredHost, DesiredRelease, DesiredRole};
+use crate::desired::{
+    DesiredAbsent, DesiredCert, DesiredDir, DesiredFile, DesiredHost, DesiredLink, DesiredRelease,
+    DesiredRole,
+};
 use crate::diag::Diagnostic;
 use crate::inventory::{Host, Inventory, Pki, Tier};
 use crate::pki::{CertSpec, San};
@@ -172,8 +175,8 @@ fn check_identifiers(
     Ok(())
 }
 
-/// Records which role writes each of `role`'s dests on `host`; a dest an earlier role of
-/// the host writes too is refused (each apply would flip the file and run both roles'
+/// Records which role writes each of `role`'s dests (and manages each of its directories,
+/// links and absent paths) on `host`; a path an earlier role of the host has too is refused (each apply would flip the file and run both roles'
 /// handlers).
 fn claim_dests<'a>(
     owners: &mut BTreeMap<&'a str, &'a str>,
@@ -188,6 +191,19 @@ fn claim_dests<'a>(
                 format!(
                     "dest `{}` is also written by role `{other}` on host `{}` (tier `{}`)",
                     f.dest, host.name, host.tier
+                ),
+            )
+            .with_hint("a path on a host belongs to one role: drop it from one role, or give it another path"));
+        }
+    }
+    for (path, at) in role.other_paths() {
+        if let Some(other) = owners.insert(path, &role.name) {
+            return Err(Diagnostic::at(
+                &role.dir.join("role.yml"),
+                at,
+                format!(
+                    "path `{path}` is also managed by role `{other}` on host `{}` (tier `{}`)",
+                    host.name, host.tier
                 ),
             )
             .with_hint("a path on a host belongs to one role: drop it from one role, or give it another path"));
@@ -266,6 +282,33 @@ impl RenderCtx<'_> {
             .map(|c| self.certificate(c))
             .collect::<Result<Vec<_>, Diagnostic>>()?;
         Ok(DesiredRole {
+            directories: role
+                .directories
+                .iter()
+                .map(|d| DesiredDir {
+                    path: d.path.clone(),
+                    owner: d.owner.clone(),
+                    group: d.group.clone(),
+                    mode: d.mode,
+                })
+                .collect(),
+            links: role
+                .links
+                .iter()
+                .map(|l| DesiredLink {
+                    path: l.path.clone(),
+                    target: l.target.clone(),
+                    notify: l.notify.clone(),
+                })
+                .collect(),
+            absent: role
+                .absent
+                .iter()
+                .map(|a| DesiredAbsent {
+                    path: a.path.clone(),
+                    notify: a.notify.clone(),
+                })
+                .collect(),
             certificates,
             drift_check,
             release: None,

@@ -9,6 +9,9 @@ use serde_json::{Map, Value};
 use serde_saphyr::{Location, Spanned};
 use std::path::{Path, PathBuf};
 
+mod paths;
+pub use paths::{MAX_LINK_TARGET, RoleAbsent, RoleDirectory, RoleLink};
+
 #[derive(Debug, Clone)]
 pub struct Role {
     pub name: String,
@@ -31,6 +34,14 @@ pub struct Role {
     /// host and never leaves it; the tool signs the host's CSR. Issued before the role's
     /// files are validated, so a config that names them checks against them.
     pub certificates: Vec<RoleCertificate>,
+    /// Folders the role makes and keeps at their owner, group and mode (`directories:`),
+    /// made before its files are uploaded.
+    pub directories: Vec<RoleDirectory>,
+    /// Symbolic links (`links:`), renamed into place like files.
+    pub links: Vec<RoleLink>,
+    /// Paths that must not exist (`absent:`): a file, link or empty folder there is moved
+    /// to its backup name and deleted once the role is healthy.
+    pub absent: Vec<RoleAbsent>,
     /// `release:`: the role serves the operator's application, deployed as releases
     /// (which code: the tier's `release:` in the inventory).
     pub release: Option<RoleRelease>,
@@ -185,6 +196,11 @@ struct RawRole {
     #[serde(default)]
     certificates: Vec<Spanned<RawCertificate>>,
     #[serde(default)]
+    directories: Vec<Spanned<paths::RawDirectory>>,
+    #[serde(default)]
+    links: Vec<Spanned<paths::RawLink>>,
+    #[serde(default)]
+    absent: Vec<Spanned<paths::RawAbsent>>,
     release: Option<Spanned<RawRelease>>,
 }
 
@@ -355,6 +371,13 @@ pub fn parse(
         let cert = checks.certificate(c, &files, &certificates)?;
         certificates.push(cert);
     }
+    let other = checks.paths(
+        raw.directories,
+        raw.links,
+        raw.absent,
+        &files,
+        &certificates,
+    )?;
     let release = raw.release.map(|r| checks.release(r, &files)).transpose()?;
     let validate = check_tree_validate(path, raw.validate)?;
     if let Some(d) = &raw.drift_check {
@@ -387,6 +410,9 @@ pub fn parse(
         health: raw.health.into_iter().map(health_check).collect(),
         identifiers: check_identifier_names(path, raw.identifiers)?,
         certificates,
+        directories: other.directories,
+        links: other.links,
+        absent: other.absent,
         release,
     })
 }
@@ -953,11 +979,11 @@ pub(crate) fn is_package_name(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn fixture() -> tempdir::Dir {
+    pub(super) fn fixture() -> tempdir::Dir {
         tempdir::Dir::new()
     }
 
-    mod tempdir {
+    pub(super) mod tempdir {
         pub struct Dir(pub std::path::PathBuf);
         impl Dir {
             pub fn new() -> Dir {
@@ -995,7 +1021,7 @@ health:
     command: curl -fsS http://127.0.0.1/
 ";
 
-    fn parse_role(dir: &tempdir::Dir, text: &str) -> Result<Role, Diagnostic> {
+    pub(super) fn parse_role(dir: &tempdir::Dir, text: &str) -> Result<Role, Diagnostic> {
         parse(
             &dir.0.join("roles/web/role.yml"),
             text,

@@ -623,6 +623,7 @@ mod tests {
                 drift: None,
                 files: Vec::new(),
                 certificates: Vec::new(),
+                paths: Vec::new(),
                 actions: vec![Action::Run {
                     handler: "touch".into(),
                     command: format!("echo {host}"),

@@ -57,6 +57,7 @@ pub(super) async fn issue<T: Transport>(
         drift: None,
         files: signed,
         certificates: Vec::new(),
+        paths: Vec::new(),
         release: None,
         release_error: None,
         actions: Vec::new(),

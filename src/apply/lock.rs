@@ -14,7 +14,7 @@
 //! never contents.
 
 use super::Remote;
-use crate::plan::{FileAction, HostPlan};
+use crate::plan::{FileAction, HostPlan, PathAction};
 use crate::report::{ErrorKind, Outcome, Status};
 use crate::shell::printable;
 use crate::shell::quote;
@@ -182,8 +182,12 @@ pub(super) async fn release<T: Transport>(
             .files
             .iter()
             .map(|f| format!("{} {}", action_word(f.action), f.path));
+        let paths = role
+            .paths
+            .iter()
+            .map(|c| format!("{} {}", path_word(c.action), c.path));
         let actions = role.actions.iter().map(ToString::to_string);
-        let all: Vec<String> = files.chain(actions).collect();
+        let all: Vec<String> = files.chain(paths).chain(actions).collect();
         if !all.is_empty() {
             line.push_str(&format!(" {}: {}", role.role, all.join(", ")));
         }
@@ -199,6 +203,20 @@ fn action_word(a: FileAction) -> &'static str {
         FileAction::Update => "update",
         FileAction::Metadata => "owner/mode",
         FileAction::Unfinished => "finish",
+    }
+}
+
+/// A directory's, link's or absent path's action in the audit line.
+fn path_word(a: PathAction) -> &'static str {
+    match a {
+        PathAction::Mkdir => "mkdir",
+        PathAction::Metadata => "owner/mode",
+        PathAction::Link => "link",
+        PathAction::Relink => "relink",
+        PathAction::Replace => "replace",
+        PathAction::Remove => "remove",
+        PathAction::Unfinished => "finish",
+        PathAction::Refuse => "refused",
     }
 }
 

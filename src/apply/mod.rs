@@ -12,10 +12,13 @@
 //! - `remote.rs`: [`Remote`], the stall watchdog, time limits, how a step fails.
 //! - `lock.rs`: [`HostLock`], one apply per host at a time, and the audit trail.
 //! - `scripts.rs`: the shell scripts, pure builders with exact-string tests.
+//! - `paths.rs`: a role's directories (before its files), links and absent paths (swapped
+//!   with its files).
 //! - this file: the order of the steps, and the rollback.
 
 mod certs;
 mod lock;
+mod paths;
 mod release;
 mod remote;
 mod scripts;
@@ -29,7 +32,9 @@ use scripts::{
     status_script, swap_script, tree_validate_script, upload_script,
 };
 
-use crate::plan::{Action, FileAction, FileChange, HostPlan, ReleaseChange, RolePlan};
+use crate::plan::{
+    Action, FileAction, FileChange, HostPlan, PathAction, PathChange, ReleaseChange, RolePlan,
+};
 use crate::report::{ErrorKind, Interruption, Outcome};
 use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
@@ -45,6 +50,16 @@ const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
 pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     if plan.is_empty() {
         return Outcome::Ok;
+    }
+    let refused = plan.refusals();
+    if !refused.is_empty() {
+        return Outcome::failed(
+            ErrorKind::Facts,
+            format!(
+                "the plan cannot be applied without deleting data (nothing was changed on this host):\n  {}",
+                refused.join("\n  ")
+            ),
+        );
     }
     let Some(lock) = &r.lock else {
         return apply_unlocked(r, plan).await;
@@ -150,35 +165,38 @@ struct Staged<'a> {
     tmp: String,
 }
 
-/// One role: its certificates (0, see `certs.rs`), upload (1), validate (2), swap and
-/// owners/modes in place (3), handlers (4), health checks (5), then the backups go. A
-/// failure after the swap rolls back (the role's files; a new certificate stays: it is
-/// valid on its own).
+/// One role: its directories (0, `paths.rs`: folders its certificates and files go
+/// into), its certificates (0b, see `certs.rs`), upload (1), validate (2), swap, links and
+/// absent paths, owners/modes in place (3), handlers (4), health checks (5), then the
+/// backups go. A failure before the swap puts the directories back (a folder holding a
+/// new certificate stays); a failure after it rolls back (the role's files, directories,
+/// links and absent paths; a new certificate stays: it is valid on its own).
 async fn apply_role<T: Transport>(
     r: &Remote<'_, T>,
     init: Init,
     role: &RolePlan,
 ) -> Result<(), StepError> {
-    certs::issue(r, role).await?;
-    let staged = upload(r, role).await?;
-    match release::stage(r, role).await {
-        Ok(()) => {}
-        Err(e @ StepError::Transport(_)) => return Err(e),
-        Err(e) => {
-            cleanup(r, &staged).await;
-            return Err(e);
-        }
-    }
-    validate(r, role, &staged).await?;
-    // The last point where Ctrl-C abandons the role: from here on it is finished (or
-    // rolled back).
-    if r.is_interrupted() {
-        return Err(abandon(r, role, &staged).await);
-    }
-    swap(r, &staged).await?;
+    let dirs = paths::make_directories(r, role).await?;
+    let before_swap = async {
+        certs::issue(r, role).await?;
+        stage(r, role).await
+    };
+    let staged = match before_swap.await {
+        Ok(staged) => staged,
+        Err(e) => return Err(paths::undo_directories(r, &dirs, e).await),
+    };
     let dests = swapped_paths(role, &staged);
+    let mut done: Vec<&PathChange> = dirs;
+    done.extend(
+        role.paths
+            .iter()
+            .filter(|c| c.action == PathAction::Unfinished),
+    );
     let mut meta: Vec<MetaBefore> = Vec::new();
-    let mut result = set_metadata(r, role, &mut meta).await;
+    let mut result = paths::swap(r, role, &mut done).await;
+    if result.is_ok() {
+        result = set_metadata(r, role, &mut meta).await;
+    }
     // The release: migrated (on the host the rollout chose), then switched in.
     let mut switched: Option<&ReleaseChange> = None;
     if let Some(rel) = role.release.as_ref().filter(|rel| rel.switch) {
@@ -197,13 +215,45 @@ async fn apply_role<T: Transport>(
         result = health(r, role, switched.map(|rel| rel.to.as_str())).await;
     }
     if let Err(e) = result {
-        return Err(rollback(r, init, role, &dests, &meta, switched, e).await);
+        let undo = Done {
+            dests: &dests,
+            meta: &meta,
+            paths: &done,
+            switched,
+        };
+        return Err(rollback(r, init, role, &undo, e).await);
     }
     remove_backups(r, &dests).await?;
+    paths::remove_backups(r, &done).await?;
     match &role.release {
         Some(rel) => release::prune(r, rel).await,
         None => Ok(()),
     }
+}
+
+/// Steps 1 to 3: upload, validate and swap the role's files. Until the swap, a failure or
+/// Ctrl-C leaves the live files as they were.
+async fn stage<'a, T: Transport>(
+    r: &Remote<'_, T>,
+    role: &'a RolePlan,
+) -> Result<Vec<Staged<'a>>, StepError> {
+    let staged = upload(r, role).await?;
+    match release::stage(r, role).await {
+        Ok(()) => {}
+        Err(e @ StepError::Transport(_)) => return Err(e),
+        Err(e) => {
+            cleanup(r, &staged).await;
+            return Err(e);
+        }
+    }
+    validate(r, role, &staged).await?;
+    // The last point where Ctrl-C abandons the role: from here on it is finished (or
+    // rolled back).
+    if r.is_interrupted() {
+        return Err(abandon(r, role, &staged).await);
+    }
+    swap(r, &staged).await?;
+    Ok(staged)
 }
 
 /// Step 1: Uploads every changed file of the role to its temporary path. Until the swap,
@@ -491,29 +541,49 @@ async fn abandon<T: Transport>(
     ))
 }
 
-/// Restores the previous files (and owners and modes), re-runs the service handling and
-/// the handlers that read them, and checks again. Returns the error to report, with both
-/// results: the first failure and what the host looks like after the rollback.
+/// What a role changed by the time it failed: what its rollback puts back.
+#[derive(Clone, Copy)]
+struct Done<'a> {
+    /// Files swapped in (or put in place by an unfinished apply).
+    dests: &'a [&'a str],
+    /// Files whose owner or mode was set in place, as they were.
+    meta: &'a [MetaBefore<'a>],
+    /// Directories, links and absent paths done.
+    paths: &'a [&'a PathChange],
+    /// The release switched in.
+    switched: Option<&'a ReleaseChange>,
+}
+
+/// Restores the previous files (and owners and modes) and the role's directories, links
+/// and absent paths done (`paths`), re-runs the service handling and the handlers that
+/// read them, and checks again. Returns the error to report, with both results: the first
+/// failure and what the host looks like after the rollback.
 async fn rollback<T: Transport>(
     r: &Remote<'_, T>,
     init: Init,
     role: &RolePlan,
-    dests: &[&str],
-    meta: &[MetaBefore<'_>],
-    switched: Option<&ReleaseChange>,
+    done: &Done<'_>,
     cause: StepError,
 ) -> StepError {
     let StepError::Failed(first) = cause else {
         return cause;
     };
+    let Done {
+        dests,
+        meta,
+        paths,
+        switched,
+    } = *done;
     // The release switched back to the one it replaced (there is none on a first deploy).
     let back_to = switched.and_then(|rel| rel.from.as_deref().map(|from| (rel, from)));
-    if dests.is_empty() && meta.is_empty() && back_to.is_none() {
+    if dests.is_empty() && meta.is_empty() && paths.is_empty() && back_to.is_none() {
         return StepError::Failed(first);
     }
-    if !dests.is_empty() || !meta.is_empty() {
+    let mut meta = meta.to_vec();
+    meta.extend(paths::metadata_before(paths));
+    if !dests.is_empty() || !meta.is_empty() || !paths.is_empty() {
         r.step("rolling back to the previous files");
-        let script = rollback_script(dests, meta);
+        let script = rollback_script(dests, &meta, &scripts::paths_rollback(paths));
         if let Err(e) = r.must(ErrorKind::Rollback, "rollback", &script, b"").await {
             return StepError::failed(
                 ErrorKind::Rollback,
@@ -523,6 +593,12 @@ async fn rollback<T: Transport>(
     }
     let mut restored: Vec<String> = dests.iter().map(|d| d.to_string()).collect();
     restored.extend(meta.iter().map(|m| m.path.to_string()));
+    restored.extend(
+        paths
+            .iter()
+            .filter(|c| !(c.is_directory() && c.action == PathAction::Metadata))
+            .map(|c| c.path.clone()),
+    );
     if let Some((rel, from)) = back_to {
         if let Err(e) = release::switch(r, rel, from).await {
             return StepError::failed(
@@ -653,6 +729,7 @@ mod tests {
                 role: "site".into(),
                 drift: None,
                 certificates: vec![],
+                paths: Vec::new(),
                 files: vec![FileChange {
                     restart_because: None,
                     path: dest.into(),
@@ -800,6 +877,9 @@ mod lock_tests {
                 health: vec![],
                 drift_check: None,
                 certificates: vec![],
+                directories: vec![],
+                links: vec![],
+                absent: vec![],
             }],
         };
         let p = reader.plan(&desired).await.expect("planned");

@@ -2,7 +2,7 @@
 //! exact-string tests (and, where a real filesystem tells more, run locally in a temp
 //! folder). Every value in them passes through [`quote`].
 
-use crate::plan::{Action, CertChange, CertWork, FileChange};
+use crate::plan::{Action, CertChange, CertWork, FileChange, PathAction, PathChange, PathWant};
 use crate::shell::{self, Init, quote};
 use std::time::Duration;
 
@@ -197,6 +197,7 @@ pub fn swap_script(staged: &[(String, String)]) -> String {
 }
 
 /// A file whose owner or mode was changed in place, with what they were before.
+#[derive(Clone, Copy)]
 pub struct MetaBefore<'a> {
     pub path: &'a str,
     /// `owner:group` before, when it changed.
@@ -206,9 +207,10 @@ pub struct MetaBefore<'a> {
 }
 
 /// Puts the previous versions back (a file that did not exist before is removed) and the
-/// previous owner and mode of files changed in place. Goes on past a failure; exits 1 if
-/// anything could not be restored.
-pub fn rollback_script(dests: &[&str], meta: &[MetaBefore]) -> String {
+/// previous owner and mode of files changed in place, then runs `then` (lines that set
+/// `rc=1` on a failure: [`paths_rollback`]). Goes on past a failure; exits 1 if anything
+/// could not be restored.
+pub fn rollback_script(dests: &[&str], meta: &[MetaBefore], then: &str) -> String {
     let mut s = String::from("rc=0\n");
     for dest in dests {
         let d = quote(dest);
@@ -225,6 +227,207 @@ pub fn rollback_script(dests: &[&str], meta: &[MetaBefore]) -> String {
         if let Some(mode) = m.mode {
             s.push_str(&format!("chmod {} {p} || rc=1\n", quote(mode)));
         }
+    }
+    s.push_str(then);
+    s.push_str("exit $rc\n");
+    s
+}
+
+// ---- directories, links and absent paths -------------------------------------------
+
+/// Shell tests for "`p` exists (a dangling link too)" and "`p` is a folder, not a link".
+fn exists(p: &str) -> String {
+    format!("{{ [ -e {p} ] || [ -L {p} ]; }}")
+}
+fn is_dir(p: &str) -> String {
+    format!("{{ [ -d {p} ] && [ ! -L {p} ]; }}")
+}
+
+/// Exits 1 when the folder `p` (quoted) holds anything: shell globs, no process.
+fn refuse_entries(p: &str, shown_p: &str) -> String {
+    format!(
+        "for e in {p}/* {p}/.[!.]* {p}/..?*; do if [ -e \"$e\" ] || [ -L \"$e\" ]; then \
+         echo \"refusing {shown_p}: it is a directory with entries (never deleted); move them away\" >&2; exit 1; fi; done\n"
+    )
+}
+
+/// The octal mode for `chmod` on a folder: five digits, so that GNU chmod clears a
+/// set-group-ID bit the plan saw (with four or fewer it keeps it on folders).
+fn dir_mode(mode: &str) -> String {
+    format!("0{mode}")
+}
+
+/// A role's folder (before its files): made (root's folders above it made too), its owner
+/// and mode set, or something else at its path moved to the backup name first (the
+/// backup is deleted once the role is healthy). Refused when the parent folder, or one
+/// above it, is writable by others than root. Undoes itself when it fails half-way.
+pub fn directory_script(c: &PathChange) -> String {
+    let PathWant::Directory { mode, owner, group } = &c.want else {
+        return "echo 'not a directory' >&2; exit 1\n".to_string();
+    };
+    let (dir, _) = split_path(&c.path);
+    let p = quote(&c.path);
+    let b = quote(&backup_path(&c.path));
+    let shown_p = shown(&c.path);
+    let owner = quote(&format!("{owner}:{group}"));
+    let mode = dir_mode(mode);
+    let make = format!(
+        "umask 077\n{{ mkdir -- {p} && chown -h {owner} -- {p} && chmod {mode} -- {p}; }} || {{ rmdir -- {p} 2>/dev/null; {undo}exit 1; }}\n",
+        undo = if c.action == PathAction::Replace {
+            format!("if [ -n \"$moved\" ]; then mv -fT -- {b} {p}; fi; ")
+        } else {
+            String::new()
+        }
+    );
+    let work = match c.action {
+        PathAction::Mkdir => format!(
+            "if {}; then echo \"refusing {shown_p}: something is there since the plan; run again\" >&2; exit 1; fi\n{make}",
+            exists(&p)
+        ),
+        PathAction::Replace => format!(
+            "if ! {e} || {d}; then echo \"refusing {shown_p}: it changed since the plan; run again\" >&2; exit 1; fi\n\
+             moved=\nif {eb}; then rm -f -- {p} || exit 1; else mv -fT -- {p} {b} || exit 1; moved=1; fi\n{make}",
+            e = exists(&p),
+            d = is_dir(&p),
+            eb = exists(&b),
+        ),
+        PathAction::Metadata => format!(
+            "if ! {d}; then echo \"refusing {shown_p}: it is no longer a directory; run again\" >&2; exit 1; fi\n\
+             chown -h {owner} -- {p} && chmod {mode} -- {p} || {{ {undo}exit 1; }}\n",
+            d = is_dir(&p),
+            undo = meta_undo(c),
+        ),
+        _ => return "exit 0\n".to_string(),
+    };
+    format!(
+        "umask 022\nmkdir -p -- {d} || exit 1\n{check}{work}",
+        d = quote(dir),
+        check = root_folder_check(dir, &c.path, "or choose a path in root's folders"),
+    )
+}
+
+/// Puts a folder's owner and mode back as the plan saw them (where they differed).
+fn meta_undo(c: &PathChange) -> String {
+    let p = quote(&c.path);
+    let mut s = String::new();
+    if let Some(o) = &c.old_owner {
+        s.push_str(&format!("chown -h {} -- {p}; ", quote(o)));
+    }
+    if let Some(m) = &c.old_mode {
+        s.push_str(&format!("chmod {} -- {p}; ", quote(&dir_mode(m))));
+    }
+    s
+}
+
+/// A role's link, renamed into place: `ln -s` makes it under a new name beside the path
+/// (`.NAME.fp-XXXXXX`), then `mv -T` renames it over the path (rename(2): atomic). What
+/// was there is kept as the backup (a hard link to a file or link; an empty folder, which
+/// no rename can replace, is moved there first), unless an unfinished apply's backup is
+/// there already: it is the last version that passed its health checks, and is kept.
+/// Refused: a folder with entries, a parent writable by others than root. Undoes itself
+/// when it fails half-way.
+pub fn link_script(c: &PathChange) -> String {
+    let PathWant::Link { target } = &c.want else {
+        return "echo 'not a link' >&2; exit 1\n".to_string();
+    };
+    let (dir, base) = split_path(&c.path);
+    let p = quote(&c.path);
+    let b = quote(&backup_path(&c.path));
+    format!(
+        "umask 022\nmkdir -p -- {d} || exit 1\n{check}\
+         if {isdir}; then\n{entries}fi\n\
+         t=$(mktemp -u {tmpl}) && ln -sT -- {target} \"$t\" || exit 1\n\
+         trap 'rm -f -- \"$t\"' EXIT\n\
+         made=\n\
+         if {isdir}; then\n  \
+         if {eb}; then rmdir -- {p} || exit 1; else mv -T -- {p} {b} || exit 1; made=dir; fi\n\
+         elif {e}; then\n  \
+         if ! {eb}; then ln -PT -- {p} {b} || exit 1; made=link; fi\n\
+         elif {eb}; then\n  \
+         if {isdirb}; then rmdir -- {b}; else rm -f -- {b}; fi || exit 1\n\
+         fi\n\
+         mv -fT -- \"$t\" {p} || {{ case $made in dir) mv -T -- {b} {p} ;; link) rm -f -- {b} ;; esac; exit 1; }}\n",
+        d = quote(dir),
+        check = root_folder_check(dir, &c.path, "or choose a path in root's folders"),
+        isdir = is_dir(&p),
+        isdirb = is_dir(&b),
+        e = exists(&p),
+        eb = exists(&b),
+        entries = refuse_entries(&p, &shown(&c.path)),
+        tmpl = quote(&format!("{dir}/.{base}.fp-XXXXXX")),
+        target = quote(target),
+    )
+}
+
+/// A path that must be absent: renamed to its backup name (atomic), deleted once the role
+/// is healthy; when an unfinished apply's backup is there already, the path is deleted
+/// at once (the backup is the last version that passed its health checks). A folder with
+/// entries, or a parent writable by others than root, is refused.
+pub fn absent_script(c: &PathChange) -> String {
+    let (dir, _) = split_path(&c.path);
+    let p = quote(&c.path);
+    let b = quote(&backup_path(&c.path));
+    format!(
+        "if ! {e}; then exit 0; fi\n{check}\
+         if {isdir}; then\n{entries}fi\n\
+         if {eb}; then\n  \
+         if {isdir}; then rmdir -- {p}; else rm -f -- {p}; fi\n\
+         else\n  mv -T -- {p} {b}\nfi\n",
+        check = root_folder_check(dir, &c.path, "or choose a path in root's folders"),
+        e = exists(&p),
+        isdir = is_dir(&p),
+        eb = exists(&b),
+        entries = refuse_entries(&p, &shown(&c.path)),
+    )
+}
+
+/// Rollback lines (for [`rollback_script`]'s `then`) for the path changes done, last
+/// first: a link or removed path gets its backup back (a link that did not exist is
+/// removed), a folder made is removed when empty, a replaced one gives way to its backup.
+/// A folder's owner and mode go back through [`MetaBefore`].
+pub fn paths_rollback(done: &[&PathChange]) -> String {
+    let mut s = String::new();
+    for c in done.iter().rev() {
+        let p = quote(&c.path);
+        let b = quote(&backup_path(&c.path));
+        let (e, eb, isdir) = (exists(&p), exists(&b), is_dir(&p));
+        let line = match (&c.want, c.action) {
+            (PathWant::Directory { .. }, PathAction::Mkdir) => {
+                // Emptied by the files' rollback before; anything else in it is kept.
+                format!("if {isdir}; then rmdir -- {p} 2>/dev/null || true; fi\n")
+            }
+            (PathWant::Directory { .. }, PathAction::Replace | PathAction::Unfinished) => {
+                format!("if {eb}; then {{ rmdir -- {p} && mv -fT -- {b} {p}; }} || rc=1; fi\n")
+            }
+            (PathWant::Directory { .. }, _) => continue,
+            (PathWant::Link { .. }, _) => format!(
+                "if {eb}; then if {isdirb} && [ -L {p} ]; then rm -f -- {p}; fi; mv -fT -- {b} {p} || rc=1; \
+                 elif [ -L {p} ]; then rm -f -- {p} || rc=1; fi\n",
+                isdirb = is_dir(&b),
+            ),
+            (PathWant::Absent, _) => format!(
+                "if {eb}; then if {e}; then echo \"{shown_p} is there again: its backup {shown_b} is kept\" >&2; rc=1; \
+                 else mv -T -- {b} {p} || rc=1; fi; fi\n",
+                shown_p = shown(&c.path),
+                shown_b = shown(&backup_path(&c.path)),
+            ),
+        };
+        s.push_str(&line);
+    }
+    s
+}
+
+/// Deletes the backups beside these paths once the role is healthy: a folder with
+/// `rmdir` (it was empty: nothing is ever deleted recursively), anything else with
+/// `rm -f`. Exits 1 if one is left.
+pub fn path_backups_script(paths: &[&str]) -> String {
+    let mut s = String::from("rc=0\n");
+    for p in paths {
+        let b = quote(&backup_path(p));
+        s.push_str(&format!(
+            "if {}; then rmdir -- {b} || rc=1; else rm -f -- {b} || rc=1; fi\n",
+            is_dir(&b)
+        ));
     }
     s.push_str("exit $rc\n");
     s
@@ -307,7 +510,7 @@ pub(super) mod tests {
              mv -fT /etc/.x.conf.fp-abc /etc/x.conf || undo\nn=1\n"
         );
         assert_eq!(
-            rollback_script(&["/etc/x.conf"], &[]),
+            rollback_script(&["/etc/x.conf"], &[], ""),
             "rc=0\nif [ -f /etc/.x.conf.fp-prev ] && [ ! -L /etc/.x.conf.fp-prev ]; then mv -fT /etc/.x.conf.fp-prev /etc/x.conf || rc=1; \
              else rm -f /etc/x.conf || rc=1; fi\nexit $rc\n"
         );
@@ -318,7 +521,8 @@ pub(super) mod tests {
                     path: "/etc/a b",
                     owner: Some("root:adm"),
                     mode: Some("0640")
-                }]
+                }],
+                ""
             ),
             "rc=0\nchown root:adm '/etc/a b' || rc=1\nchmod 0640 '/etc/a b' || rc=1\nexit $rc\n"
         );
@@ -353,7 +557,7 @@ pub(super) mod tests {
         let mut left = fp_files(&dir);
         left.sort();
         assert_eq!(left, [".live.conf.fp-prev"], "only the backup remains");
-        sh(rollback_script(&[&dest, &created], &[]));
+        sh(rollback_script(&[&dest, &created], &[], ""));
         assert_eq!(std::fs::read_to_string(&dest).expect("r"), "old");
         assert!(!std::path::Path::new(&created).exists());
         let _ = std::fs::remove_dir_all(&dir);
@@ -440,7 +644,7 @@ pub(super) mod tests {
         let (ok, _, err) = sh(&swap_script(&[(a.clone(), p(".a.conf.fp-000004"))]));
         assert!(ok, "{err}");
         assert_eq!((read(&a), read(&bak)), ("v3".into(), "v1".into()));
-        let (ok, _, err) = sh(&rollback_script(&[&a], &[]));
+        let (ok, _, err) = sh(&rollback_script(&[&a], &[], ""));
         assert!(ok, "{err}");
         assert_eq!(
             read(&a),
@@ -818,5 +1022,363 @@ pub(super) mod tests {
             !s.contains("genpkey") && s.contains("openssl req -new -key"),
             "{s}"
         );
+    }
+
+    // ---- directories, links and absent paths ------------------------------------------
+
+    fn path_change(path: &str, want: PathWant, action: PathAction) -> PathChange {
+        PathChange {
+            path: path.into(),
+            want,
+            action,
+            found: None,
+            old_mode: None,
+            old_owner: None,
+            old_target: None,
+            reason: None,
+            notify: crate::role::Notify::None,
+        }
+    }
+
+    fn dir_want(mode: &str, owner: &str, group: &str) -> PathWant {
+        PathWant::Directory {
+            mode: mode.into(),
+            owner: owner.into(),
+            group: group.into(),
+        }
+    }
+
+    fn link_want(target: &str) -> PathWant {
+        PathWant::Link {
+            target: target.into(),
+        }
+    }
+
+    const OR: &str = "or choose a path in root's folders";
+
+    #[test]
+    fn directory_scripts_are_exact() {
+        let path = "/var/www/foo bar";
+        let head = format!(
+            "umask 022\nmkdir -p -- /var/www || exit 1\n{}",
+            root_folder_check("/var/www", path, OR)
+        );
+        let make = |undo: &str| {
+            format!(
+                "umask 077\n{{ mkdir -- '/var/www/foo bar' && chown -h root:root -- '/var/www/foo bar' && chmod 00755 -- '/var/www/foo bar'; }} \
+                 || {{ rmdir -- '/var/www/foo bar' 2>/dev/null; {undo}exit 1; }}\n"
+            )
+        };
+        let want = dir_want("0755", "root", "root");
+        assert_eq!(
+            directory_script(&path_change(path, want.clone(), PathAction::Mkdir)),
+            format!(
+                "{head}if {{ [ -e '/var/www/foo bar' ] || [ -L '/var/www/foo bar' ]; }}; then \
+                 echo \"refusing /var/www/foo bar: something is there since the plan; run again\" >&2; exit 1; fi\n{}",
+                make("")
+            )
+        );
+        assert_eq!(
+            directory_script(&path_change(path, want.clone(), PathAction::Replace)),
+            format!(
+                "{head}if ! {{ [ -e '/var/www/foo bar' ] || [ -L '/var/www/foo bar' ]; }} || \
+                 {{ [ -d '/var/www/foo bar' ] && [ ! -L '/var/www/foo bar' ]; }}; then \
+                 echo \"refusing /var/www/foo bar: it changed since the plan; run again\" >&2; exit 1; fi\n\
+                 moved=\nif {{ [ -e '/var/www/.foo bar.fp-prev' ] || [ -L '/var/www/.foo bar.fp-prev' ]; }}; then \
+                 rm -f -- '/var/www/foo bar' || exit 1; else mv -fT -- '/var/www/foo bar' '/var/www/.foo bar.fp-prev' || exit 1; \
+                 moved=1; fi\n{}",
+                make(
+                    "if [ -n \"$moved\" ]; then mv -fT -- '/var/www/.foo bar.fp-prev' '/var/www/foo bar'; fi; "
+                )
+            )
+        );
+        let mut meta = path_change(path, want, PathAction::Metadata);
+        meta.old_mode = Some("2750".into());
+        meta.old_owner = Some("www-data:adm".into());
+        assert_eq!(
+            directory_script(&meta),
+            format!(
+                "{head}if ! {{ [ -d '/var/www/foo bar' ] && [ ! -L '/var/www/foo bar' ]; }}; then \
+                 echo \"refusing /var/www/foo bar: it is no longer a directory; run again\" >&2; exit 1; fi\n\
+                 chown -h root:root -- '/var/www/foo bar' && chmod 00755 -- '/var/www/foo bar' || \
+                 {{ chown -h www-data:adm -- '/var/www/foo bar'; chmod 02750 -- '/var/www/foo bar'; exit 1; }}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn link_and_absent_scripts_are_exact() {
+        let p = "/etc/nginx/sites-enabled/x.conf";
+        let s = link_script(&path_change(p, link_want("../it's"), PathAction::Relink));
+        let (e, eb) = (
+            "{ [ -e /etc/nginx/sites-enabled/x.conf ] || [ -L /etc/nginx/sites-enabled/x.conf ]; }",
+            "{ [ -e /etc/nginx/sites-enabled/.x.conf.fp-prev ] || [ -L /etc/nginx/sites-enabled/.x.conf.fp-prev ]; }",
+        );
+        let (d, db) = (
+            "{ [ -d /etc/nginx/sites-enabled/x.conf ] && [ ! -L /etc/nginx/sites-enabled/x.conf ]; }",
+            "{ [ -d /etc/nginx/sites-enabled/.x.conf.fp-prev ] && [ ! -L /etc/nginx/sites-enabled/.x.conf.fp-prev ]; }",
+        );
+        let entries = "for e in /etc/nginx/sites-enabled/x.conf/* /etc/nginx/sites-enabled/x.conf/.[!.]* \
+                       /etc/nginx/sites-enabled/x.conf/..?*; do if [ -e \"$e\" ] || [ -L \"$e\" ]; then \
+                       echo \"refusing /etc/nginx/sites-enabled/x.conf: it is a directory with entries (never deleted); \
+                       move them away\" >&2; exit 1; fi; done\n";
+        assert_eq!(
+            s,
+            format!(
+                "umask 022\nmkdir -p -- /etc/nginx/sites-enabled || exit 1\n{check}\
+                 if {d}; then\n{entries}fi\n\
+                 t=$(mktemp -u /etc/nginx/sites-enabled/.x.conf.fp-XXXXXX) && ln -sT -- '../it'\\''s' \"$t\" || exit 1\n\
+                 trap 'rm -f -- \"$t\"' EXIT\nmade=\n\
+                 if {d}; then\n  if {eb}; then rmdir -- /etc/nginx/sites-enabled/x.conf || exit 1; \
+                 else mv -T -- /etc/nginx/sites-enabled/x.conf /etc/nginx/sites-enabled/.x.conf.fp-prev || exit 1; made=dir; fi\n\
+                 elif {e}; then\n  if ! {eb}; then ln -PT -- /etc/nginx/sites-enabled/x.conf /etc/nginx/sites-enabled/.x.conf.fp-prev \
+                 || exit 1; made=link; fi\n\
+                 elif {eb}; then\n  if {db}; then rmdir -- /etc/nginx/sites-enabled/.x.conf.fp-prev; \
+                 else rm -f -- /etc/nginx/sites-enabled/.x.conf.fp-prev; fi || exit 1\nfi\n\
+                 mv -fT -- \"$t\" /etc/nginx/sites-enabled/x.conf || {{ case $made in \
+                 dir) mv -T -- /etc/nginx/sites-enabled/.x.conf.fp-prev /etc/nginx/sites-enabled/x.conf ;; \
+                 link) rm -f -- /etc/nginx/sites-enabled/.x.conf.fp-prev ;; esac; exit 1; }}\n",
+                check = root_folder_check("/etc/nginx/sites-enabled", p, OR),
+            )
+        );
+        let s = absent_script(&path_change(p, PathWant::Absent, PathAction::Remove));
+        assert_eq!(
+            s,
+            format!(
+                "if ! {e}; then exit 0; fi\n{check}if {d}; then\n{entries}fi\n\
+                 if {eb}; then\n  if {d}; then rmdir -- /etc/nginx/sites-enabled/x.conf; \
+                 else rm -f -- /etc/nginx/sites-enabled/x.conf; fi\n\
+                 else\n  mv -T -- /etc/nginx/sites-enabled/x.conf /etc/nginx/sites-enabled/.x.conf.fp-prev\nfi\n",
+                check = root_folder_check("/etc/nginx/sites-enabled", p, OR),
+            )
+        );
+    }
+
+    #[test]
+    fn path_rollback_and_backup_removal_are_exact() {
+        let dir = dir_want("0755", "root", "root");
+        let made = path_change("/srv/d", dir.clone(), PathAction::Mkdir);
+        let replaced = path_change("/srv/r", dir.clone(), PathAction::Replace);
+        let chmodded = path_change("/srv/m", dir, PathAction::Metadata);
+        let link = path_change("/srv/l", link_want("t"), PathAction::Link);
+        let gone = path_change("/srv/x", PathWant::Absent, PathAction::Remove);
+        assert_eq!(
+            paths_rollback(&[&made, &replaced, &chmodded, &link, &gone]),
+            "if { [ -e /srv/.x.fp-prev ] || [ -L /srv/.x.fp-prev ]; }; then if { [ -e /srv/x ] || [ -L /srv/x ]; }; then \
+             echo \"/srv/x is there again: its backup /srv/.x.fp-prev is kept\" >&2; rc=1; \
+             else mv -T -- /srv/.x.fp-prev /srv/x || rc=1; fi; fi\n\
+             if { [ -e /srv/.l.fp-prev ] || [ -L /srv/.l.fp-prev ]; }; then \
+             if { [ -d /srv/.l.fp-prev ] && [ ! -L /srv/.l.fp-prev ]; } && [ -L /srv/l ]; then rm -f -- /srv/l; fi; \
+             mv -fT -- /srv/.l.fp-prev /srv/l || rc=1; elif [ -L /srv/l ]; then rm -f -- /srv/l || rc=1; fi\n\
+             if { [ -e /srv/.r.fp-prev ] || [ -L /srv/.r.fp-prev ]; }; then \
+             { rmdir -- /srv/r && mv -fT -- /srv/.r.fp-prev /srv/r; } || rc=1; fi\n\
+             if { [ -d /srv/d ] && [ ! -L /srv/d ]; }; then rmdir -- /srv/d 2>/dev/null || true; fi\n"
+        );
+        assert_eq!(
+            path_backups_script(&["/srv/r", "/srv/a b"]),
+            "rc=0\n\
+             if { [ -d /srv/.r.fp-prev ] && [ ! -L /srv/.r.fp-prev ]; }; then rmdir -- /srv/.r.fp-prev || rc=1; \
+             else rm -f -- /srv/.r.fp-prev || rc=1; fi\n\
+             if { [ -d '/srv/.a b.fp-prev' ] && [ ! -L '/srv/.a b.fp-prev' ]; }; then rmdir -- '/srv/.a b.fp-prev' || rc=1; \
+             else rm -f -- '/srv/.a b.fp-prev' || rc=1; fi\nexit $rc\n"
+        );
+    }
+
+    /// A root-owned work folder (the scripts refuse folders others can write to), or
+    /// `None` (and a note) when the tests do not run as root.
+    fn root_workdir() -> Option<tempfile::TempDir> {
+        if !sh("[ \"$(id -u)\" = 0 ]").0 {
+            eprintln!("skipped: needs root (the folders must be root's)");
+            return None;
+        }
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+        std::fs::create_dir_all(&base).expect("target");
+        let d = tempfile::tempdir_in(&base).expect("tempdir");
+        sh(&format!(
+            "chmod 0755 {}",
+            quote(&d.path().to_string_lossy())
+        ));
+        Some(d)
+    }
+
+    fn kind_of(p: &str) -> String {
+        match std::fs::symlink_metadata(p) {
+            Err(_) => "missing".into(),
+            Ok(m) if m.file_type().is_symlink() => format!(
+                "link -> {}",
+                std::fs::read_link(p).expect("readlink").to_string_lossy()
+            ),
+            Ok(m) if m.is_dir() => format!("dir {:o}", mode_of(p) & 0o7777),
+            Ok(_) => format!("file {}", read(p)),
+        }
+    }
+
+    /// The link script on the real filesystem, over each thing that may be there: the
+    /// link ends up in place with the previous thing as its backup; a folder with entries
+    /// and a folder others can write to are refused, nothing changed.
+    #[test]
+    fn the_link_script_replaces_what_is_there_and_keeps_a_backup() {
+        let Some(d) = root_workdir() else { return };
+        let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+        std::fs::write(p("file"), "old").expect("w");
+        std::os::unix::fs::symlink("old-target", p("link")).expect("ln");
+        std::fs::create_dir(p("empty")).expect("mkdir");
+        std::fs::create_dir(p("full")).expect("mkdir");
+        std::fs::write(p("full/.hidden"), "data").expect("w");
+        std::fs::write(p(".stale.fp-prev"), "stale").expect("w");
+        for (name, before) in [
+            ("file", "file old"),
+            ("link", "link -> old-target"),
+            ("empty", "dir 755"),
+            ("none", "missing"),
+        ] {
+            assert_eq!(kind_of(&p(name)), before, "{name}");
+            let (ok, out, err) = sh(&link_script(&path_change(
+                &p(name),
+                link_want("new target"),
+                PathAction::Replace,
+            )));
+            assert!(ok, "{name}: {out}{err}");
+            assert_eq!(kind_of(&p(name)), "link -> new target", "{name}");
+            assert_eq!(kind_of(&backup_path(&p(name))), before, "{name}");
+        }
+        // Nothing there but a stale backup: the backup goes (a rollback would restore it).
+        let (ok, _, err) = sh(&link_script(&path_change(
+            &p("stale"),
+            link_want("x"),
+            PathAction::Link,
+        )));
+        assert!(ok, "{err}");
+        assert_eq!(kind_of(&p(".stale.fp-prev")), "missing");
+
+        let (ok, _, err) = sh(&link_script(&path_change(
+            &p("full"),
+            link_want("x"),
+            PathAction::Replace,
+        )));
+        assert!(
+            !ok && err.contains("is a directory with entries (never deleted)"),
+            "{err}"
+        );
+        assert_eq!(read(&p("full/.hidden")), "data");
+
+        std::fs::create_dir(p("open")).expect("mkdir");
+        sh(&format!("chmod 0777 {}", quote(&p("open"))));
+        let (ok, _, err) = sh(&link_script(&path_change(
+            &p("open/l"),
+            link_want("x"),
+            PathAction::Link,
+        )));
+        assert!(
+            !ok && err.contains("is writable by others than root"),
+            "{err}"
+        );
+        assert_eq!(kind_of(&p("open/l")), "missing");
+        let left: Vec<String> = fp_files(d.path())
+            .into_iter()
+            .filter(|n| !n.ends_with(".fp-prev"))
+            .collect();
+        assert!(left.is_empty(), "no temporary link left: {left:?}");
+    }
+
+    /// The absent script moves a file, a link or an empty folder to its backup (a folder
+    /// with entries is refused); the rollback lines put each back; the backups' removal
+    /// deletes them, a folder only when empty.
+    #[test]
+    fn absent_then_rollback_then_backup_removal_on_a_real_filesystem() {
+        let Some(d) = root_workdir() else { return };
+        let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+        std::fs::write(p("file"), "old").expect("w");
+        std::os::unix::fs::symlink("/nowhere", p("link")).expect("ln");
+        std::fs::create_dir(p("empty")).expect("mkdir");
+        let names = ["file", "link", "empty"];
+        let before: Vec<String> = names.iter().map(|n| kind_of(&p(n))).collect();
+        let changes: Vec<PathChange> = names
+            .iter()
+            .map(|n| path_change(&p(n), PathWant::Absent, PathAction::Remove))
+            .collect();
+        for c in &changes {
+            let (ok, _, err) = sh(&absent_script(c));
+            assert!(ok, "{}: {err}", c.path);
+            assert_eq!(kind_of(&c.path), "missing");
+        }
+        let done: Vec<&PathChange> = changes.iter().collect();
+        let (ok, _, err) = sh(&rollback_script(&[], &[], &paths_rollback(&done)));
+        assert!(ok, "{err}");
+        let after: Vec<String> = names.iter().map(|n| kind_of(&p(n))).collect();
+        assert_eq!(after, before);
+        assert!(fp_files(d.path()).is_empty(), "{:?}", fp_files(d.path()));
+
+        for c in &changes {
+            assert!(sh(&absent_script(c)).0);
+        }
+        let full: Vec<String> = names.iter().map(|n| p(n)).collect();
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let (ok, _, err) = sh(&path_backups_script(&full));
+        assert!(ok, "{err}");
+        assert!(fp_files(d.path()).is_empty(), "{:?}", fp_files(d.path()));
+
+        std::fs::create_dir(p("full")).expect("mkdir");
+        std::fs::write(p("full/x"), "data").expect("w");
+        let (ok, _, err) = sh(&absent_script(&path_change(
+            &p("full"),
+            PathWant::Absent,
+            PathAction::Remove,
+        )));
+        assert!(!ok && err.contains("directory with entries"), "{err}");
+        assert_eq!(read(&p("full/x")), "data");
+    }
+
+    /// The directory script makes root's parents and the folder with its owner and mode,
+    /// clears a set-group-ID bit the mode does not have, and replaces a file, keeping it
+    /// as the backup; each undone by the rollback lines.
+    #[test]
+    fn the_directory_script_on_a_real_filesystem() {
+        let Some(d) = root_workdir() else { return };
+        let p = |n: &str| d.path().join(n).to_string_lossy().into_owned();
+        let want = dir_want("0750", "root", "root");
+        let made = path_change(&p("a/b/c"), want.clone(), PathAction::Mkdir);
+        let (ok, _, err) = sh(&directory_script(&made));
+        assert!(ok, "{err}");
+        assert_eq!(
+            (kind_of(&p("a/b")), kind_of(&p("a/b/c"))),
+            ("dir 755".into(), "dir 750".into())
+        );
+        let (ok, _, err) = sh(&directory_script(&made));
+        assert!(
+            !ok && err.contains("something is there since the plan"),
+            "{err}"
+        );
+
+        sh(&format!("chmod 2777 {}", quote(&p("a/b/c"))));
+        let mut meta = path_change(&p("a/b/c"), want.clone(), PathAction::Metadata);
+        meta.old_mode = Some("2777".into());
+        let (ok, _, err) = sh(&directory_script(&meta));
+        assert!(ok, "{err}");
+        assert_eq!(kind_of(&p("a/b/c")), "dir 750", "setgid cleared");
+        let m = MetaBefore {
+            path: &meta.path,
+            owner: None,
+            mode: meta.old_mode.as_deref(),
+        };
+        let (ok, _, err) = sh(&rollback_script(&[], &[m], ""));
+        assert!(ok, "{err}");
+        assert_eq!(kind_of(&p("a/b/c")), "dir 2777");
+
+        std::fs::write(p("f"), "a file").expect("w");
+        let replace = path_change(&p("f"), want, PathAction::Replace);
+        let (ok, _, err) = sh(&directory_script(&replace));
+        assert!(ok, "{err}");
+        assert_eq!(kind_of(&p("f")), "dir 750");
+        assert_eq!(kind_of(&p(".f.fp-prev")), "file a file");
+        let (ok, _, err) = sh(&rollback_script(
+            &[],
+            &[],
+            &paths_rollback(&[&replace, &made]),
+        ));
+        assert!(ok, "{err}");
+        assert_eq!(kind_of(&p("f")), "file a file");
+        assert_eq!(kind_of(&p("a/b/c")), "missing");
+        assert_eq!(kind_of(&p("a/b")), "dir 755", "root's parents stay");
     }
 }

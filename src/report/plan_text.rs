@@ -1,6 +1,9 @@
 //! The text form of a host's plan: what `plan` shows and `apply` prints before acting.
 
-use crate::plan::{CertChange, CertWork, FileAction, FileChange, HostPlan, ReleaseChange};
+use crate::plan::{
+    CertChange, CertWork, FileAction, FileChange, HostPlan, PathAction, PathChange, PathWant,
+    ReleaseChange,
+};
 use crate::release::Why;
 
 fn paint(colors: bool, code: &str, s: &str) -> String {
@@ -73,8 +76,17 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
         for c in &r.certificates {
             out.push_str(&cert_text(&r.role, c));
         }
+        // In the order apply works: folders, files, then links and absent paths.
+        let (dirs, others): (Vec<&PathChange>, Vec<&PathChange>) =
+            r.paths.iter().partition(|c| c.is_directory());
+        for c in dirs {
+            out.push_str(&path_text(&r.role, c, colors));
+        }
         for f in &r.files {
             out.push_str(&file_text(&r.role, f, colors));
+        }
+        for c in others {
+            out.push_str(&path_text(&r.role, c, colors));
         }
         if let Some(rel) = &r.release {
             out.push_str(&release_text(&r.role, rel));
@@ -206,6 +218,56 @@ fn file_text(role: &str, f: &FileChange, colors: bool) -> String {
     out
 }
 
+/// One directory's, link's or absent path's lines: `+` made, `~` changed, `-` removed,
+/// `!` refused; old values on lines of their own, as for files.
+fn path_text(role: &str, c: &PathChange, colors: bool) -> String {
+    let (sign, code) = match c.action {
+        PathAction::Mkdir | PathAction::Link => ("+", "32"),
+        PathAction::Remove => ("-", "31"),
+        PathAction::Refuse => ("!", "31"),
+        _ => ("~", "33"),
+    };
+    let what = match &c.want {
+        PathWant::Directory { mode, owner, group } => {
+            format!("dir {} {mode} {owner}:{group}", c.path)
+        }
+        PathWant::Link { target } => format!("link {} -> {target}", c.path),
+        PathWant::Absent => format!("remove {}", c.path),
+    };
+    let found = c.found.as_deref().unwrap_or("");
+    let was = match (&c.old_target, c.action) {
+        (Some(t), PathAction::Relink) => format!(" (was -> {t})"),
+        (Some(t), _) => format!(" ({found} -> {t})"),
+        (None, _) if !found.is_empty() => format!(" ({found})"),
+        (None, _) => String::new(),
+    };
+    let mut out = match c.action {
+        PathAction::Replace => format!("  {sign} [{role}] {what}, replacing{was}\n"),
+        PathAction::Refuse => format!(
+            "  {sign} [{role}] {what}: refused{was}\n      {}\n",
+            c.reason.as_deref().unwrap_or("")
+        ),
+        _ => format!("  {sign} [{role}] {what}{was}\n"),
+    };
+    if colors {
+        out = out.replacen(sign, &paint(true, code, sign), 1);
+    }
+    if let Some(m) = &c.old_mode
+        && let PathWant::Directory { mode, .. } = &c.want
+    {
+        out.push_str(&format!("      mode {m} -> {mode}\n"));
+    }
+    if let Some(o) = &c.old_owner
+        && let PathWant::Directory { owner, group, .. } = &c.want
+    {
+        out.push_str(&format!("      owner {o} -> {owner}:{group}\n"));
+    }
+    if c.action == PathAction::Unfinished {
+        out.push_str("      (already in place; an earlier apply stopped before its handlers and health checks)\n");
+    }
+    out
+}
+
 /// A unified diff line, coloured on a terminal: headers bold, additions green, removals
 /// red, hunk headers cyan.
 fn diff_line(line: &str, colors: bool) -> String {
@@ -225,6 +287,128 @@ fn diff_line(line: &str, colors: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::RolePlan;
+    use crate::role::{Notify, NotifyKind};
+    use crate::shell::Init;
+
+    fn change(path: &str, want: PathWant, action: PathAction) -> PathChange {
+        PathChange {
+            path: path.into(),
+            want,
+            action,
+            found: None,
+            old_mode: None,
+            old_owner: None,
+            old_target: None,
+            reason: None,
+            notify: Notify::Service(NotifyKind::Reload),
+        }
+    }
+
+    fn dir() -> PathWant {
+        PathWant::Directory {
+            mode: "0755".into(),
+            owner: "root".into(),
+            group: "root".into(),
+        }
+    }
+
+    fn link(t: &str) -> PathWant {
+        PathWant::Link { target: t.into() }
+    }
+
+    /// The whole text of a plan with one role holding `paths`.
+    fn plan_of(paths: Vec<PathChange>) -> String {
+        let p = HostPlan {
+            host: "web1".into(),
+            tier: "web".into(),
+            address: "172.30.77.21".into(),
+            init: Init::Systemd,
+            packages_to_install: vec![],
+            stale_temps: vec![],
+            drain: None,
+            roles: vec![RolePlan {
+                role: "nginx".into(),
+                serving: true,
+                interrupts: None,
+                drift: None,
+                files: vec![],
+                certificates: vec![],
+                paths,
+                release: None,
+                release_error: None,
+                actions: vec![],
+                validate: None,
+                health: vec![],
+            }],
+        };
+        plan_text(&p, false)
+    }
+
+    #[test]
+    fn paths_show_what_happens_and_what_was_there() {
+        let with = |mut c: PathChange, f: &dyn Fn(&mut PathChange)| {
+            f(&mut c);
+            c
+        };
+        let text = plan_of(vec![
+            change("/var/www/foobar", dir(), PathAction::Mkdir),
+            with(change("/srv/a", dir(), PathAction::Metadata), &|c| {
+                c.old_mode = Some("0700".into());
+                c.old_owner = Some("www-data:root".into());
+            }),
+            with(change("/srv/b", dir(), PathAction::Replace), &|c| {
+                c.found = Some("link".into());
+                c.old_target = Some("/data/b".into());
+            }),
+            change("/etc/a", link("../b"), PathAction::Link),
+            with(change("/etc/x", link("a"), PathAction::Relink), &|c| {
+                c.old_target = Some("b".into());
+            }),
+            with(change("/etc/y", link("a"), PathAction::Replace), &|c| {
+                c.found = Some("file".into());
+            }),
+            with(
+                change(
+                    "/etc/nginx/sites-enabled/default",
+                    PathWant::Absent,
+                    PathAction::Remove,
+                ),
+                &|c| c.found = Some("file".into()),
+            ),
+            change("/etc/z", link("a"), PathAction::Unfinished),
+            with(
+                change("/etc/w", PathWant::Absent, PathAction::Refuse),
+                &|c| {
+                    c.found = Some("directory with entries".into());
+                    c.reason = Some("/etc/w is a directory with entries".into());
+                },
+            ),
+        ]);
+        assert_eq!(
+            text,
+            "~ web1 (web, 172.30.77.21): 9 change(s)\n\
+             \x20 + [nginx] dir /var/www/foobar 0755 root:root\n\
+             \x20 ~ [nginx] dir /srv/a 0755 root:root\n\
+             \x20     mode 0700 -> 0755\n\
+             \x20     owner www-data:root -> root:root\n\
+             \x20 ~ [nginx] dir /srv/b 0755 root:root, replacing (link -> /data/b)\n\
+             \x20 + [nginx] link /etc/a -> ../b\n\
+             \x20 ~ [nginx] link /etc/x -> a (was -> b)\n\
+             \x20 ~ [nginx] link /etc/y -> a, replacing (file)\n\
+             \x20 - [nginx] remove /etc/nginx/sites-enabled/default (file)\n\
+             \x20 ~ [nginx] link /etc/z -> a\n\
+             \x20     (already in place; an earlier apply stopped before its handlers and health checks)\n\
+             \x20 ! [nginx] remove /etc/w: refused (directory with entries)\n\
+             \x20     /etc/w is a directory with entries\n"
+        );
+        let coloured = {
+            let mut p = change("/etc/a", link("b"), PathAction::Link);
+            p.notify = Notify::None;
+            path_text("r", &p, true)
+        };
+        assert_eq!(coloured, "  \x1b[32m+\x1b[0m [r] link /etc/a -> b\n");
+    }
 
     #[test]
     fn diff_lines_are_coloured_only_when_asked() {

@@ -360,6 +360,7 @@ mod tests {
                 drift: None,
                 files: Vec::new(),
                 certificates: Vec::new(),
+                paths: Vec::new(),
                 actions: vec![Action::Run {
                     handler: "reload".into(),
                     command: command.into(),

@@ -43,7 +43,9 @@ fn set_message(project: &Path, message: &str) {
 
 /// The release id `plan` shows for the tier (from the JSON plan of app1).
 fn planned_release(inv: &str, root: &str) -> String {
-    let plan = tool(&["plan", inv, "--root", root, "--limit", "app1", "--format", "json"]);
+    let plan = tool(&[
+        "plan", inv, "--root", root, "--limit", "app1", "--format", "json",
+    ]);
     let doc = plan.json();
     doc["plan"][0]["roles"]
         .as_array()
@@ -59,8 +61,8 @@ fn messages(n: usize) -> Vec<String> {
         .map(|_| {
             let (code, body) = https("/api/visits");
             assert_eq!(code, 0, "{body}");
-            let v: serde_json::Value = serde_json::from_str(&body)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
             v["message"].as_str().unwrap_or("").to_string()
         })
         .collect()
@@ -140,9 +142,13 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     let text = plan.all();
     assert!(text.contains(&format!("release {a} -> {b}")), "{text}");
     assert!(text.contains("~ 1 file(s) changed: app.py"), "{text}");
-    assert!(text.contains("+ 1 file(s) added: migrations/002_note.sql"), "{text}");
+    assert!(
+        text.contains("+ 1 file(s) added: migrations/002_note.sql"),
+        "{text}"
+    );
     assert_eq!(
-        text.matches("migration on this host before the switch").count(),
+        text.matches("migration on this host before the switch")
+            .count(),
         1,
         "one host migrates: {text}"
     );
@@ -197,7 +203,11 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     let rb = tool(&["rollback", &inv, "--root", &root, "--tier", "app"]);
     assert_eq!(rb.code, 0, "rollback: {}", rb.all());
     assert!(!rb.all().contains("uploading"), "{}", rb.all());
-    assert!(rb.all().contains(&format!("release {b} -> {a} (rollback")), "{}", rb.all());
+    assert!(
+        rb.all().contains(&format!("release {b} -> {a} (rollback")),
+        "{}",
+        rb.all()
+    );
     for h in app_hosts {
         assert_eq!(current(h), a, "{h} rolled back to A");
     }
@@ -232,14 +242,26 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     assert_ne!(good, bad, "the health route was found");
     std::fs::write(&app_py, bad).expect("write");
     let run = apply_text(&inv, &root);
-    assert_eq!(run.code, 1, "a failing /health fails the apply: {}", run.all());
+    assert_eq!(
+        run.code,
+        1,
+        "a failing /health fails the apply: {}",
+        run.all()
+    );
     let out = run.all();
     assert!(out.contains("health check"), "{out}");
-    assert!(out.contains(&format!("current -> release {a}")), "switched back: {out}");
+    assert!(
+        out.contains(&format!("current -> release {a}")),
+        "switched back: {out}"
+    );
     for h in app_hosts {
         assert_eq!(current(h), a, "{h} serves A after the failed release");
     }
-    assert!(messages(4).iter().all(|m| *m == format!("release A {nonce}")));
+    assert!(
+        messages(4)
+            .iter()
+            .all(|m| *m == format!("release A {nonce}"))
+    );
     std::fs::write(&app_py, good).expect("write");
 
     // A failing migration: nothing switches, A keeps serving.
@@ -247,12 +269,21 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     let bad_sql = project.path().join("app/migrations/003_broken.sql");
     std::fs::write(&bad_sql, "THIS IS NOT SQL;\n").expect("migration");
     let run = apply_text(&inv, &root);
-    assert_eq!(run.code, 1, "a failing migration fails the apply: {}", run.all());
+    assert_eq!(
+        run.code,
+        1,
+        "a failing migration fails the apply: {}",
+        run.all()
+    );
     assert!(run.all().contains("migration of release"), "{}", run.all());
     for h in app_hosts {
         assert_eq!(current(h), a, "{h} serves A after the failed migration");
     }
-    assert!(messages(4).iter().all(|m| *m == format!("release A {nonce}")));
+    assert!(
+        messages(4)
+            .iter()
+            .all(|m| *m == format!("release A {nonce}"))
+    );
     std::fs::remove_file(&bad_sql).expect("rm");
 
     // Release E: good again; each host keeps 3 releases (the inventory's keep).
@@ -270,10 +301,8 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
 
     // A pin: back to A by the inventory (nothing sent), then the source again.
     let (pinned, _p) = lab_inventory("release-pin", |t| {
-        own_app(two_web_two_app(t)).replace(
-            "      keep: 3",
-            &format!("      keep: 3\n      pin: {a}"),
-        )
+        own_app(two_web_two_app(t))
+            .replace("      keep: 3", &format!("      keep: 3\n      pin: {a}"))
     });
     let pinned = pinned.to_string_lossy().to_string();
     let run = apply_text(&pinned, &root);
@@ -285,6 +314,8 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     assert_no_changes(&pinned, &["--root", &root], SCALED_HOSTS);
 
     // Back to the repository's app, without the test's column and records.
-    let _ = sql("ALTER TABLE visits DROP COLUMN IF EXISTS note; DELETE FROM schema_migrations WHERE name IN ('002_note.sql', '003_broken.sql')");
+    let _ = sql(
+        "ALTER TABLE visits DROP COLUMN IF EXISTS note; DELETE FROM schema_migrations WHERE name IN ('002_note.sql', '003_broken.sql')",
+    );
     scale_back();
 }

@@ -100,6 +100,9 @@ pub struct HostPlan {
     pub actions: Vec<String>,
     /// (certificate path, issue | renew | reissue | fixkey).
     pub certificates: Vec<(String, String)>,
+    /// (directory, link or absent path, mkdir | metadata | link | relink | replace | remove
+    /// | unfinished | refuse).
+    pub paths: Vec<(String, String)>,
 }
 
 impl HostPlan {
@@ -107,7 +110,10 @@ impl HostPlan {
         self.files.iter().map(|f| f.path.as_str()).collect()
     }
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.actions.is_empty() && self.certificates.is_empty()
+        self.files.is_empty()
+            && self.actions.is_empty()
+            && self.certificates.is_empty()
+            && self.paths.is_empty()
     }
 }
 
@@ -138,6 +144,9 @@ pub fn plan_of(run: &Run, hosts: &[&str]) -> BTreeMap<String, HostPlan> {
             }
             for c in r["certificates"].as_array().into_iter().flatten() {
                 plan.certificates.push((text(c, "cert"), text(c, "action")));
+            }
+            for p in r["paths"].as_array().into_iter().flatten() {
+                plan.paths.push((text(p, "path"), text(p, "action")));
             }
             for a in r["actions"].as_array().into_iter().flatten() {
                 plan.actions
