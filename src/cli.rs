@@ -58,6 +58,10 @@ pub enum Command {
     /// nothing else of the roles changes. The next `apply` deploys the inventory's source
     /// again: pin the release (`release: {pin: ID}`) to stay on it.
     Rollback(Rollback),
+    /// The database's backups (roles db_backup and backup_store): run one now, list them,
+    /// restore one onto a db host (checked against its sha256 and its row counts).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Record the host keys of the selected hosts in the inventory's known_hosts file,
     /// after printing each fingerprint. Refuses changed or revoked keys.
     ///
@@ -112,6 +116,43 @@ pub struct Common {
     /// folder upwards).
     #[arg(long)]
     pub root: Option<PathBuf>,
+}
+
+/// `db` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum DbCommand {
+    /// Run a backup now on the db host (its foobar-backup.service, as the timer would),
+    /// wait for it, and say what it holds and where it went.
+    Backup(DbHost),
+    /// The backups the backup store holds, newest first: name, when, size, tables, rows.
+    List(DbHost),
+    /// Restore a backup onto the db host: read from the store, checked against its
+    /// manifest's size and sha256 (a damaged backup is refused before anything changes),
+    /// loaded into MariaDB, then every table's row count compared with the backup's.
+    /// Refuses a database that holds rows unless --force.
+    Restore(DbRestore),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbHost {
+    #[command(flatten)]
+    pub common: Common,
+    /// The db host (default: the first host of a tier with the db_backup role for
+    /// `backup`, with the mysql role for `restore`).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbRestore {
+    #[command(flatten)]
+    pub db: DbHost,
+    /// The backup's name, as `db list` and `db backup` show it.
+    #[arg(long, value_name = "NAME")]
+    pub from: String,
+    /// Overwrite a database that holds rows (its tables that the backup has are replaced).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]

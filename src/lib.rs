@@ -8,6 +8,7 @@
 //! public (the CLI, the commands, and the offline input stages).
 
 mod apply;
+mod backup;
 pub mod cli;
 pub mod cmd;
 mod desired;

@@ -7,6 +7,7 @@
 //! carries them to here.
 
 mod check;
+mod db;
 mod hosts;
 mod interrupt;
 mod live;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Plan(l) => live::live(&l, live::Mode::Plan, None).await,
         Command::Apply(l) => live::live(&l, live::Mode::Apply, None).await,
         Command::Rollback(r) => live::rollback(&r).await,
+        Command::Db(d) => db::db(&d).await,
     };
     match result {
         Ok(code) => code,
