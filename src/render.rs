@@ -79,7 +79,11 @@ impl Project {
                 Diagnostic::new(&inv.path, 0, 0, format!("unknown role `{role_name}`"))
             })?;
             claim_dests(&mut owners, role, host)?;
-            let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
+            let mut vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
+            // `--var KEY=VALUE`: above every other layer.
+            for (k, v) in &inv.cli_vars {
+                vars.insert(k.clone(), v.clone());
+            }
             check_identifiers(inv, host, role, &vars)?;
             let ctx = tera_context(inv, host, vars, secrets)?;
             let rctx = RenderCtx {
@@ -165,6 +169,9 @@ fn check_identifiers(
             host.name
         );
         let d = match inv.var_at.of(host, name) {
+            _ if inv.cli_vars.contains_key(name) => {
+                Diagnostic::new(Path::new("--var"), 0, 0, msg)
+            }
             Some(at) => Diagnostic::at(&inv.path, at, msg),
             None => Diagnostic::new(&role.dir.join("role.yml"), 0, 0, msg),
         };
@@ -511,12 +518,14 @@ fn merge_vars(
 
 /// A host as templates see it. `roles` are its tier's roles, in order: templates derive
 /// from them what runs where (which exporters Prometheus scrapes, which ports a firewall
-/// opens to the monitoring hosts).
+/// opens to the monitoring hosts). `address` is always an IP address (a name written in
+/// the inventory is resolved once per run); `hostname` is that name, or none.
 fn host_json(inv: &Inventory, h: &Host) -> Value {
     let roles = inv.tier(&h.tier).map_or(&[][..], |t| t.roles.as_slice());
     json!({
         "name": h.name,
         "address": h.address.to_string(),
+        "hostname": h.hostname,
         "tier": h.tier,
         "roles": roles,
         "ssh_port": h.port,

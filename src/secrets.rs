@@ -1,8 +1,11 @@
-//! Secret values: read from the environment or from files outside the inventory, and
-//! masked out of everything the tool prints or writes locally.
+//! Secret values: read from the environment, from files outside the inventory, or from
+//! what a command prints (`sops`, `pass`, `op`, `vault`: `command.rs`), and masked out of
+//! everything the tool prints or writes locally.
+
+mod command;
 
 use crate::diag::Diagnostic;
-use crate::inventory::{Inventory, SecretSource};
+use crate::inventory::{Inventory, SecretSource, SecretSpec};
 use std::collections::BTreeMap;
 
 /// What replaces a secret in any output.
@@ -27,7 +30,8 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Reads every secret the inventory declares.
+    /// Reads every secret the inventory declares (the commands at once). Every secret that
+    /// cannot be read is reported, in one error.
     pub fn load(inv: &Inventory) -> Result<Secrets, Diagnostic> {
         Self::load_with(inv, |name| std::env::var(name).ok())
     }
@@ -35,45 +39,50 @@ impl Secrets {
     /// As [`Secrets::load`], with the environment given as a function (for tests).
     fn load_with(
         inv: &Inventory,
-        env: impl Fn(&str) -> Option<String>,
+        env: impl Fn(&str) -> Option<String> + Sync,
     ) -> Result<Secrets, Diagnostic> {
+        let read: Vec<Result<String, Diagnostic>> = std::thread::scope(|scope| {
+            let running: Vec<_> = inv
+                .secrets
+                .iter()
+                .map(|spec| {
+                    let env = &env;
+                    scope.spawn(move || read_one(inv, spec, env))
+                })
+                .collect();
+            running
+                .into_iter()
+                .zip(&inv.secrets)
+                .map(|(r, spec)| {
+                    r.join().unwrap_or_else(|_| {
+                        Err(Diagnostic::new(
+                            &inv.path,
+                            spec.line,
+                            spec.column,
+                            format!("secret `{}`: reading it failed", spec.name),
+                        ))
+                    })
+                })
+                .collect()
+        });
         let mut values = BTreeMap::new();
-        for spec in &inv.secrets {
-            let d = |msg: String, hint: String| {
-                Diagnostic::new(&inv.path, spec.line, spec.column, msg).with_hint(hint)
-            };
-            let raw = match &spec.source {
-                SecretSource::Env(var) => env(var).ok_or_else(|| {
-                    d(
-                        format!("secret `{}`: environment variable {var} is not set", spec.name),
-                        format!("export {var}=... before running, or point the secret at a file"),
-                    )
-                })?,
-                SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                    d(
-                        format!("secret `{}`: cannot read {}: {e}", spec.name, path.display()),
-                        "create the file (mode 0600) or point the secret at an environment variable".to_string(),
-                    )
-                })?,
-            };
-            // Files conventionally end with a newline; a one-line secret should not.
-            let value = if raw.trim_end().contains('\n') {
-                raw
-            } else {
-                raw.trim_end_matches(['\n', '\r']).to_string()
-            };
-            if value.trim().len() < MIN_SECRET_LEN {
-                return Err(d(
-                    format!(
-                        "secret `{}` is shorter than {MIN_SECRET_LEN} characters",
-                        spec.name
-                    ),
-                    "use a longer random value (e.g. `openssl rand -hex 16`)".to_string(),
-                ));
+        let mut errors = Vec::new();
+        for (spec, r) in inv.secrets.iter().zip(read) {
+            match r {
+                Ok(v) => {
+                    values.insert(spec.name.clone(), v);
+                }
+                Err(d) => errors.push(d),
             }
-            values.insert(spec.name.clone(), value);
         }
-        Ok(Secrets { values })
+        let loaded = Secrets { values };
+        if let Some(d) = Diagnostic::combine(errors) {
+            // A command's stderr may hold another secret's value.
+            let mut d = d;
+            d.message = loaded.mask(&d.message);
+            return Err(d);
+        }
+        Ok(loaded)
     }
 
     /// Secrets from literal values (tests).
@@ -169,6 +178,69 @@ impl Secrets {
             .flat_map(|v| v.lines().map(str::trim))
             .any(|l| l == body && !l.starts_with("-----") && l.chars().any(char::is_alphanumeric))
     }
+}
+
+/// One secret's value, or why it cannot be read.
+fn read_one(
+    inv: &Inventory,
+    spec: &SecretSpec,
+    env: &(impl Fn(&str) -> Option<String> + Sync),
+) -> Result<String, Diagnostic> {
+    let d = |msg: String, hint: String| {
+        Diagnostic::new(&inv.path, spec.line, spec.column, msg).with_hint(hint)
+    };
+    let raw = match &spec.source {
+        SecretSource::Env(var) => env(var).ok_or_else(|| {
+            d(
+                format!("secret `{}`: environment variable {var} is not set", spec.name),
+                format!("export {var}=... before running, or point the secret at a file"),
+            )
+        })?,
+        SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+            d(
+                format!("secret `{}`: cannot read {}: {e}", spec.name, path.display()),
+                "create the file (mode 0600) or point the secret at an environment variable"
+                    .to_string(),
+            )
+        })?,
+        SecretSource::Command { argv, timeout, dir } => {
+            let value = command::run(argv, dir, *timeout, command::MAX_OUTPUT).map_err(|e| {
+                d(
+                    format!("secret `{}`: {e}", spec.name),
+                    "run the command by hand to see why; it must print the secret on stdout and exit 0"
+                        .to_string(),
+                )
+            })?;
+            // A program prints its value with one final newline; only that one goes.
+            let value = value
+                .strip_suffix("\r\n")
+                .or_else(|| value.strip_suffix('\n'))
+                .unwrap_or(&value)
+                .to_string();
+            return check_length(spec, value).map_err(|(m, h)| d(m, h));
+        }
+    };
+    // Files conventionally end with a newline; a one-line secret should not.
+    let value = if raw.trim_end().contains('\n') {
+        raw
+    } else {
+        raw.trim_end_matches(['\n', '\r']).to_string()
+    };
+    check_length(spec, value).map_err(|(m, h)| d(m, h))
+}
+
+/// A value long enough to be masked wherever it appears.
+fn check_length(spec: &SecretSpec, value: String) -> Result<String, (String, String)> {
+    if value.trim().len() < MIN_SECRET_LEN {
+        return Err((
+            format!(
+                "secret `{}` is shorter than {MIN_SECRET_LEN} characters",
+                spec.name
+            ),
+            "use a longer random value (e.g. `openssl rand -hex 16`)".to_string(),
+        ));
+    }
+    Ok(value)
 }
 
 /// The diff marker a line starts with (`+`, `-` or a space), if any.

@@ -113,7 +113,10 @@ async fn apply_roles<T: Transport>(
                 role.role
             )));
         }
-        apply_role(r, plan.init, role).await?;
+        r.reporter.role(r.host, Some(&role.role));
+        let done = apply_role(r, plan.init, role).await;
+        r.reporter.role(r.host, None);
+        done?;
         applied.push(role.role.clone());
     }
     Ok(())

@@ -351,7 +351,7 @@ impl Lab {
     pub(super) fn options(&self, known_hosts: PathBuf) -> SshOptions {
         SshOptions {
             port: self.port,
-            identity_file: Some(self.user_key.clone()),
+            identity_files: vec![self.user_key.clone()],
             use_agent: false,
             connect_timeout: Duration::from_secs(10),
             ..SshOptions::new("lab1", "127.0.0.1", self.user.clone(), known_hosts)
