@@ -1083,6 +1083,20 @@ hosts:
         crate::inventory::parse(Path::new("inv.yml"), INVENTORY, &roles).expect("valid")
     }
 
+    /// A host written as a name: templates see its resolved IP as `address` and the name
+    /// as `hostname`.
+    #[test]
+    fn a_host_written_as_a_name_shows_its_ip_as_address_and_the_name_as_hostname() {
+        let mut inv = inventory();
+        inv.hosts[1].hostname = Some("web1.example.org".into());
+        let vars = merge_vars(&Map::new(), &inv.vars, &Map::new(), &Map::new());
+        let ctx = context(&inv, &inv.hosts[1], vars, &BTreeMap::new());
+        assert_eq!(ctx["host"]["address"], json!("10.0.0.21"));
+        assert_eq!(ctx["host"]["hostname"], json!("web1.example.org"));
+        assert_eq!(ctx["tiers"]["web"][0]["hostname"], json!("web1.example.org"));
+        assert_eq!(ctx["hosts"][2]["hostname"], json!(null));
+    }
+
     #[test]
     fn context_has_the_built_in_names_and_they_win_over_vars() {
         let inv = inventory();
@@ -1097,7 +1111,7 @@ hosts:
         assert_eq!(ctx["secrets"], json!({"pw": "s"}));
         assert_eq!(
             ctx["host"],
-            json!({"name": "web1", "address": "10.0.0.21", "tier": "web", "roles": ["nginx"], "ssh_port": 2222, "vars": {}})
+            json!({"name": "web1", "address": "10.0.0.21", "hostname": null, "tier": "web", "roles": ["nginx"], "ssh_port": 2222, "vars": {}})
         );
         let names = |v: &Value| -> Vec<String> {
             v.as_array()

@@ -735,7 +735,8 @@ fn address_key(h: &Host) -> String {
 }
 
 /// A name written as a host's `address`: a DNS name, or an alias of the SSH
-/// configuration (letters, digits, `.`, `-`, `_`; not starting with `-`; 253 at most).
+/// configuration (letters, digits, `.`, `-`, `_`; not starting with `-` or `.`; 253 at
+/// most; not digits and dots only, which is a mistyped IPv4 address).
 pub fn is_address_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
@@ -743,6 +744,7 @@ pub fn is_address_name(s: &str) -> bool {
         && s
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && !s.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
 
 /// One host: its name, its address (an IP address or a name, not used by an earlier
@@ -1324,6 +1326,97 @@ secrets:
         }
         let e = err(&text);
         assert!(e.starts_with("inv/test.yml"), "{e}");
+    }
+
+    #[test]
+    fn an_address_is_an_ip_or_a_name() {
+        for (address, want) in [
+            ("192.0.2.7", Ok(None)),
+            ("2001:db8::7", Ok(None)),
+            ("web1.example.com", Ok(Some("web1.example.com"))),
+            ("web1", Ok(Some("web1"))),
+            ("bastion_web-1", Ok(Some("bastion_web-1"))),
+            ("172.30.77.300", Err("is not an IP address or a host name")),
+            ("1234", Err("is not an IP address or a host name")),
+            ("-web1", Err("is not an IP address or a host name")),
+            ("\"web 1\"", Err("is not an IP address or a host name")),
+            ("\"$(id)\"", Err("is not an IP address or a host name")),
+        ] {
+            let got = parse_str(&GOOD.replace("172.30.77.21", address))
+                .map(|inv| inv.hosts[1].hostname.clone())
+                .map_err(|e| e.message);
+            match (got, want) {
+                (Ok(h), Ok(w)) => assert_eq!(h.as_deref(), w, "{address}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{address}: {e}"),
+                (got, want) => panic!("{address}: {got:?} vs {want:?}"),
+            }
+        }
+        // A name twice is refused like an address twice.
+        let text = GOOD
+            .replace("172.30.77.11", "lb.example.com")
+            .replace("172.30.77.21", "LB.example.com");
+        assert!(verdict(&text).contains("address LB.example.com is already used by host `lb1`"));
+    }
+
+    #[test]
+    fn identity_files_per_host_and_tier_and_who_sets_each() {
+        let text = GOOD
+            .replace("    vip: true\n", "    vip: true\n    ssh:\n      identity_file: keys/lb\n")
+            .replace("    tier: web\n", "    tier: web\n    identity_file: ~/web1-key\n");
+        let inv = parse_str(&text).expect("valid");
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+        let lb1 = inv.hosts[0].identity_file.clone().expect("lb1's");
+        assert_eq!(
+            (lb1.path, lb1.set_by.as_str(), lb1.line),
+            (PathBuf::from("inv/keys/lb"), "tier `lb`", 15)
+        );
+        let web1 = inv.hosts[1].identity_file.clone().expect("web1's");
+        assert_eq!((web1.path, web1.set_by.as_str()), (home.join("web1-key"), "host `web1`"));
+        // Without either, `ssh.identity_file`.
+        let inv = parse_str(GOOD).expect("valid");
+        let f = inv.hosts[1].identity_file.clone().expect("inventory-wide");
+        assert_eq!((f.path, f.set_by.as_str()), (PathBuf::from("inv/keys/id"), "ssh.identity_file"));
+        // The tier's `ssh:` takes an identity file only.
+        let v = verdict(&GOOD.replace("    vip: true\n", "    vip: true\n    ssh:\n      user: x\n"));
+        assert!(v.contains("unknown field `user`"), "{v}");
+    }
+
+    #[test]
+    fn ssh_config_is_a_path_or_false() {
+        let inv = parse_str(&with_ssh("  config: false\n")).expect("valid");
+        assert_eq!(inv.ssh.config, SshConfigChoice::Ignore);
+        let inv = parse_str(&with_ssh("  config: ssh/config\n")).expect("valid");
+        assert_eq!(inv.ssh.config, SshConfigChoice::File(PathBuf::from("inv/ssh/config")));
+        let inv = parse_str(&with_ssh("")).expect("valid");
+        assert_eq!(inv.ssh.config, SshConfigChoice::Default);
+        let inv = parse_str(&with_ssh("  config: true\n")).expect("valid");
+        assert_eq!(inv.ssh.config, SshConfigChoice::Default);
+        assert!(verdict(&with_ssh("  config: \"\"\n")).contains("ssh.config is not a path"));
+    }
+
+    #[test]
+    fn secret_commands_are_argv_lists_with_a_bounded_timeout() {
+        let inv = parse_str(&GOOD.replace("    env: PW", "    command: [pass, show, foobar/db]\n    timeout: 5")).expect("valid");
+        assert_eq!(
+            inv.secrets[0].source,
+            SecretSource::Command {
+                argv: vec!["pass".into(), "show".into(), "foobar/db".into()],
+                timeout: Duration::from_secs(5),
+                dir: PathBuf::from("inv"),
+            }
+        );
+        for (secret, want) in [
+            ("    command: []", "`command` needs a program and its arguments"),
+            ("    command: [\"\"]", "`command` needs a program and its arguments"),
+            ("    command: [a]\n    timeout: 0", "timeout 0 is out of range"),
+            ("    command: [a]\n    timeout: 601", "timeout 601 is out of range"),
+            ("    env: PW\n    timeout: 5", "`timeout` is for `command` only"),
+            ("    env: PW\n    command: [a]", "needs exactly one of `env`, `file` or `command`"),
+            ("    command: pass show x", "expected a list"),
+        ] {
+            let v = verdict(&GOOD.replace("    env: PW", secret));
+            assert!(v.contains(want), "{secret}: {v}");
+        }
     }
 
     #[test]
