@@ -269,6 +269,60 @@ mod tests {
         assert!(!s.appears_in("nothing here"));
     }
 
+    fn inventory(secrets: &str) -> Inventory {
+        let text = format!(
+            "domain: www.example.test\ntiers:\n  web:\n    roles: [web]\nhosts:\n  web1: {{address: 192.0.2.1, tier: web}}\nsecrets:\n{secrets}"
+        );
+        crate::inventory::parse(std::path::Path::new("inv.yml"), &text, &["web".to_string()])
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn load(secrets: &str) -> Result<Secrets, String> {
+        Secrets::load_with(&inventory(secrets), |name| {
+            (name == "SET").then(|| "from-the-env-1".to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_missing_secret_is_reported_at_once_with_its_line() {
+        let e = load(
+            "  a: {env: SET}\n  b: {env: UNSET_ONE}\n  c: {file: /nonexistent/pw}\n  d: {command: [sh, -c, 'echo no vault >&2; exit 2']}\n",
+        )
+        .expect_err("three missing");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines[0], "inv.yml:9:3: secret `b`: environment variable UNSET_ONE is not set", "{e}");
+        assert!(lines[1].starts_with("  hint: export UNSET_ONE"), "{e}");
+        assert!(lines[2].starts_with("inv.yml:10:3: secret `c`: cannot read /nonexistent/pw"), "{e}");
+        assert!(e.contains("inv.yml:11:3: secret `d`: `sh -c 'echo no vault >&2; exit 2'` failed (exit 2): no vault"), "{e}");
+        assert!(!e.contains("secret `a`"), "{e}");
+    }
+
+    #[test]
+    fn a_command_prints_the_value_and_one_final_newline_is_dropped() {
+        let s = load(
+            "  one: {command: [printf, 'line-secret\\n']}\n  two: {command: [printf, 'multi\\nline\\n\\n']}\n  set: {env: SET}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.values()["one"], "line-secret");
+        assert_eq!(s.values()["two"], "multi\nline\n");
+        assert_eq!(s.values()["set"], "from-the-env-1");
+    }
+
+    #[test]
+    fn a_command_that_overstays_fails_its_secret_in_time() {
+        let started = std::time::Instant::now();
+        let e = load("  slow: {command: [sleep, '30'], timeout: 0.5}\n").expect_err("timeout");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(e.contains("secret `slow`: `sleep 30` did not finish within 0.5 s and was stopped"), "{e}");
+    }
+
+    #[test]
+    fn a_short_value_from_a_command_is_refused() {
+        let e = load("  tiny: {command: [printf, 'abc\\n']}\n").expect_err("short");
+        assert!(e.contains("secret `tiny` is shorter than 6 characters"), "{e}");
+    }
+
     #[test]
     fn debug_never_prints_values() {
         let s = Secrets::from_pairs(&[("pw", "hunter2hunter2")]);
