@@ -211,7 +211,11 @@ mod tests {
             (Color::Never, true, None, false),
         ];
         for (c, terminal, no_color, want) in rows {
-            assert_eq!(c.colors(terminal, no_color), want, "{c:?} {terminal} {no_color:?}");
+            assert_eq!(
+                c.colors(terminal, no_color),
+                want,
+                "{c:?} {terminal} {no_color:?}"
+            );
         }
     }
 }

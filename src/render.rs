@@ -169,9 +169,7 @@ fn check_identifiers(
             host.name
         );
         let d = match inv.var_at.of(host, name) {
-            _ if inv.cli_vars.contains_key(name) => {
-                Diagnostic::new(Path::new("--var"), 0, 0, msg)
-            }
+            _ if inv.cli_vars.contains_key(name) => Diagnostic::new(Path::new("--var"), 0, 0, msg),
             Some(at) => Diagnostic::at(&inv.path, at, msg),
             None => Diagnostic::new(&role.dir.join("role.yml"), 0, 0, msg),
         };
@@ -1093,7 +1091,10 @@ hosts:
         let ctx = context(&inv, &inv.hosts[1], vars, &BTreeMap::new());
         assert_eq!(ctx["host"]["address"], json!("10.0.0.21"));
         assert_eq!(ctx["host"]["hostname"], json!("web1.example.org"));
-        assert_eq!(ctx["tiers"]["web"][0]["hostname"], json!("web1.example.org"));
+        assert_eq!(
+            ctx["tiers"]["web"][0]["hostname"],
+            json!("web1.example.org")
+        );
         assert_eq!(ctx["hosts"][2]["hostname"], json!(null));
     }
 

@@ -192,13 +192,20 @@ fn read_one(
     let raw = match &spec.source {
         SecretSource::Env(var) => env(var).ok_or_else(|| {
             d(
-                format!("secret `{}`: environment variable {var} is not set", spec.name),
+                format!(
+                    "secret `{}`: environment variable {var} is not set",
+                    spec.name
+                ),
                 format!("export {var}=... before running, or point the secret at a file"),
             )
         })?,
         SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
             d(
-                format!("secret `{}`: cannot read {}: {e}", spec.name, path.display()),
+                format!(
+                    "secret `{}`: cannot read {}: {e}",
+                    spec.name,
+                    path.display()
+                ),
                 "create the file (mode 0600) or point the secret at an environment variable"
                     .to_string(),
             )
@@ -291,9 +298,15 @@ mod tests {
         )
         .expect_err("three missing");
         let lines: Vec<&str> = e.lines().collect();
-        assert_eq!(lines[0], "inv.yml:9:3: secret `b`: environment variable UNSET_ONE is not set", "{e}");
+        assert_eq!(
+            lines[0], "inv.yml:9:3: secret `b`: environment variable UNSET_ONE is not set",
+            "{e}"
+        );
         assert!(lines[1].starts_with("  hint: export UNSET_ONE"), "{e}");
-        assert!(lines[2].starts_with("inv.yml:10:3: secret `c`: cannot read /nonexistent/pw"), "{e}");
+        assert!(
+            lines[2].starts_with("inv.yml:10:3: secret `c`: cannot read /nonexistent/pw"),
+            "{e}"
+        );
         assert!(e.contains("inv.yml:11:3: secret `d`: `sh -c 'echo no vault >&2; exit 2'` failed (exit 2): no vault"), "{e}");
         assert!(!e.contains("secret `a`"), "{e}");
     }
@@ -314,13 +327,19 @@ mod tests {
         let started = std::time::Instant::now();
         let e = load("  slow: {command: [sleep, '30'], timeout: 0.5}\n").expect_err("timeout");
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        assert!(e.contains("secret `slow`: `sleep 30` did not finish within 0.5 s and was stopped"), "{e}");
+        assert!(
+            e.contains("secret `slow`: `sleep 30` did not finish within 0.5 s and was stopped"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_short_value_from_a_command_is_refused() {
         let e = load("  tiny: {command: [printf, 'abc\\n']}\n").expect_err("short");
-        assert!(e.contains("secret `tiny` is shorter than 6 characters"), "{e}");
+        assert!(
+            e.contains("secret `tiny` is shorter than 6 characters"),
+            "{e}"
+        );
     }
 
     #[test]

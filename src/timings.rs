@@ -126,7 +126,10 @@ pub fn timings_text(hosts: &[(&str, &HostTimings)]) -> String {
             out.push_str(&format!("  {host:<10} (no role ran)\n"));
         }
         for r in &t.roles {
-            out.push_str(&format!("  {host:<10} {:<24} {:>8.2}s\n", r.role, r.seconds));
+            out.push_str(&format!(
+                "  {host:<10} {:<24} {:>8.2}s\n",
+                r.role, r.seconds
+            ));
         }
     }
     let mut steps: Vec<(&str, &StepTime)> = hosts
@@ -171,7 +174,13 @@ mod tests {
         let steps: Vec<(Option<&str>, &str, u64)> = h
             .steps
             .iter()
-            .map(|s| (s.role.as_deref(), s.step.as_str(), (s.seconds * 1000.0).round() as u64))
+            .map(|s| {
+                (
+                    s.role.as_deref(),
+                    s.step.as_str(),
+                    (s.seconds * 1000.0).round() as u64,
+                )
+            })
             .collect();
         assert_eq!(
             steps,
@@ -204,7 +213,10 @@ mod tests {
                 role: "nginx".into(),
                 seconds: 1.5,
             }],
-            steps: vec![step(None, "connecting", 0.1), step(Some("nginx"), "uploading x", 1.5)],
+            steps: vec![
+                step(None, "connecting", 0.1),
+                step(Some("nginx"), "uploading x", 1.5),
+            ],
         };
         let db1 = HostTimings::default();
         let text = timings_text(&[("web1", &web1), ("db1", &db1)]);

@@ -7,7 +7,10 @@ use crate::cli::Common;
 pub(super) fn hosts(c: &Common) -> anyhow::Result<i32> {
     refuse_run_options(c, "hosts")?;
     let l = load_files(c)?;
-    let selected = l.inv.select(&c.limit, &c.tier).map_err(anyhow::Error::msg)?;
+    let selected = l
+        .inv
+        .select(&c.limit, &c.tier)
+        .map_err(anyhow::Error::msg)?;
     for h in selected {
         println!("{} {} {}", h.name, h.written_address(), h.tier);
     }

@@ -14,9 +14,9 @@ mod reach;
 mod render;
 mod roles;
 mod shell_help;
-mod vars;
 mod status;
 mod trust;
+mod vars;
 
 use crate::cli::{Cli, Command, Common};
 use crate::desired::DesiredHost;
@@ -146,7 +146,10 @@ fn load_files(c: &Common) -> Result<Loaded, Diagnostic> {
 /// The hosts `--limit` and `--tier` select, less those `--role`/`--skip-role` leave with
 /// no role.
 fn select<'a>(l: &'a Loaded, c: &Common) -> anyhow::Result<Vec<&'a Host>> {
-    let hosts = l.inv.select(&c.limit, &c.tier).map_err(anyhow::Error::msg)?;
+    let hosts = l
+        .inv
+        .select(&c.limit, &c.tier)
+        .map_err(anyhow::Error::msg)?;
     roles::select(&l.inv, &l.project.role_names(), hosts, c)
 }
 
@@ -280,4 +283,3 @@ async fn close_sessions(sessions: impl IntoIterator<Item = crate::transport::Ssh
         .map(|s| async move { tokio::time::timeout(SESSION_CLOSE_TIMEOUT, s.close()).await });
     futures::future::join_all(closing).await;
 }
-

@@ -12,7 +12,7 @@
 use crate::diag::Diagnostic;
 use crate::inventory::{Host, Inventory, SshConfigChoice};
 use crate::transport::ssh_config::{
-    self, HostConfig, JumpSpec, MAX_JUMPS, RealFiles, SshConfig, Sourced, Tokens,
+    self, HostConfig, JumpSpec, MAX_JUMPS, RealFiles, Sourced, SshConfig, Tokens,
 };
 use crate::transport::{JumpHost, SshOptions};
 use std::collections::BTreeMap;
@@ -225,8 +225,12 @@ fn route(
         inv.ssh.use_agent && !identities_only
     };
     let known_hosts = match (&hc.user_known_hosts_file, inv.ssh.set.known_hosts) {
-        (Some(f), false) => ssh_config::expand_path(&f.value, &tokens)
-            .map_err(|e| at(format!("host `{}`: {} UserKnownHostsFile {e}", host.name, f.at)))?,
+        (Some(f), false) => ssh_config::expand_path(&f.value, &tokens).map_err(|e| {
+            at(format!(
+                "host `{}`: {} UserKnownHostsFile {e}",
+                host.name, f.at
+            ))
+        })?,
         _ => inv.ssh.known_hosts.clone(),
     };
     let connect_timeout = match (hc.connect_timeout, inv.ssh.set.connect_timeout) {
@@ -358,7 +362,14 @@ fn expand_chain(
         if i == 0
             && let Some(own) = hc.proxy_jump.as_ref().filter(|p| !p.value.is_empty())
         {
-            chain.extend(expand_chain(&own.value, config, env, files, warnings, depth + 1)?);
+            chain.extend(expand_chain(
+                &own.value,
+                config,
+                env,
+                files,
+                warnings,
+                depth + 1,
+            )?);
         }
         let address = hc.host_name.clone().unwrap_or_else(|| spec.host.clone());
         let user = spec
@@ -507,6 +518,10 @@ fn secs(s: u64) -> std::time::Duration {
 }
 
 #[cfg(test)]
+#[path = "reach_sshd.rs"]
+mod sshd;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::transport::ssh_config::Files;
@@ -561,8 +576,12 @@ mod tests {
     }
 
     fn config(text: &'static str) -> SshConfig {
-        SshConfig::parse(Path::new("/home/op/.ssh/config"), Path::new("/home/op"), &Mem(text))
-            .unwrap_or_else(|e| panic!("{e}"))
+        SshConfig::parse(
+            Path::new("/home/op/.ssh/config"),
+            Path::new("/home/op"),
+            &Mem(text),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn inventory(ssh: &str, hosts: &str) -> Inventory {
@@ -575,7 +594,10 @@ mod tests {
 
     fn dns() -> Table {
         Table(vec![
-            ("web1.example.test", IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11))),
+            (
+                "web1.example.test",
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)),
+            ),
             ("real-web2", IpAddr::V4(Ipv4Addr::new(192, 0, 2, 12))),
         ])
     }
@@ -587,7 +609,12 @@ mod tests {
         let o = &routes.by_host["w"];
         assert_eq!(
             (o.address.as_str(), o.ip, o.port, o.user.as_str()),
-            ("192.0.2.5", Some("192.0.2.5".parse().expect("ip")), 22, "root")
+            (
+                "192.0.2.5",
+                Some("192.0.2.5".parse().expect("ip")),
+                22,
+                "root"
+            )
         );
         assert!(o.identity_files.is_empty() && o.jumps.is_empty() && o.use_agent);
         assert_eq!(o.connect_timeout, secs(10));
@@ -623,7 +650,10 @@ mod tests {
             .expect_err("unresolved")
             .to_string();
         assert!(e.starts_with("inv.yml:7:14: host `a`: address `nowhere-a` does not resolve: Name or service not known"), "{e}");
-        assert!(e.contains("\ninv.yml:10:14: host `b`: address `nowhere-b` does not resolve"), "{e}");
+        assert!(
+            e.contains("\ninv.yml:10:14: host `b`: address `nowhere-b` does not resolve"),
+            "{e}"
+        );
         assert!(e.contains("write the host's IP address"), "{e}");
     }
 
@@ -642,12 +672,21 @@ mod tests {
             ("real-web2", 2202, "deploy")
         );
         assert_eq!(o.ip, Some("192.0.2.12".parse().expect("ip")));
-        assert_eq!(o.identity_files, [PathBuf::from("/home/op/.ssh/id_real-web2")]);
+        assert_eq!(
+            o.identity_files,
+            [PathBuf::from("/home/op/.ssh/id_real-web2")]
+        );
         assert!(!o.use_agent, "IdentitiesOnly turns the agent off");
         assert_eq!(o.known_hosts, PathBuf::from("/home/op/.ssh/kh_work"));
         assert_eq!(o.connect_timeout, secs(4));
-        assert_eq!((inv.hosts[0].port, inv.hosts[0].user.as_str()), (2202, "deploy"));
-        assert!(inv.ssh.sudo, "a non-root user from the configuration gets sudo");
+        assert_eq!(
+            (inv.hosts[0].port, inv.hosts[0].user.as_str()),
+            (2202, "deploy")
+        );
+        assert!(
+            inv.ssh.sudo,
+            "a non-root user from the configuration gets sudo"
+        );
         // The inventory says: it wins.
         let mut inv = inventory(
             "ssh:\n  user: ops\n  port: 22\n  known_hosts: /etc/kh\n  connect_timeout: 9\n  use_agent: true\n  identity_file: /keys/ops\n",
@@ -668,7 +707,10 @@ mod tests {
         let mut inv = inventory("", "  w:\n    address: 192.0.2.5\n    tier: web\n");
         let routes = settle(&mut inv, Some(&cfg), &env(), &dns(), &AllExist).expect("settle");
         let o = &routes.by_host["w"];
-        assert_eq!((o.address.as_str(), o.user.as_str()), ("192.0.2.5", "deploy"));
+        assert_eq!(
+            (o.address.as_str(), o.user.as_str()),
+            ("192.0.2.5", "deploy")
+        );
     }
 
     #[test]
@@ -679,7 +721,9 @@ mod tests {
         assert!(routes.by_host["w"].identity_files.is_empty());
         assert_eq!(
             routes.warnings,
-            ["warning: /home/op/.ssh/config:2: IdentityFile /home/op/.ssh/gone: no such file (skipped, as ssh does)"]
+            [
+                "warning: /home/op/.ssh/config:2: IdentityFile /home/op/.ssh/gone: no such file (skipped, as ssh does)"
+            ]
         );
     }
 
@@ -709,7 +753,8 @@ mod tests {
             [PathBuf::from("/home/op/.ssh/id_outer")]
         );
         // A loop is refused, naming the line.
-        let looping = config("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\nHost w*\n  ProxyJump a\n");
+        let looping =
+            config("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\nHost w*\n  ProxyJump a\n");
         let e = settle(&mut inv, Some(&looping), &env(), &dns(), &AllExist)
             .expect_err("loop")
             .to_string();
@@ -718,7 +763,9 @@ mod tests {
 
     #[test]
     fn the_inventory_jump_host_wins_and_takes_its_missing_settings_from_the_config() {
-        let cfg = config("Host bastion\n  HostName 198.51.100.9\n  User jumper\n  Port 2222\nHost *\n  ProxyJump other\n");
+        let cfg = config(
+            "Host bastion\n  HostName 198.51.100.9\n  User jumper\n  Port 2222\nHost *\n  ProxyJump other\n",
+        );
         let mut inv = inventory(
             "ssh:\n  jump_host:\n    address: bastion\n",
             "  w:\n    address: 192.0.2.5\n    tier: web\n",
@@ -739,7 +786,12 @@ mod tests {
         let e = settle(&mut inv, Some(&cfg), &env(), &dns(), &AllExist)
             .expect_err("proxy command")
             .to_string();
-        assert!(e.starts_with("/home/op/.ssh/config:2:1: SSH configuration: ProxyCommand applies to host `w`"), "{e}");
+        assert!(
+            e.starts_with(
+                "/home/op/.ssh/config:2:1: SSH configuration: ProxyCommand applies to host `w`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -751,6 +803,11 @@ mod tests {
         let e = settle(&mut inv, None, &env(), &dns(), &AllExist)
             .expect_err("same address")
             .to_string();
-        assert!(e.contains("host `b`: address 192.0.2.11 (192.0.2.11) is also host `a`'s (web1.example.test)"), "{e}");
+        assert!(
+            e.contains(
+                "host `b`: address 192.0.2.11 (192.0.2.11) is also host `a`'s (web1.example.test)"
+            ),
+            "{e}"
+        );
     }
 }

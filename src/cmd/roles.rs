@@ -54,7 +54,9 @@ pub(super) fn select<'a>(
             }
             let shown = crate::shell::printable(name);
             match nearest(name, &known) {
-                Some(n) => anyhow::bail!("{option}: no role `{shown}` under roles/; did you mean `{n}`?"),
+                Some(n) => {
+                    anyhow::bail!("{option}: no role `{shown}` under roles/; did you mean `{n}`?")
+                }
                 None => anyhow::bail!(
                     "{option}: no role `{shown}` under roles/ (roles: {})",
                     known.join(", ")
@@ -115,7 +117,8 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        crate::inventory::parse(Path::new("inv.yml"), text, &roles).unwrap_or_else(|e| panic!("{e}"))
+        crate::inventory::parse(Path::new("inv.yml"), text, &roles)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn common(roles: &[&str], skip: &[&str]) -> Common {
@@ -151,8 +154,18 @@ mod tests {
             (&["nginx", "mysql"], &[], Ok(&["web1", "db1"])),
             (&[], &["mysql"], Ok(&["web1"])),
             (&[], &["nginx"], Ok(&["web1", "db1"])),
-            (&["mysql"], &["mysql"], Err("--skip-role leaves none of the selected hosts any role to run")),
-            (&["haproxy"], &[], Err("--role haproxy: none of the selected hosts has it (no tier of the inventory lists it)")),
+            (
+                &["mysql"],
+                &["mysql"],
+                Err("--skip-role leaves none of the selected hosts any role to run"),
+            ),
+            (
+                &["haproxy"],
+                &[],
+                Err(
+                    "--role haproxy: none of the selected hosts has it (no tier of the inventory lists it)",
+                ),
+            ),
         ];
         for (only, skip, want) in rows {
             let want = want
@@ -170,7 +183,10 @@ mod tests {
         );
         assert_eq!(
             run(&[], &["zzzzzzzz"]),
-            Err("--skip-role: no role `zzzzzzzz` under roles/ (roles: nginx, app, mysql, haproxy)".into())
+            Err(
+                "--skip-role: no role `zzzzzzzz` under roles/ (roles: nginx, app, mysql, haproxy)"
+                    .into()
+            )
         );
     }
 

@@ -67,7 +67,10 @@ pub(super) fn header(vars: &Map<String, Value>) -> Option<String> {
         return None;
     }
     let shown: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    Some(format!("vars from the command line (--var, above every other var): {}", shown.join(" ")))
+    Some(format!(
+        "vars from the command line (--var, above every other var): {}",
+        shown.join(" ")
+    ))
 }
 
 #[cfg(test)]
@@ -107,7 +110,10 @@ mod tests {
             ("9a=1", "`9a` is not a var name"),
             ("a-b=1", "`a-b` is not a var name"),
             ("a.b=1", "`a.b` is not a var name"),
-            ("host=x", "`host` is a name templates get from the inventory"),
+            (
+                "host=x",
+                "`host` is a name templates get from the inventory",
+            ),
             ("secrets=x", "it cannot be set"),
         ] {
             let e = parse(given).expect_err(given);

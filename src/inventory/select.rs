@@ -165,7 +165,10 @@ mod tests {
             (&["*", "!lb1"], Ok(&["web1"])),
             (&["lb1", "web1", "!web1"], Ok(&["lb1"])),
             (&["!*"], Err("--limit and --tier together select no host")),
-            (&["db*"], Err("--limit: `db*` matches no host of the inventory (hosts: lb1, web1)")),
+            (
+                &["db*"],
+                Err("--limit: `db*` matches no host of the inventory (hosts: lb1, web1)"),
+            ),
         ];
         for (limit, want) in rows {
             let want = want

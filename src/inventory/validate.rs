@@ -702,7 +702,12 @@ fn build_hosts(
         let mut host = build_host(path, name, h, &seen_addr, tiers, ssh)?;
         host.vars = vars;
         host.identity_file = match host_identity {
-            Some(f) => Some(identity_file(path, base, f, &format!("host `{}`", host.name))?),
+            Some(f) => Some(identity_file(
+                path,
+                base,
+                f,
+                &format!("host `{}`", host.name),
+            )?),
             None => tiers
                 .iter()
                 .find(|t| t.name == host.tier)
@@ -741,8 +746,7 @@ pub fn is_address_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && !s.starts_with(['-', '.'])
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         && !s.chars().all(|c| c.is_ascii_digit() || c == '.')
 }
@@ -768,10 +772,9 @@ fn build_host(
     let written = h.address.value.trim();
     let (address, hostname) = match written.parse::<IpAddr>() {
         Ok(ip) => (ip, None),
-        Err(_) if is_address_name(written) => (
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Some(written.to_string()),
-        ),
+        Err(_) if is_address_name(written) => {
+            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(written.to_string()))
+        }
         Err(_) => {
             return Err(at(
                 path,
@@ -798,7 +801,9 @@ fn build_host(
             format!(
                 "host `{}`: address {} is already used by host `{}`",
                 name.value,
-                hostname.as_deref().map_or_else(|| address.to_string(), str::to_string),
+                hostname
+                    .as_deref()
+                    .map_or_else(|| address.to_string(), str::to_string),
                 other
             ),
         )
@@ -934,7 +939,10 @@ fn build_secrets(
             return Err(at(
                 path,
                 t.referenced,
-                format!("secret `{}`: `timeout` is for `command` only", shown(&name.value)),
+                format!(
+                    "secret `{}`: `timeout` is for `command` only",
+                    shown(&name.value)
+                ),
             ));
         }
         secrets.push(SecretSpec {
@@ -977,7 +985,11 @@ fn secret_command(
             return Err(at(
                 path,
                 t.referenced,
-                format!("secret `{}`: timeout {} is out of range", shown(name), t.value),
+                format!(
+                    "secret `{}`: timeout {} is out of range",
+                    shown(name),
+                    t.value
+                ),
             )
             .with_hint("give seconds above 0 and at most 600 (default 30)"));
         }
@@ -1361,8 +1373,14 @@ secrets:
     #[test]
     fn identity_files_per_host_and_tier_and_who_sets_each() {
         let text = GOOD
-            .replace("    vip: true\n", "    vip: true\n    ssh:\n      identity_file: keys/lb\n")
-            .replace("    tier: web\n", "    tier: web\n    identity_file: ~/web1-key\n");
+            .replace(
+                "    vip: true\n",
+                "    vip: true\n    ssh:\n      identity_file: keys/lb\n",
+            )
+            .replace(
+                "    tier: web\n",
+                "    tier: web\n    identity_file: ~/web1-key\n",
+            );
         let inv = parse_str(&text).expect("valid");
         let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
         let lb1 = inv.hosts[0].identity_file.clone().expect("lb1's");
@@ -1371,13 +1389,22 @@ secrets:
             (PathBuf::from("inv/keys/lb"), "tier `lb`", 15)
         );
         let web1 = inv.hosts[1].identity_file.clone().expect("web1's");
-        assert_eq!((web1.path, web1.set_by.as_str()), (home.join("web1-key"), "host `web1`"));
+        assert_eq!(
+            (web1.path, web1.set_by.as_str()),
+            (home.join("web1-key"), "host `web1`")
+        );
         // Without either, `ssh.identity_file`.
         let inv = parse_str(GOOD).expect("valid");
         let f = inv.hosts[1].identity_file.clone().expect("inventory-wide");
-        assert_eq!((f.path, f.set_by.as_str()), (PathBuf::from("inv/keys/id"), "ssh.identity_file"));
+        assert_eq!(
+            (f.path, f.set_by.as_str()),
+            (PathBuf::from("inv/keys/id"), "ssh.identity_file")
+        );
         // The tier's `ssh:` takes an identity file only.
-        let v = verdict(&GOOD.replace("    vip: true\n", "    vip: true\n    ssh:\n      user: x\n"));
+        let v = verdict(&GOOD.replace(
+            "    vip: true\n",
+            "    vip: true\n    ssh:\n      user: x\n",
+        ));
         assert!(v.contains("unknown field `user`"), "{v}");
     }
 
@@ -1386,7 +1413,10 @@ secrets:
         let inv = parse_str(&with_ssh("  config: false\n")).expect("valid");
         assert_eq!(inv.ssh.config, SshConfigChoice::Ignore);
         let inv = parse_str(&with_ssh("  config: ssh/config\n")).expect("valid");
-        assert_eq!(inv.ssh.config, SshConfigChoice::File(PathBuf::from("inv/ssh/config")));
+        assert_eq!(
+            inv.ssh.config,
+            SshConfigChoice::File(PathBuf::from("inv/ssh/config"))
+        );
         let inv = parse_str(&with_ssh("")).expect("valid");
         assert_eq!(inv.ssh.config, SshConfigChoice::Default);
         let inv = parse_str(&with_ssh("  config: true\n")).expect("valid");
@@ -1396,7 +1426,11 @@ secrets:
 
     #[test]
     fn secret_commands_are_argv_lists_with_a_bounded_timeout() {
-        let inv = parse_str(&GOOD.replace("    env: PW", "    command: [pass, show, foobar/db]\n    timeout: 5")).expect("valid");
+        let inv = parse_str(&GOOD.replace(
+            "    env: PW",
+            "    command: [pass, show, foobar/db]\n    timeout: 5",
+        ))
+        .expect("valid");
         assert_eq!(
             inv.secrets[0].source,
             SecretSource::Command {
@@ -1406,12 +1440,30 @@ secrets:
             }
         );
         for (secret, want) in [
-            ("    command: []", "`command` needs a program and its arguments"),
-            ("    command: [\"\"]", "`command` needs a program and its arguments"),
-            ("    command: [a]\n    timeout: 0", "timeout 0 is out of range"),
-            ("    command: [a]\n    timeout: 601", "timeout 601 is out of range"),
-            ("    env: PW\n    timeout: 5", "`timeout` is for `command` only"),
-            ("    env: PW\n    command: [a]", "needs exactly one of `env`, `file` or `command`"),
+            (
+                "    command: []",
+                "`command` needs a program and its arguments",
+            ),
+            (
+                "    command: [\"\"]",
+                "`command` needs a program and its arguments",
+            ),
+            (
+                "    command: [a]\n    timeout: 0",
+                "timeout 0 is out of range",
+            ),
+            (
+                "    command: [a]\n    timeout: 601",
+                "timeout 601 is out of range",
+            ),
+            (
+                "    env: PW\n    timeout: 5",
+                "`timeout` is for `command` only",
+            ),
+            (
+                "    env: PW\n    command: [a]",
+                "needs exactly one of `env`, `file` or `command`",
+            ),
             ("    command: pass show x", "expected a list"),
         ] {
             let v = verdict(&GOOD.replace("    env: PW", secret));

@@ -302,7 +302,10 @@ mod tests {
         assert_eq!(v["recap"][1]["seconds"], 1.5);
         assert_eq!(v["recap"][1]["round_trips"], 1);
         // Timings are always there (empty when nothing was recorded); no vars, no key.
-        assert_eq!(v["recap"][1]["timings"], serde_json::json!({"roles": [], "steps": []}));
+        assert_eq!(
+            v["recap"][1]["timings"],
+            serde_json::json!({"roles": [], "steps": []})
+        );
         assert!(v.get("vars").is_none(), "{v}");
     }
 

@@ -23,7 +23,12 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// # Errors
 /// What went wrong, in words, with the command line and its stderr: it could not start,
 /// it failed, it overstayed (and was killed), it printed too much or not UTF-8.
-pub(super) fn run(argv: &[String], dir: &Path, limit: Duration, max: usize) -> Result<String, String> {
+pub(super) fn run(
+    argv: &[String],
+    dir: &Path,
+    limit: Duration,
+    max: usize,
+) -> Result<String, String> {
     let shown = argv.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ");
     let Some((program, args)) = argv.split_first() else {
         return Err("`command` is empty".into());
@@ -78,7 +83,8 @@ pub(super) fn run(argv: &[String], dir: &Path, limit: Duration, max: usize) -> R
             "`{shown}` printed more than {max} bytes: not a secret value"
         ));
     }
-    String::from_utf8(out).map_err(|_| format!("`{shown}` printed something that is not UTF-8 text"))
+    String::from_utf8(out)
+        .map_err(|_| format!("`{shown}` printed something that is not UTF-8 text"))
 }
 
 /// `: <stderr>` when there is something to show, made printable.
@@ -135,12 +141,20 @@ mod tests {
     }
 
     fn go(words: &[&str]) -> Result<String, String> {
-        run(&argv(words), Path::new(""), Duration::from_secs(10), MAX_OUTPUT)
+        run(
+            &argv(words),
+            Path::new(""),
+            Duration::from_secs(10),
+            MAX_OUTPUT,
+        )
     }
 
     #[test]
     fn stdout_is_the_value_and_no_shell_is_involved() {
-        assert_eq!(go(&["printf", "s3cret-value\\n"]), Ok("s3cret-value\n".into()));
+        assert_eq!(
+            go(&["printf", "s3cret-value\\n"]),
+            Ok("s3cret-value\n".into())
+        );
         // `$HOME` and `;` reach printf as they are: no shell expands them.
         assert_eq!(go(&["printf", "%s", "$HOME;x"]), Ok("$HOME;x".into()));
     }
@@ -148,9 +162,15 @@ mod tests {
     #[test]
     fn a_failure_shows_the_exit_status_and_stderr() {
         let e = go(&["sh", "-c", "echo wrong passphrase >&2; exit 3"]).expect_err("fails");
-        assert_eq!(e, "`sh -c 'echo wrong passphrase >&2; exit 3'` failed (exit 3): wrong passphrase");
+        assert_eq!(
+            e,
+            "`sh -c 'echo wrong passphrase >&2; exit 3'` failed (exit 3): wrong passphrase"
+        );
         let e = go(&["no-such-program-here"]).expect_err("missing");
-        assert!(e.starts_with("cannot run `no-such-program-here`: No such file"), "{e}");
+        assert!(
+            e.starts_with("cannot run `no-such-program-here`: No such file"),
+            "{e}"
+        );
         assert!(e.contains("installed and on PATH"), "{e}");
     }
 
@@ -164,8 +184,15 @@ mod tests {
             MAX_OUTPUT,
         )
         .expect_err("timeout");
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-        assert!(e.contains("did not finish within 0.3 s and was stopped: waiting"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            e.contains("did not finish within 0.3 s and was stopped: waiting"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -186,7 +213,12 @@ mod tests {
     fn it_runs_in_the_given_folder() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("pw.txt"), "from-the-folder").expect("write");
-        let out = run(&argv(&["cat", "pw.txt"]), dir.path(), Duration::from_secs(10), MAX_OUTPUT);
+        let out = run(
+            &argv(&["cat", "pw.txt"]),
+            dir.path(),
+            Duration::from_secs(10),
+            MAX_OUTPUT,
+        );
         assert_eq!(out, Ok("from-the-folder".into()));
     }
 }

@@ -5,13 +5,16 @@
 //! pipeline can be tested with in-memory fakes.
 
 pub mod known_hosts;
-pub mod ssh_config;
 #[cfg(test)]
 pub mod local;
 mod ssh;
+pub mod ssh_config;
+#[cfg(test)]
+pub(crate) use ssh::test_sshd;
 
 pub use ssh::{
-    JumpHost, SshError, SshOptions, SshSession, check_identity_file, connect, scan_host_key_via_jump,
+    JumpHost, SshError, SshOptions, SshSession, check_identity_file, connect,
+    scan_host_key_via_jump,
 };
 
 use std::future::Future;

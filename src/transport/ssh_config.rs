@@ -528,7 +528,8 @@ impl Reader<'_> {
                     return Err(at.error("`Host` needs at least one pattern"));
                 }
                 let patterns = args.iter().map(|a| pattern(a)).collect();
-                self.items.push(Item::Condition(vec![Condition::Host(patterns)]));
+                self.items
+                    .push(Item::Condition(vec![Condition::Host(patterns)]));
                 return Ok(());
             }
             "match" => {
@@ -627,7 +628,9 @@ impl Reader<'_> {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if dir.to_string_lossy().contains(['*', '?', '[']) {
             return Err(at
-                .error(format!("Include `{arg}`: patterns in folder names are not supported"))
+                .error(format!(
+                    "Include `{arg}`: patterns in folder names are not supported"
+                ))
                 .with_hint("use a pattern in the file name only (e.g. `Include config.d/*`)"));
         }
         let paths: Vec<PathBuf> = if name.contains(['*', '?']) {
@@ -643,7 +646,10 @@ impl Reader<'_> {
                     .collect(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => {
-                    return Err(at.error(format!("Include `{arg}`: cannot list {}: {e}", dir.display())));
+                    return Err(at.error(format!(
+                        "Include `{arg}`: cannot list {}: {e}",
+                        dir.display()
+                    )));
                 }
             }
         } else {
@@ -654,7 +660,9 @@ impl Reader<'_> {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
-                    return Err(at.error(format!("Include `{arg}`: cannot read {}: {e}", p.display())));
+                    return Err(
+                        at.error(format!("Include `{arg}`: cannot read {}: {e}", p.display()))
+                    );
                 }
             };
             self.items.push(Item::Enter);
@@ -848,7 +856,10 @@ Host *
         assert_eq!(c.port, Some(2201));
         let files: Vec<&str> = c.identity_files.iter().map(|f| f.value.as_str()).collect();
         assert_eq!(files, ["~/.ssh/id_%h", "~/.ssh/id with space"]);
-        assert_eq!(c.identity_files[0].at.to_string(), "/home/op/.ssh/config:11");
+        assert_eq!(
+            c.identity_files[0].at.to_string(),
+            "/home/op/.ssh/config:11"
+        );
         let jump = c.proxy_jump.as_ref().map(|j| j.value.clone());
         assert_eq!(
             jump,
@@ -915,11 +926,23 @@ Host *
     #[test]
     fn unsupported_match_and_bad_values_name_the_line() {
         for (text, want) in [
-            ("Host a\n  Port 0\n", "/home/op/.ssh/config:2:1: Port `0` is not from 1 to 65535"),
-            ("Match exec \"true\"\n", "/home/op/.ssh/config:1:1: SSH configuration: `Match exec` is not supported"),
-            ("ConnectTimeout soon\n", "ConnectTimeout `soon` is not a number of seconds"),
+            (
+                "Host a\n  Port 0\n",
+                "/home/op/.ssh/config:2:1: Port `0` is not from 1 to 65535",
+            ),
+            (
+                "Match exec \"true\"\n",
+                "/home/op/.ssh/config:1:1: SSH configuration: `Match exec` is not supported",
+            ),
+            (
+                "ConnectTimeout soon\n",
+                "ConnectTimeout `soon` is not a number of seconds",
+            ),
             ("IdentitiesOnly maybe\n", "`maybe` is not yes or no"),
-            ("ProxyJump a:99999\n", "ProxyJump `a:99999`: port `99999` is not from 1 to 65535"),
+            (
+                "ProxyJump a:99999\n",
+                "ProxyJump `a:99999`: port `99999` is not from 1 to 65535",
+            ),
             ("Host\n", "`Host` needs at least one pattern"),
             ("User \"open\n", "a quote is not closed"),
             ("User a b\n", "`User` takes one value, not 2"),
@@ -982,15 +1005,21 @@ Host *
         assert_eq!(cfg.lookup("a").port, None);
         // A missing include is skipped, as ssh does.
         assert!(parse(&[("/c", "Include /nowhere\n")]).is_ok());
-        let e = parse(&[("/c", "Include /c\n")]).expect_err("loop").to_string();
+        let e = parse(&[("/c", "Include /c\n")])
+            .expect_err("loop")
+            .to_string();
         assert!(e.contains("Include loop"), "{e}");
-        let e = parse(&[("/c", "Include /x*/y\n")]).expect_err("glob dir").to_string();
+        let e = parse(&[("/c", "Include /x*/y\n")])
+            .expect_err("glob dir")
+            .to_string();
         assert!(e.contains("patterns in folder names"), "{e}");
     }
 
     #[test]
     fn proxy_command_is_found_unless_a_proxy_jump_came_first() {
-        let cfg = config("Host a\n  ProxyCommand nc %h %p\nHost b\n  ProxyJump j\nHost *\n  ProxyCommand x\n");
+        let cfg = config(
+            "Host a\n  ProxyCommand nc %h %p\nHost b\n  ProxyJump j\nHost *\n  ProxyCommand x\n",
+        );
         assert_eq!(cfg.proxy_command("a").map(|p| p.line), Some(2));
         assert_eq!(cfg.proxy_command("b"), None);
         assert_eq!(cfg.proxy_command("c").map(|p| p.line), Some(6));
@@ -1009,7 +1038,10 @@ Host *
             expand_path("~/.ssh/id_%h_%r", &t),
             Ok(PathBuf::from("/home/op/.ssh/id_10.0.0.11_deploy"))
         );
-        assert_eq!(expand_path("%d/k-%u%%", &t), Ok(PathBuf::from("/home/op/k-op%")));
+        assert_eq!(
+            expand_path("%d/k-%u%%", &t),
+            Ok(PathBuf::from("/home/op/k-op%"))
+        );
         assert_eq!(expand_path("rel/k", &t), Ok(PathBuf::from("rel/k")));
         assert!(expand_path("%C", &t).unwrap_err().contains("%C"));
     }

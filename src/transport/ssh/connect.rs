@@ -256,11 +256,10 @@ pub(super) async fn tcp_connect(peer: &Peer) -> Result<TcpStream, SshError> {
         Some(ip) => TcpStream::connect((ip, peer.port)).await,
         None => TcpStream::connect((peer.address.as_str(), peer.port)).await,
     };
-    let tcp = connecting
-        .map_err(|source| SshError::Connect {
-            peer: peer.to_string(),
-            source,
-        })?;
+    let tcp = connecting.map_err(|source| SshError::Connect {
+        peer: peer.to_string(),
+        source,
+    })?;
     // Best effort: a socket that refuses it still works, only slower.
     let _ = tcp.set_nodelay(true);
     Ok(tcp)

@@ -18,7 +18,7 @@
 //! - `peer.rs`: the server a connection talks to, as named in messages.
 //! - `error.rs`: [`SshError`], one variant per failure, each saying what to do next.
 //! - `test_sshd.rs` (tests only): a private OpenSSH sshd on 127.0.0.1 for the tests in
-//!   `tests.rs`.
+//!   `tests.rs` and in `cmd/reach_sshd.rs` (the SSH configuration through jump hosts).
 
 mod auth;
 mod connect;
@@ -31,7 +31,7 @@ mod peer;
 mod scan;
 
 #[cfg(test)]
-mod test_sshd;
+pub(crate) mod test_sshd;
 #[cfg(test)]
 mod tests;
 

@@ -61,7 +61,8 @@ impl SshOptions {
     /// Where the TCP connection (or the last jump host's forward) goes: the resolved IP,
     /// else the address.
     pub fn target(&self) -> String {
-        self.ip.map_or_else(|| self.address.clone(), |ip| ip.to_string())
+        self.ip
+            .map_or_else(|| self.address.clone(), |ip| ip.to_string())
     }
 
     /// Empty, or ` via jump host A:P` / ` via jump hosts A:P, B:P`, for messages.
