@@ -113,7 +113,7 @@ async fn sshd_an_ssh_config_alias_through_a_jump_host() {
     assert_eq!(inv.hosts[0].hostname.as_deref(), Some("web-alias"));
     assert_eq!(
         o.identity_files,
-        [pair.target.user_key.clone()],
+        std::slice::from_ref(&pair.target.user_key),
         "a missing IdentityFile is skipped"
     );
     assert_eq!(routes.warnings.len(), 1, "{:?}", routes.warnings);
@@ -121,7 +121,10 @@ async fn sshd_an_ssh_config_alias_through_a_jump_host() {
     assert_eq!(o.connect_timeout, std::time::Duration::from_secs(9));
     assert_eq!(o.jumps.len(), 1);
     assert_eq!(o.jumps[0].port, pair.jump.port);
-    assert_eq!(o.jumps[0].identity_files, [pair.jump.user_key.clone()]);
+    assert_eq!(
+        o.jumps[0].identity_files,
+        std::slice::from_ref(&pair.jump.user_key)
+    );
     check_identities(&inv, &routes, &inv.hosts.iter().collect::<Vec<_>>())
         .unwrap_or_else(|e| panic!("{e}"));
     let session = crate::transport::connect(o).await.unwrap_or_else(|e| {

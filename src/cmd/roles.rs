@@ -148,7 +148,8 @@ mod tests {
 
     #[test]
     fn hosts_without_a_kept_role_are_left_out() {
-        let rows: [(&[&str], &[&str], Result<&[&str], &str>); 7] = [
+        type Row<'a> = (&'a [&'a str], &'a [&'a str], Result<&'a [&'a str], &'a str>);
+        let rows: [Row; 7] = [
             (&[], &[], Ok(&["web1", "db1"])),
             (&["nginx"], &[], Ok(&["web1"])),
             (&["nginx", "mysql"], &[], Ok(&["web1", "db1"])),

@@ -156,7 +156,8 @@ mod tests {
     #[test]
     fn limit_patterns_and_exclusions() {
         // (limit, selected)
-        let rows: [(&[&str], Result<&[&str], &str>); 9] = [
+        type Row<'a> = (&'a [&'a str], Result<&'a [&'a str], &'a str>);
+        let rows: [Row; 9] = [
             (&["*"], Ok(&["lb1", "web1"])),
             (&["web*"], Ok(&["web1"])),
             (&["?b1"], Ok(&["lb1"])),
