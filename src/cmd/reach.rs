@@ -58,9 +58,14 @@ impl Resolve for SystemResolver {
 }
 
 /// Whether a file exists (identity files named by the SSH configuration that do not are
-/// skipped, as ssh does).
+/// skipped, as ssh does), and whether a default identity file can be used as it is.
 pub(super) trait Exists {
     fn exists(&self, path: &Path) -> bool;
+    /// A key that loads without asking anything (not encrypted, or FOOBAR_SSH_PASSPHRASE
+    /// opens it): a default one that does not is left to the agent, as ssh leaves it.
+    fn usable_key(&self, path: &Path) -> bool {
+        self.exists(path)
+    }
 }
 
 pub(super) struct RealExists;
@@ -69,7 +74,14 @@ impl Exists for RealExists {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+    fn usable_key(&self, path: &Path) -> bool {
+        path.is_file() && crate::transport::check_identity_file("", path).is_ok()
+    }
 }
+
+/// The identity files ssh tries when nothing names one, in its order (those it still
+/// supports and russh reads).
+const DEFAULT_IDENTITIES: [&str; 3] = ["id_rsa", "id_ecdsa", "id_ed25519"];
 
 /// Every host's way in, by host name, and what to tell the user about it.
 #[derive(Debug, Default)]
@@ -215,6 +227,12 @@ fn route(
     let mut warnings = Vec::new();
     let identity_files = match &host.identity_file {
         Some(f) => vec![f.path.clone()],
+        // Nothing names one: ssh's default files that exist and open without a question.
+        None if hc.identity_files.is_empty() => DEFAULT_IDENTITIES
+            .iter()
+            .map(|name| env.home.join(".ssh").join(name))
+            .filter(|p| files.usable_key(p))
+            .collect(),
         None => config_identities(&hc.identity_files, &tokens, files, &mut warnings)
             .map_err(|e| at(format!("host `{}`: {e}", host.name)))?,
     };
@@ -616,8 +634,15 @@ mod tests {
                 "root"
             )
         );
-        assert!(o.identity_files.is_empty() && o.jumps.is_empty() && o.use_agent);
+        assert!(o.jumps.is_empty() && o.use_agent);
         assert_eq!(o.connect_timeout, secs(10));
+        // Nothing names a key: ssh's default files (those that exist and open).
+        assert_eq!(
+            o.identity_files,
+            ["id_rsa", "id_ecdsa", "id_ed25519"].map(|n| PathBuf::from("/home/op/.ssh").join(n))
+        );
+        let routes = settle(&mut inv, None, &env(), &dns(), &NoneExist).expect("settle");
+        assert!(routes.by_host["w"].identity_files.is_empty());
         assert_eq!(inv.hosts[0].hostname, None);
         assert!(!inv.ssh.sudo);
     }

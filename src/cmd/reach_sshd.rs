@@ -205,3 +205,30 @@ async fn sshd_a_hop_with_the_wrong_key_is_refused_naming_the_jump_host() {
         "{e}"
     );
 }
+
+/// With nothing naming a key, ssh's default files are used: those that exist and open
+/// without a passphrase (an encrypted one is left to the agent, as ssh leaves it).
+#[test]
+fn default_identity_files_that_open_are_used_and_encrypted_ones_left_to_the_agent() {
+    use crate::transport::test_sshd::{TempDir, keygen};
+    let home = TempDir::new("default-ids");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+    let made = TempDir::new("default-ids-made");
+    let plain = keygen(&made, "plain", "ed25519", "");
+    let locked = keygen(&made, "locked", "ecdsa", "a passphrase");
+    std::fs::copy(&plain, home.join(".ssh/id_ed25519")).expect("copy");
+    std::fs::copy(&locked, home.join(".ssh/id_ecdsa")).expect("copy");
+    let text = "domain: www.example.test\nssh:\n  config: false\ntiers:\n  web:\n    roles: [web]\nhosts:\n  w: {address: 192.0.2.5, tier: web}\n";
+    let mut inv = crate::inventory::parse(Path::new("inv.yml"), text, &["web".to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let env = Env {
+        home: home.join(""),
+        local_user: "op".into(),
+    };
+    let routes = settle(&mut inv, None, &env, &SystemResolver, &RealExists)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        routes.by_host["w"].identity_files,
+        [home.join(".ssh/id_ed25519")]
+    );
+}
