@@ -220,5 +220,28 @@ mod tests {
             MAX_OUTPUT,
         );
         assert_eq!(out, Ok("from-the-folder".into()));
+        // A relative program path is taken from there too. (A fork elsewhere in the test
+        // process may briefly hold the new file open for writing: "Text file busy" is
+        // retried.)
+        use std::os::unix::fs::PermissionsExt;
+        let script = dir.path().join("get-secret");
+        std::fs::write(&script, "#!/bin/sh\nprintf 'scripted-%s' \"$1\"\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut out = Err(String::new());
+        for _ in 0..20 {
+            out = run(
+                &argv(&["./get-secret", "db"]),
+                dir.path(),
+                Duration::from_secs(10),
+                MAX_OUTPUT,
+            );
+            match &out {
+                Err(e) if e.contains("Text file busy") => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(out, Ok("scripted-db".into()));
     }
 }
