@@ -432,7 +432,7 @@ fn plan_role(
                 .get(&svc.name)
                 .is_some_and(|s| s.active == "active")
         });
-    let paths = paths::path_changes(role, facts);
+    let paths = paths::path_changes(role, facts, fresh);
     let changed = Changed {
         files: &files,
         certs: &certificates,
