@@ -2,7 +2,8 @@
 //! connections as `apply` (strict host keys, sudo). The pure half (scripts, manifest,
 //! checks) is [`crate::backup`].
 
-use super::{EXIT_FAIL, EXIT_OK, Loaded, close_sessions, load, ssh_options};
+use super::reach::check_identities;
+use super::{EXIT_FAIL, EXIT_OK, Loaded, close_sessions, load, refuse_run_options};
 use crate::apply::{exec_bounded, timed_out};
 use crate::backup::{self, MAX_MANIFEST_BYTES, MAX_RESTORE_BYTES, Manifest};
 use crate::cli::{DbCommand, DbHost, DbRestore};
@@ -63,7 +64,8 @@ async fn run_on(
     stdin: &[u8],
     limit: Duration,
 ) -> anyhow::Result<ExecOutput> {
-    let session = transport::connect(&ssh_options(&l.inv, h))
+    check_identities(&l.inv, &l.routes, &[h])?;
+    let session = transport::connect(&l.route(h)?)
         .await
         .with_context(|| format!("connecting to {} ({})", h.name, h.address))?;
     let out = exec_bounded(&session, &h.name, script, stdin, l.inv.ssh.sudo, limit).await;
@@ -104,6 +106,7 @@ fn tables_text(m: &Manifest) -> String {
 }
 
 async fn backup_now(a: &DbHost) -> anyhow::Result<i32> {
+    refuse_run_options(&a.common, "db backup")?;
     let l = load(&a.common)?;
     let db = host_with(&l, "db_backup", a.host.as_deref())?;
     let store = host_with(&l, "backup_store", None)?;
@@ -150,6 +153,7 @@ async fn backup_now(a: &DbHost) -> anyhow::Result<i32> {
 }
 
 async fn list(a: &DbHost) -> anyhow::Result<i32> {
+    refuse_run_options(&a.common, "db list")?;
     let l = load(&a.common)?;
     let store = host_with(&l, "backup_store", a.host.as_deref())?;
     let out = run_on(&l, store, &backup::list_script(), b"", READ_LIMIT).await?;
@@ -189,6 +193,7 @@ async fn list(a: &DbHost) -> anyhow::Result<i32> {
 }
 
 async fn restore(r: &DbRestore) -> anyhow::Result<i32> {
+    refuse_run_options(&r.db.common, "db restore")?;
     let l = load(&r.db.common)?;
     if !backup::is_backup_name(&r.from) {
         bail!(

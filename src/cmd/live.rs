@@ -4,9 +4,10 @@
 //! rules ([`crate::rollout`]). Both end with the recap and the exit code.
 
 use super::interrupt::{INTERRUPTED, watch_ctrl_c};
+use super::reach::{Routes, check_identities};
 use super::{
     EXIT_CHANGES, EXIT_FAIL, EXIT_OK, attach_releases, close_sessions, load, load_ca, render_all,
-    select, ssh_options,
+    select,
 };
 use crate::apply::HostLock;
 use crate::cli::Live;
@@ -19,7 +20,8 @@ use crate::release::Target;
 use crate::report::{ErrorKind, HostEnd, Outcome, Recap, RunMode, plan_text, recap_text};
 use crate::rollout::{self, Context, HostRun, Peer, Rules};
 use crate::secrets::Secrets;
-use crate::transport::{self, SshError, SshSession};
+use crate::timings::timings_text;
+use crate::transport::{self, SshError, SshOptions, SshSession};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -74,6 +76,7 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     let l = load(c)?;
     let hosts = select(&l, c)?;
     let secrets = Secrets::load(&l.inv)?;
+    check_identities(&l.inv, &l.routes, &hosts)?;
     if let Some(path) = &opts.trace {
         crate::trace::start(path, &secrets)
             .map_err(|e| anyhow::anyhow!("--trace {}: {e}", path.display()))?;
@@ -101,6 +104,7 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     let lock = HostLock::for_this_run();
     let mut runs = connect_all(
         &l.inv,
+        &l.routes,
         desired,
         (&secrets, certs.as_ref()),
         &reporter,
@@ -116,6 +120,9 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
 
     // 3. Show the plans.
     reporter.clear();
+    if let Some(header) = super::vars::header(&l.inv.cli_vars) {
+        reporter.line(&secrets.mask(&header));
+    }
     if !reporter.is_json() {
         for plan in runs.iter().filter_map(|r| r.plan.as_ref()) {
             reporter.line(&secrets.mask(&plan_text(plan, reporter.colors())));
@@ -125,7 +132,7 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     // 4. Apply exactly those plans, or say what they would change.
     match mode {
         Mode::Apply => {
-            let peers = connect_balancers(&l.inv, &runs, &rules, &reporter).await;
+            let peers = connect_balancers(&l.inv, &l.routes, &runs, &rules, &reporter).await;
             let cx = Context {
                 sudo: l.inv.ssh.sudo,
                 secrets: &secrets,
@@ -145,13 +152,20 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     // 5. Recap and exit code. An interrupted apply fails, whatever it got done.
     let interrupted = mode == Mode::Apply && INTERRUPTED.load(Ordering::SeqCst);
     let code = exit_code(&runs, mode, interrupted);
-    print_recap(&runs, mode, code, started.elapsed(), &reporter, &secrets)?;
+    let shown = Shown {
+        reporter: &reporter,
+        secrets: &secrets,
+        timings: opts.timings,
+        vars: &l.inv.cli_vars,
+    };
+    print_recap(&runs, mode, code, started.elapsed(), &shown)?;
     Ok(code)
 }
 
 /// Connects to every host and plans it, at most `forks` at once.
 async fn connect_all(
     inv: &Inventory,
+    routes: &Routes,
     desired: Vec<DesiredHost>,
     (secrets, certs): (&Secrets, Option<&CertCheck<'_>>),
     reporter: &Reporter,
@@ -162,7 +176,8 @@ async fn connect_all(
     let forks = &forks;
     futures::future::join_all(desired.into_iter().map(|d| async move {
         let _permit = forks.acquire().await.ok();
-        connect_and_plan(inv, d, (secrets, certs), reporter, lock).await
+        let route = routes.by_host.get(&d.host.name);
+        connect_and_plan(inv, route, d, (secrets, certs), reporter, lock).await
     }))
     .await
 }
@@ -170,6 +185,7 @@ async fn connect_all(
 /// One host: connect, read, plan. Whatever fails becomes the host's outcome.
 async fn connect_and_plan(
     inv: &Inventory,
+    route: Option<&SshOptions>,
     d: DesiredHost,
     (secrets, certs): (&Secrets, Option<&CertCheck<'_>>),
     reporter: &Reporter,
@@ -179,7 +195,11 @@ async fn connect_and_plan(
     let name = d.host.name.clone();
     let mut run = HostRun::new(&name, &d.host.tier);
     reporter.step(&name, "connecting");
-    let outcome = match transport::connect(&ssh_options(inv, &d.host)).await {
+    let connected = match route {
+        Some(o) => transport::connect(o).await,
+        None => Err(SshError::NoAuthMethod { host: name.clone() }),
+    };
+    let outcome = match connected {
         Err(e) => Err(Outcome::unreachable(
             connect_error_kind(&e),
             secrets.mask(&e.to_string()),
@@ -211,6 +231,8 @@ async fn connect_and_plan(
             run.vips_held = p.vips_held;
             run.round_trips = p.round_trips;
             reporter.step(&name, "planned");
+            // Waiting for its turn in the rollout is no step of its own.
+            reporter.idle(&name);
         }
         Err(o) => {
             reporter.done(&name, &o);
@@ -226,6 +248,7 @@ async fn connect_and_plan(
 /// reached is said and left out (a dead balancer sends no traffic to drain).
 async fn connect_balancers(
     inv: &Inventory,
+    routes: &Routes,
     runs: &[HostRun<SshSession>],
     rules: &Rules,
     reporter: &Reporter,
@@ -246,7 +269,13 @@ async fn connect_balancers(
         }
     }
     let connects = wanted.into_iter().map(|h| async move {
-        match transport::connect(&ssh_options(inv, h)).await {
+        let connected = match routes.by_host.get(&h.name) {
+            Some(o) => transport::connect(o).await,
+            None => Err(SshError::NoAuthMethod {
+                host: h.name.clone(),
+            }),
+        };
+        match connected {
             Ok(s) => Some(Peer {
                 name: h.name.clone(),
                 tier: h.tier.clone(),
@@ -342,31 +371,54 @@ fn exit_code<T>(runs: &[HostRun<T>], mode: Mode, interrupted: bool) -> i32 {
     }
 }
 
-/// The recap: the JSON document under `--format json`, else the text recap. Masked.
+/// What the end of a run prints with.
+struct Shown<'a> {
+    reporter: &'a Reporter,
+    secrets: &'a Secrets,
+    /// `--timings`: the text recap is followed by the timings.
+    timings: bool,
+    /// `--var`, repeated in the JSON document.
+    vars: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// The recap: the JSON document under `--format json` (with every host's timings), else
+/// the text recap (and, with `--timings`, the roles' and slowest steps' times). Masked.
 fn print_recap<T>(
     runs: &[HostRun<T>],
     mode: Mode,
     code: i32,
     total: Duration,
-    reporter: &Reporter,
-    secrets: &Secrets,
+    shown: &Shown,
 ) -> anyhow::Result<()> {
+    let (reporter, secrets) = (shown.reporter, shown.secrets);
+    let timings: Vec<_> = runs.iter().map(|r| reporter.timings(&r.name)).collect();
     let ends: Vec<HostEnd> = runs
         .iter()
-        .map(|r| HostEnd {
+        .zip(&timings)
+        .map(|(r, t)| HostEnd {
             host: &r.name,
             tier: &r.tier,
             outcome: r.outcome.as_ref(),
             elapsed: r.elapsed,
             round_trips: r.round_trips,
+            timings: Some(t),
         })
         .collect();
     if reporter.is_json() {
         let plans = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
-        let doc = Recap::new(mode, plans, &ends, code, total);
+        let mut doc = Recap::new(mode, plans, &ends, code, total);
+        doc.vars = shown.vars.clone();
         println!("{}", doc.to_json_masked(secrets)?);
     } else {
         reporter.line(&secrets.mask(&recap_text(&ends, mode, total)));
+        if shown.timings {
+            let per_host: Vec<(&str, &_)> = runs
+                .iter()
+                .zip(&timings)
+                .map(|(r, t)| (r.name.as_str(), t))
+                .collect();
+            reporter.line(&secrets.mask(&timings_text(&per_host)));
+        }
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 //!
 //! - [`cli`]: check, render, hosts, error messages and exit codes;
 //! - [`corpus`]: every bad input of tests/corpus/ fails cleanly;
-//! - [`fuzz_inventory`]: property tests of the inventory and role parsers.
+//! - [`fuzz_inventory`]: property tests of the inventory and role parsers;
+//! - [`habits`]: --limit patterns, --role, --var, --timings, --color, names, the SSH
+//!   configuration, identity files, secret commands, completions and man.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -11,3 +13,4 @@ mod support;
 mod cli;
 mod corpus;
 mod fuzz_inventory;
+mod habits;
