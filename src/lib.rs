@@ -20,6 +20,7 @@ mod monitoring;
 mod ordered_map;
 mod pki;
 mod plan;
+mod plan_file;
 mod progress;
 mod release;
 mod render;

@@ -21,6 +21,21 @@ pub struct Project {
     roles: BTreeMap<String, Role>,
     templates_dir: PathBuf,
     tera: tera::Tera,
+    /// The project folder (holding roles/ and templates/).
+    root: PathBuf,
+    /// Every template loaded, by name (relative to templates/).
+    template_names: Vec<String>,
+}
+
+/// One file of the project a render reads: what it is and where (relative to the
+/// project folder, and as opened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectFile {
+    /// `role` (a role.yml), `template` or `static` (a file under roles/NAME/files/).
+    pub kind: &'static str,
+    /// Relative to the project folder, e.g. `templates/nginx/nginx.conf.tera`.
+    pub relative: String,
+    pub path: PathBuf,
 }
 
 /// Finds the project root for an inventory: the nearest folder, from the inventory's
@@ -53,7 +68,50 @@ impl Project {
             roles,
             templates_dir,
             tera,
+            root: root.to_path_buf(),
+            template_names: sources.into_iter().map(|(n, _)| n).collect(),
         })
+    }
+
+    /// The files rendering `roles` reads: each role's role.yml and static files, and every
+    /// template (a template may include or import any other), sorted by path.
+    pub fn inputs(&self, roles: &[&str]) -> Vec<ProjectFile> {
+        let relative = |p: &Path| {
+            p.strip_prefix(&self.root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut out = Vec::new();
+        for role in roles.iter().filter_map(|name| self.roles.get(*name)) {
+            let yml = role.dir.join("role.yml");
+            out.push(ProjectFile {
+                kind: "role",
+                relative: relative(&yml),
+                path: yml,
+            });
+            for f in &role.files {
+                if let Source::Static(p) = &f.source {
+                    let path = role.dir.join("files").join(p);
+                    out.push(ProjectFile {
+                        kind: "static",
+                        relative: relative(&path),
+                        path,
+                    });
+                }
+            }
+        }
+        for name in &self.template_names {
+            let path = self.templates_dir.join(name);
+            out.push(ProjectFile {
+                kind: "template",
+                relative: relative(&path),
+                path,
+            });
+        }
+        out.sort_by(|a, b| a.relative.cmp(&b.relative));
+        out.dedup_by(|a, b| a.relative == b.relative);
+        out
     }
 
     pub fn role_names(&self) -> Vec<String> {
