@@ -37,6 +37,10 @@ pub const EXIT_ABORTED: i32 = 130;
 
 /// Runs the command; returns the process's exit code.
 pub async fn run(cli: Cli) -> i32 {
+    if let Err(e) = markdown_only_for_plan(&cli.command) {
+        eprintln!("error: {e:#}");
+        return EXIT_FAIL;
+    }
     let result = match cli.command {
         Command::Check(c) => check::check(&c),
         Command::Render {
@@ -51,17 +55,66 @@ pub async fn run(cli: Cli) -> i32 {
             common,
             fingerprint,
         } => trust::trust(&common, fingerprint.as_deref()).await,
-        Command::Plan(l) => live::live(&l, live::Mode::Plan, None).await,
-        Command::Apply(l) => live::live(&l, live::Mode::Apply, None).await,
+        Command::Plan(p) => live::plan(&p).await,
+        Command::Apply(a) => live::apply(&a).await,
         Command::Rollback(r) => live::rollback(&r).await,
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            annotate(&e);
             eprintln!("error: {e:#}");
             EXIT_FAIL
         }
     }
+}
+
+/// `--format markdown` is a pull-request comment of a plan: other commands refuse it.
+fn markdown_only_for_plan(command: &Command) -> anyhow::Result<()> {
+    let (name, common) = match command {
+        Command::Plan(_) => return Ok(()),
+        Command::Check(c) | Command::Hosts(c) | Command::Status(c) => ("this command", c),
+        Command::Render { common, .. } | Command::Trust { common, .. } => ("this command", common),
+        Command::Apply(a) => ("apply", &a.live.common),
+        Command::Rollback(r) => ("rollback", &r.live.common),
+    };
+    if common.format == crate::progress::Format::Markdown {
+        anyhow::bail!(
+            "--format markdown is for `plan` (a pull-request comment); {name} writes text or json \
+             (apply and rollback write a Markdown job summary when GITHUB_STEP_SUMMARY is set)"
+        );
+    }
+    Ok(())
+}
+
+/// Under GitHub Actions (`GITHUB_ACTIONS=true`), an input error also becomes an annotation
+/// on its file and line (stdout, where the runner reads workflow commands).
+fn annotate(e: &anyhow::Error) {
+    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
+        return;
+    }
+    let Some(d) = e.chain().find_map(|c| c.downcast_ref::<Diagnostic>()) else {
+        return;
+    };
+    let file = workspace_relative(&d.file);
+    println!("{}", crate::report::error_annotation(d, &file));
+}
+
+/// `path` as the repository names it: relative to `GITHUB_WORKSPACE` (or the current
+/// folder) when it lies below it, else as it is.
+fn workspace_relative(path: &std::path::Path) -> String {
+    let bases = [
+        std::env::var_os("GITHUB_WORKSPACE").map(std::path::PathBuf::from),
+        std::env::current_dir().ok(),
+    ];
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for base in bases.into_iter().flatten() {
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        if let Ok(rel) = absolute.strip_prefix(&base) {
+            return rel.to_string_lossy().into_owned();
+        }
+    }
+    path.to_string_lossy().into_owned()
 }
 
 /// Inventory + project, loaded and validated; no host touched.
