@@ -434,3 +434,64 @@ fn help_names_the_new_flags() {
     let (_, rollback, _) = run(bin().args(["rollback", "--help"]));
     assert!(rollback.contains("--yes"), "{rollback}");
 }
+
+/// The `foobar-provision ...` commands of a text (shell lines; comments, redirections and
+/// `&&`/`||` tails cut off), as argument lists.
+fn commands_in(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.find("foobar-provision ").map(|at| &l[at..]))
+        .map(|c| {
+            let end = ["#", ">", "&&", "||", "`"]
+                .iter()
+                .filter_map(|stop| c.find(stop))
+                .min()
+                .unwrap_or(c.len());
+            c[..end]
+                .split_whitespace()
+                .map(|w| {
+                    w.trim_matches('"')
+                        .replace("$INVENTORY", "inventories/production.yml")
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The example CI workflow and the README's reviewed-plan lines use commands and flags
+/// that exist.
+#[test]
+fn the_documented_workflow_commands_parse() {
+    use clap::Parser;
+    let read =
+        |p: &str| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(p)).expect(p);
+    let workflow = read("docs/ci-workflow.example.yml");
+    let readme = read("README.md");
+    let section = readme
+        .split("### Reviewed plans")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README has the reviewed-plan workflow");
+    let mut seen = Vec::new();
+    for words in commands_in(&workflow)
+        .into_iter()
+        .chain(commands_in(section))
+    {
+        if let Err(e) = foobar_provision::cli::Cli::try_parse_from(&words) {
+            panic!("`{}` does not parse: {e}", words.join(" "));
+        }
+        seen.push(words[1].clone());
+    }
+    for cmd in ["check", "plan", "apply"] {
+        assert!(seen.iter().any(|s| s == cmd), "no `{cmd}` found: {seen:?}");
+    }
+    assert!(
+        workflow.contains("--format markdown --out plan.json"),
+        "{workflow}"
+    );
+    assert!(
+        workflow.contains("foobar-provision apply reviewed/plan.json"),
+        "{workflow}"
+    );
+}
