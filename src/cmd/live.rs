@@ -456,6 +456,17 @@ async fn confirmed<T>(runs: &[HostRun<T>], reporter: &Reporter, secrets: &Secret
             eprint!("{}", secrets.mask(&plan_text(p, false)));
         }
     }
+    let unplanned: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.plan.is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !unplanned.is_empty() {
+        eprintln!(
+            "warning: {} could not be planned (see above): nothing is applied there",
+            unplanned.join(", ")
+        );
+    }
     let mut stderr = std::io::stderr();
     let _ = stderr.write_all(question(changes, plans.len()).as_bytes());
     let _ = stderr.flush();

@@ -73,15 +73,19 @@ pub async fn run(cli: Cli) -> i32 {
 fn markdown_only_for_plan(command: &Command) -> anyhow::Result<()> {
     let (name, common) = match command {
         Command::Plan(_) => return Ok(()),
-        Command::Check(c) | Command::Hosts(c) | Command::Status(c) => ("this command", c),
-        Command::Render { common, .. } | Command::Trust { common, .. } => ("this command", common),
+        Command::Check(c) => ("check", c),
+        Command::Hosts(c) => ("hosts", c),
+        Command::Status(c) => ("status", c),
+        Command::Render { common, .. } => ("render", common),
+        Command::Trust { common, .. } => ("trust", common),
         Command::Apply(a) => ("apply", &a.live.common),
         Command::Rollback(r) => ("rollback", &r.live.common),
     };
     if common.format == crate::progress::Format::Markdown {
         anyhow::bail!(
-            "--format markdown is for `plan` (a pull-request comment); {name} writes text or json \
-             (apply and rollback write a Markdown job summary when GITHUB_STEP_SUMMARY is set)"
+            "--format markdown is for `plan` (a pull-request comment); `{name}` writes text or \
+             json (apply and rollback append Markdown to the job summary when \
+             GITHUB_STEP_SUMMARY is set)"
         );
     }
     Ok(())
