@@ -267,18 +267,24 @@ pub(super) async fn live(
     reporter.clear();
 
     // 5. Recap, reports and exit code. An interrupted apply fails, whatever it got done.
+    // The files first (a failure to write one fails the run, and the recap says so); what
+    // became of them is said after the recap.
     let interrupted = mode == Mode::Apply && INTERRUPTED.load(Ordering::SeqCst);
     let mut code = exit_code(&runs, mode, interrupted);
     let total = started.elapsed();
-    print_recap(&runs, mode, code, total, &reporter, &secrets)?;
-    let written = write_reports(opts, &l.inv, &runs, mode, total, &secrets);
-    if let Some(out) = &extra.out
-        && !save_plan(out, &record, &runs)
-    {
+    let mut notes = write_reports(opts, &l.inv, &runs, mode, total, &secrets);
+    if let Some(out) = &extra.out {
+        notes.push(save_plan(out, &record, &runs));
+    }
+    if notes.iter().any(Result::is_err) {
         code = EXIT_FAIL;
     }
-    if !written {
-        code = EXIT_FAIL;
+    print_recap(&runs, mode, code, total, &reporter, &secrets)?;
+    for note in notes {
+        match note {
+            Ok(said) => eprintln!("{said}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
     }
     Ok(code)
 }
@@ -491,46 +497,37 @@ async fn confirmed<T>(runs: &[HostRun<T>], reporter: &Reporter, secrets: &Secret
     }
 }
 
-/// Saves the plan (`--out`) when every host could be planned; says where, or why not.
-fn save_plan<T>(out: &Path, record: &PlanFile, runs: &[HostRun<T>]) -> bool {
+/// Saves the plan (`--out`) when every host could be planned: where it went, or why not.
+fn save_plan<T>(out: &Path, record: &PlanFile, runs: &[HostRun<T>]) -> Result<String, String> {
     let unplanned: Vec<&str> = runs
         .iter()
         .filter(|r| r.plan.is_none())
         .map(|r| r.name.as_str())
         .collect();
     if !unplanned.is_empty() {
-        eprintln!(
-            "error: --out {}: no plan saved: {} could not be planned; a saved plan must cover \
-             every selected host (fix them, or plan without them using --limit)",
+        return Err(format!(
+            "--out {}: no plan saved: {} could not be planned; a saved plan must cover every \
+             selected host (fix them, or plan without them using --limit)",
             out.display(),
             unplanned.join(", ")
-        );
-        return false;
+        ));
     }
-    match plan_file::write(out, record) {
-        Ok(()) => {
-            let changes: usize = runs
-                .iter()
-                .filter_map(|r| r.plan.as_ref())
-                .map(|p| p.change_count())
-                .sum();
-            eprintln!(
-                "plan saved to {} ({changes} change(s) on {} host(s)); after review, apply exactly it with: foobar-provision apply {}",
-                out.display(),
-                runs.len(),
-                out.display()
-            );
-            true
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            false
-        }
-    }
+    plan_file::write(out, record)?;
+    let changes: usize = runs
+        .iter()
+        .filter_map(|r| r.plan.as_ref())
+        .map(|p| p.change_count())
+        .sum();
+    Ok(format!(
+        "plan saved to {} ({changes} change(s) on {} host(s)); after review, apply exactly it with: foobar-provision apply {}",
+        out.display(),
+        runs.len(),
+        out.display()
+    ))
 }
 
-/// `--junit FILE` and GitHub's job summary (`GITHUB_STEP_SUMMARY`): false when one could
-/// not be written (said on stderr).
+/// `--junit FILE` and GitHub's job summary (`GITHUB_STEP_SUMMARY`): an error for each that
+/// could not be written.
 fn write_reports<T>(
     opts: &Live,
     inv: &Inventory,
@@ -538,8 +535,8 @@ fn write_reports<T>(
     mode: Mode,
     total: Duration,
     secrets: &Secrets,
-) -> bool {
-    let mut ok = true;
+) -> Vec<Result<String, String>> {
+    let mut notes = Vec::new();
     let ends = host_ends(runs);
     if let Some(path) = &opts.junit {
         let hosts: Vec<JunitHost> = runs
@@ -559,8 +556,10 @@ fn write_reports<T>(
             .collect();
         let doc = junit(mode, &hosts, total, secrets);
         if let Err(e) = std::fs::write(path, doc) {
-            eprintln!("error: --junit {}: cannot write: {e}", path.display());
-            ok = false;
+            notes.push(Err(format!(
+                "--junit {}: cannot write: {e}",
+                path.display()
+            )));
         }
     }
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
@@ -572,14 +571,13 @@ fn write_reports<T>(
             .open(&summary)
             .and_then(|mut f| f.write_all(format!("{doc}\n").as_bytes()));
         if let Err(e) = appended {
-            eprintln!(
-                "error: GITHUB_STEP_SUMMARY {}: cannot append the summary: {e}",
+            notes.push(Err(format!(
+                "GITHUB_STEP_SUMMARY {}: cannot append the summary: {e}",
                 Path::new(&summary).display()
-            );
-            ok = false;
+            )));
         }
     }
-    ok
+    notes
 }
 
 /// Connects to every host and plans it, at most `forks` at once.
