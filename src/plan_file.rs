@@ -335,8 +335,8 @@ pub enum PlanFileError {
 
 /// Reads `path` if it is a saved plan: `Ok(None)` when it is something else (an inventory:
 /// no JSON object with `kind` or `format_version`), an error when it is meant as a plan but
-/// cannot be used (its mode lets others read it, another kind, format or tool version, a
-/// broken file). Decided by content, never by the file's name.
+/// cannot be used (another kind; then, ours: its mode lets others read it, another format
+/// or tool version, a broken file). Decided by content, never by the file's name.
 pub fn read(path: &Path) -> Result<Option<PlanFile>, PlanFileError> {
     let unreadable = |error| PlanFileError::Unreadable {
         path: path.to_path_buf(),
@@ -363,14 +363,6 @@ pub fn read(path: &Path) -> Result<Option<PlanFile>, PlanFileError> {
     if !doc.contains_key("kind") && !doc.contains_key("format_version") {
         return Ok(None);
     }
-    use std::os::unix::fs::PermissionsExt;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(PlanFileError::Mode {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
     let not_ours = |why: String| PlanFileError::NotOurs {
         path: path.to_path_buf(),
         why,
@@ -379,6 +371,14 @@ pub fn read(path: &Path) -> Result<Option<PlanFile>, PlanFileError> {
         Some(KIND) => {}
         Some(other) => return Err(not_ours(format!("its kind is `{}`", shown(other)))),
         None => return Err(not_ours("it has no `kind`".into())),
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(PlanFileError::Mode {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     match doc.get("format_version") {
         Some(v) if v.as_u64() == Some(u64::from(FORMAT_VERSION)) => {}

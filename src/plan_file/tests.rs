@@ -528,6 +528,16 @@ mod file {
     }
 
     #[test]
+    fn another_kind_is_named_as_such_whatever_its_mode() {
+        let d = dir();
+        let path = d.path().join("tfplan.json");
+        std::fs::write(&path, r#"{"kind": "terraform plan", "format_version": 1}"#).expect("w");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = read(&path).expect_err("not ours");
+        assert!(matches!(e, PlanFileError::NotOurs { .. }), "{e}");
+    }
+
+    #[test]
     fn a_folder_is_no_place_for_a_plan() {
         let d = dir();
         let e = write(d.path(), &saved()).expect_err("folder");
