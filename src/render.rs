@@ -1200,6 +1200,43 @@ hosts:
         assert_eq!(find_root(&dir.path().join("missing.yml")), None);
     }
 
+    /// What a saved plan hashes: the roles' role.yml and static files of the roles used
+    /// only, every template (any may be included by another), sorted, relative to the
+    /// project folder.
+    #[test]
+    fn inputs_are_the_roles_files_used_and_every_template() {
+        let t = test_project(
+            &[
+                (
+                    "roles/web/role.yml",
+                    "files:\n  - template: web/site.conf.tera\n    dest: /etc/site.conf\n  - src: index.html\n    dest: /var/www/index.html\n",
+                ),
+                ("roles/web/files/index.html", "<p>hi</p>\n"),
+                ("roles/other/role.yml", "files:\n  - src: x\n    dest: /etc/x\n"),
+                ("roles/other/files/x", "x\n"),
+                ("templates/web/site.conf.tera", "{% include \"common/part.tera\" %}\n"),
+                ("templates/common/part.tera", "part\n"),
+            ],
+            "",
+        )
+        .expect("loads");
+        let inputs: Vec<(&str, String)> = t
+            .project
+            .inputs(&["web"])
+            .into_iter()
+            .map(|f| (f.kind, f.relative))
+            .collect();
+        assert_eq!(
+            inputs,
+            [
+                ("static", "roles/web/files/index.html".to_string()),
+                ("role", "roles/web/role.yml".to_string()),
+                ("template", "templates/common/part.tera".to_string()),
+                ("template", "templates/web/site.conf.tera".to_string()),
+            ]
+        );
+    }
+
     /// A project with one role `web` on disk: a template under a sub-folder, role
     /// defaults, and handlers with and without template syntax.
     fn project_dir() -> tempfile::TempDir {
