@@ -360,3 +360,74 @@ impl fmt::Display for Staleness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_first_difference_is_named_by_its_json_pointer() {
+        let a = json!({"host": "web1", "roles": [{"actions": ["reload"]}, {"files": []}]});
+        assert_eq!(first_difference(&a, &a, String::new()), None);
+        let b = json!({"host": "web2", "roles": [{"actions": ["reload"]}, {"files": []}]});
+        assert_eq!(
+            first_difference(&a, &b, String::new()).as_deref(),
+            Some("/host")
+        );
+        let c = json!({"host": "web1", "roles": [{"actions": ["restart"]}, {"files": []}]});
+        assert_eq!(
+            first_difference(&a, &c, String::new()).as_deref(),
+            Some("/roles/0/actions/0")
+        );
+        let d = json!({"host": "web1", "roles": [{"actions": ["reload", "start"]}, {"files": []}]});
+        assert_eq!(
+            first_difference(&a, &d, String::new()).as_deref(),
+            Some("/roles/0/actions/1")
+        );
+        let e =
+            json!({"host": "web1", "roles": [{"actions": ["reload"]}, {"files": []}], "drain": {}});
+        assert_eq!(
+            first_difference(&a, &e, String::new()).as_deref(),
+            Some("/drain")
+        );
+        assert_eq!(
+            first_difference(&json!(1), &json!(2), String::new()).as_deref(),
+            Some("/")
+        );
+    }
+
+    #[test]
+    fn a_file_that_appeared_or_went_is_said_so() {
+        let live = LiveFile {
+            hash: "0123456789abcdef".into(),
+            mode: "0644".into(),
+            owner: "root".into(),
+            group: "root".into(),
+        };
+        let basis = |live: Option<LiveFile>| {
+            Some(FileBasis {
+                live,
+                rendered: "r".into(),
+            })
+        };
+        let file = |was, now| Staleness::File {
+            host: "web1".into(),
+            path: "/etc/a".into(),
+            was,
+            now,
+        };
+        assert_eq!(
+            file(basis(None), basis(Some(live.clone()))).to_string(),
+            "web1: /etc/a appeared on the host (0644 root:root sha256 0123456789ab)"
+        );
+        assert_eq!(
+            file(basis(Some(live)), basis(None)).to_string(),
+            "web1: /etc/a was removed from the host (was 0644 root:root sha256 0123456789ab)"
+        );
+        assert_eq!(
+            file(None, basis(None)).to_string(),
+            "web1: /etc/a: not a managed file of the plan any more, or new"
+        );
+    }
+}
