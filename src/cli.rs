@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use crate::progress::Format;
+use crate::progress::{Color, Format};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -13,6 +13,9 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Colours and spinners: `auto` on a terminal unless NO_COLOR is set, `always`, `never`.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub color: Color,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +72,10 @@ pub enum Command {
     /// nothing else of the roles changes. The next `apply` deploys the inventory's source
     /// again: pin the release (`release: {pin: ID}`) to stay on it.
     Rollback(Rollback),
+    /// The database's backups (roles db_backup and backup_store): run one now, list them,
+    /// restore one onto a db host (checked against its sha256 and its row counts).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Record the host keys of the selected hosts in the inventory's known_hosts file,
     /// after printing each fingerprint. Refuses changed or revoked keys.
     ///
@@ -104,14 +111,32 @@ pub enum Command {
     /// `prometheus` role (the message says what to add). --format json prints one document
     /// (format_version, healthy, tiers with hosts, targets and alerts, vip_holders, alerts).
     Status(Common),
+    /// Print a shell completion script: `foobar-provision completions bash > \
+    /// /etc/bash_completion.d/foobar-provision` (zsh: into a folder of $fpath as
+    /// `_foobar-provision`; fish: ~/.config/fish/completions/foobar-provision.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of foobar-provision, made from this help; with --out,
+    /// write it and one page per subcommand into a folder instead (`man -l
+    /// foobar-provision.1` reads one).
+    Man {
+        /// Folder to write foobar-provision.1 and foobar-provision-COMMAND.1 into (created
+        /// if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct Common {
     /// The inventory file (YAML).
     pub inventory: PathBuf,
-    /// Only these hosts (comma-separated names).
-    #[arg(long, value_delimiter = ',')]
+    /// Only these hosts (comma-separated): names, `*` patterns (`web*`), and `!`
+    /// exclusions (`!web2`, `!db*`; only exclusions: every other host).
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
     pub limit: Vec<String>,
     /// Only hosts of these tiers (comma-separated: db, app, web, lb, ...).
     #[arg(long, value_delimiter = ',')]
@@ -124,6 +149,58 @@ pub struct Common {
     /// folder upwards).
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// Only these roles of the selected hosts (comma-separated; check, render, plan,
+    /// apply). The other roles are neither read nor changed: their files, packages and
+    /// services stay as they are, their handlers and health checks do not run. A host
+    /// with none of them is left out.
+    #[arg(long = "role", value_delimiter = ',', value_name = "ROLES")]
+    pub roles: Vec<String>,
+    /// Leave these roles out (comma-separated), as if --role named every other one.
+    #[arg(long = "skip-role", value_delimiter = ',', value_name = "ROLES")]
+    pub skip_roles: Vec<String>,
+    /// Set a var above every other (role defaults < inventory < tier < host < --var), for
+    /// every host; repeatable. VALUE is JSON when it is a number, true, false, null, a
+    /// list, an object or a quoted string, else the text as given. KEY is an identifier.
+    /// The plan's header shows them.
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub var: Vec<String>,
+}
+
+/// `db` subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum DbCommand {
+    /// Run a backup now on the db host (its foobar-backup.service, as the timer would),
+    /// wait for it, and say what it holds and where it went.
+    Backup(DbHost),
+    /// The backups the backup store holds, newest first: name, when, size, tables, rows.
+    List(DbHost),
+    /// Restore a backup onto the db host: read from the store, checked against its
+    /// manifest's size and sha256 (a damaged backup is refused before anything changes),
+    /// loaded into MariaDB, then every table's row count compared with the backup's.
+    /// Refuses a database that holds rows unless --force.
+    Restore(DbRestore),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbHost {
+    #[command(flatten)]
+    pub common: Common,
+    /// The db host (default: the first host of a tier with the db_backup role for
+    /// `backup`, with the mysql role for `restore`).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbRestore {
+    #[command(flatten)]
+    pub db: DbHost,
+    /// The backup's name, as `db list` and `db backup` show it.
+    #[arg(long, value_name = "NAME")]
+    pub from: String,
+    /// Overwrite a database that holds rows (its tables that the backup has are replaced).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -185,4 +262,8 @@ pub struct Live {
     /// role not started is skipped. For CI test reports.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// After the recap, how long each host's roles and steps took (the slowest steps
+    /// first). The JSON recap always has them (`timings`).
+    #[arg(long)]
+    pub timings: bool,
 }

@@ -36,6 +36,26 @@ impl Diagnostic {
         self.hint = Some(hint.into());
         self
     }
+
+    /// Several diagnostics as one, so that every problem is reported at once: the first
+    /// one's position, then each of the others on lines of their own (file:line:col:
+    /// message), hints kept. `None` for none; one is returned as it is.
+    pub fn combine(all: Vec<Diagnostic>) -> Option<Diagnostic> {
+        let mut all = all.into_iter();
+        let mut first = all.next()?;
+        let rest: Vec<Diagnostic> = all.collect();
+        if rest.is_empty() {
+            return Some(first);
+        }
+        if let Some(hint) = first.hint.take() {
+            first.message.push_str(&format!("\n  hint: {hint}"));
+        }
+        for d in rest {
+            first.message.push('\n');
+            first.message.push_str(&d.to_string());
+        }
+        Some(first)
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -269,6 +289,19 @@ fn parse_unknown_field(msg: &str) -> Option<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn combined_diagnostics_show_every_one_with_its_place() {
+        assert_eq!(Diagnostic::combine(Vec::new()), None);
+        let a = Diagnostic::new(Path::new("inv.yml"), 3, 5, "first").with_hint("do this");
+        let b = Diagnostic::new(Path::new("inv.yml"), 9, 3, "second");
+        assert_eq!(Diagnostic::combine(vec![a.clone()]), Some(a.clone()));
+        let both = Diagnostic::combine(vec![a, b]).map(|d| d.to_string());
+        assert_eq!(
+            both.as_deref(),
+            Some("inv.yml:3:5: first\n  hint: do this\ninv.yml:9:3: second")
+        );
+    }
 
     #[test]
     fn parses_serde_unknown_field_message() {

@@ -187,6 +187,11 @@ mod tests {
                 port: 22,
                 user: "deploy".into(),
                 vars: Default::default(),
+                hostname: None,
+                address_at: (0, 0),
+                port_set: false,
+                user_set: false,
+                identity_file: None,
             },
             roles: vec![DesiredRole {
                 release: None,

@@ -8,6 +8,7 @@
 //! public (the CLI, the commands, and the offline input stages).
 
 mod apply;
+mod backup;
 pub mod cli;
 pub mod cmd;
 mod desired;
@@ -18,6 +19,7 @@ mod gather;
 pub mod inventory;
 mod monitoring;
 mod ordered_map;
+mod pattern;
 mod pki;
 mod plan;
 mod plan_file;
@@ -30,5 +32,6 @@ mod rollout;
 mod secrets;
 mod shell;
 mod suggest;
+mod timings;
 mod trace;
 mod transport;

@@ -431,7 +431,7 @@ fn plan_role(
                 .get(&svc.name)
                 .is_some_and(|s| s.active == "active")
         });
-    let paths = paths::path_changes(role, facts);
+    let paths = paths::path_changes(role, facts, fresh);
     let changed = Changed {
         files: &files,
         certs: &certificates,
@@ -848,6 +848,11 @@ mod tests {
                 port: 22,
                 user: "deploy".into(),
                 vars: Default::default(),
+                hostname: None,
+                address_at: (0, 0),
+                port_set: false,
+                user_set: false,
+                identity_file: None,
             },
             roles: vec![DesiredRole {
                 release: None,

@@ -71,6 +71,10 @@ pub struct Selection {
     pub root: Option<String>,
     pub limit: Vec<String>,
     pub tier: Vec<String>,
+    /// `--role`, `--skip-role` and `--var`, as given.
+    pub roles: Vec<String>,
+    pub skip_roles: Vec<String>,
+    pub vars: Vec<String>,
 }
 
 /// What an input is.

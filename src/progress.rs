@@ -5,11 +5,12 @@
 //! [`crate::report`].
 
 use crate::report::{Outcome, outcome_word};
+use crate::timings::{HostTimings, Timings};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -17,6 +18,37 @@ pub enum Format {
     Json,
     /// `plan` only: one Markdown document (a pull-request comment) at the end.
     Markdown,
+}
+
+/// `--color`: colours and spinners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Color {
+    /// On a terminal (stderr), unless `NO_COLOR` is set (to anything but empty).
+    #[default]
+    Auto,
+    /// Coloured diffs even in a file or pipe (spinners still only on a terminal).
+    Always,
+    /// Never: plain lines, no escape codes.
+    Never,
+}
+
+/// The `--color` of this run (set once by `cmd::run`; `auto` until then).
+static COLOR: std::sync::OnceLock<Color> = std::sync::OnceLock::new();
+
+/// Sets `--color` for every [`Reporter`] of the run.
+pub fn set_color(c: Color) {
+    let _ = COLOR.set(c);
+}
+
+impl Color {
+    /// Whether to colour, given whether stderr is a terminal and `NO_COLOR`'s value.
+    pub fn colors(self, terminal: bool, no_color: Option<&str>) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => terminal && no_color.is_none_or(str::is_empty),
+        }
+    }
 }
 
 /// How output is shown.
@@ -34,31 +66,56 @@ enum Mode {
 
 pub struct Reporter {
     mode: Mode,
+    colors: bool,
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    /// Every step's duration, per host and role (`--timings`, the JSON recap).
+    timings: Timings,
 }
 
 impl Reporter {
+    /// With the run's `--color` (`auto` when none was set).
     pub fn new(format: Format) -> Reporter {
+        Reporter::with_color(format, COLOR.get().copied().unwrap_or_default())
+    }
+
+    /// Spinners on a terminal when colours are on; plain lines otherwise; nothing for JSON.
+    pub fn with_color(format: Format, color: Color) -> Reporter {
+        let terminal = std::io::stderr().is_terminal();
+        let no_color = std::env::var("NO_COLOR").ok();
+        let colors = format == Format::Text && color.colors(terminal, no_color.as_deref());
         let mode = match format {
             Format::Json => Mode::Json,
             Format::Markdown => Mode::Markdown,
-            Format::Text
-                if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() =>
-            {
-                Mode::Tty
-            }
+            Format::Text if colors && terminal => Mode::Tty,
             Format::Text => Mode::Plain,
         };
         Reporter {
             mode,
+            colors,
             multi: (mode == Mode::Tty).then(MultiProgress::new),
             bars: Mutex::new(HashMap::new()),
+            timings: Timings::default(),
         }
     }
 
     pub fn colors(&self) -> bool {
-        self.mode == Mode::Tty
+        self.colors
+    }
+
+    /// From now on `host`'s steps belong to `role` (`None`: to no role).
+    pub fn role(&self, host: &str, role: Option<&str>) {
+        self.timings.role_at(host, role, Instant::now());
+    }
+
+    /// `host`'s step in progress ends; nothing runs on it until its next step.
+    pub fn idle(&self, host: &str) {
+        self.timings.finish_at(host, Instant::now());
+    }
+
+    /// How long `host`'s roles and steps took so far.
+    pub fn timings(&self, host: &str) -> HostTimings {
+        self.timings.of(host)
     }
 
     pub fn is_json(&self) -> bool {
@@ -73,6 +130,7 @@ impl Reporter {
 
     /// A step in progress on a host.
     pub fn step(&self, host: &str, msg: &str) {
+        self.timings.step_at(host, msg, Instant::now());
         match self.mode {
             Mode::Json => {}
             Mode::Plain | Mode::Markdown => eprintln!("[{host}] {msg}"),
@@ -98,6 +156,7 @@ impl Reporter {
 
     /// A host is finished: its spinner stops with the outcome.
     pub fn done(&self, host: &str, outcome: &Outcome) {
+        self.timings.finish_at(host, Instant::now());
         let word = outcome_word(outcome);
         match self.mode {
             Mode::Json => {}
@@ -145,6 +204,30 @@ impl Reporter {
         }
         if let Some(m) = &self.multi {
             let _ = m.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn color_auto_follows_the_terminal_and_no_color() {
+        let rows = [
+            (Color::Auto, true, None, true),
+            (Color::Auto, true, Some("1"), false),
+            (Color::Auto, true, Some(""), true),
+            (Color::Auto, false, None, false),
+            (Color::Always, false, Some("1"), true),
+            (Color::Never, true, None, false),
+        ];
+        for (c, terminal, no_color, want) in rows {
+            assert_eq!(
+                c.colors(terminal, no_color),
+                want,
+                "{c:?} {terminal} {no_color:?}"
+            );
         }
     }
 }

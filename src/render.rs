@@ -137,7 +137,11 @@ impl Project {
                 Diagnostic::new(&inv.path, 0, 0, format!("unknown role `{role_name}`"))
             })?;
             claim_dests(&mut owners, role, host)?;
-            let vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
+            let mut vars = merge_vars(&role.defaults, &inv.vars, &tier.vars, &host.vars);
+            // `--var KEY=VALUE`: above every other layer.
+            for (k, v) in &inv.cli_vars {
+                vars.insert(k.clone(), v.clone());
+            }
             check_identifiers(inv, host, role, &vars)?;
             let ctx = tera_context(inv, host, vars, secrets)?;
             let rctx = RenderCtx {
@@ -223,6 +227,7 @@ fn check_identifiers(
             host.name
         );
         let d = match inv.var_at.of(host, name) {
+            _ if inv.cli_vars.contains_key(name) => Diagnostic::new(Path::new("--var"), 0, 0, msg),
             Some(at) => Diagnostic::at(&inv.path, at, msg),
             None => Diagnostic::new(&role.dir.join("role.yml"), 0, 0, msg),
         };
@@ -569,12 +574,14 @@ fn merge_vars(
 
 /// A host as templates see it. `roles` are its tier's roles, in order: templates derive
 /// from them what runs where (which exporters Prometheus scrapes, which ports a firewall
-/// opens to the monitoring hosts).
+/// opens to the monitoring hosts). `address` is always an IP address (a name written in
+/// the inventory is resolved once per run); `hostname` is that name, or none.
 fn host_json(inv: &Inventory, h: &Host) -> Value {
     let roles = inv.tier(&h.tier).map_or(&[][..], |t| t.roles.as_slice());
     json!({
         "name": h.name,
         "address": h.address.to_string(),
+        "hostname": h.hostname,
         "tier": h.tier,
         "roles": roles,
         "ssh_port": h.port,
@@ -1132,6 +1139,23 @@ hosts:
         crate::inventory::parse(Path::new("inv.yml"), INVENTORY, &roles).expect("valid")
     }
 
+    /// A host written as a name: templates see its resolved IP as `address` and the name
+    /// as `hostname`.
+    #[test]
+    fn a_host_written_as_a_name_shows_its_ip_as_address_and_the_name_as_hostname() {
+        let mut inv = inventory();
+        inv.hosts[1].hostname = Some("web1.example.org".into());
+        let vars = merge_vars(&Map::new(), &inv.vars, &Map::new(), &Map::new());
+        let ctx = context(&inv, &inv.hosts[1], vars, &BTreeMap::new());
+        assert_eq!(ctx["host"]["address"], json!("10.0.0.21"));
+        assert_eq!(ctx["host"]["hostname"], json!("web1.example.org"));
+        assert_eq!(
+            ctx["tiers"]["web"][0]["hostname"],
+            json!("web1.example.org")
+        );
+        assert_eq!(ctx["hosts"][2]["hostname"], json!(null));
+    }
+
     #[test]
     fn context_has_the_built_in_names_and_they_win_over_vars() {
         let inv = inventory();
@@ -1146,7 +1170,7 @@ hosts:
         assert_eq!(ctx["secrets"], json!({"pw": "s"}));
         assert_eq!(
             ctx["host"],
-            json!({"name": "web1", "address": "10.0.0.21", "tier": "web", "roles": ["nginx"], "ssh_port": 2222, "vars": {}})
+            json!({"name": "web1", "address": "10.0.0.21", "hostname": null, "tier": "web", "roles": ["nginx"], "ssh_port": 2222, "vars": {}})
         );
         let names = |v: &Value| -> Vec<String> {
             v.as_array()

@@ -899,6 +899,7 @@ mod tests {
             vip,
             rolling,
             drain: None,
+            identity_file: None,
         };
         let tiers = [
             tier("mon", false, Rolling::All),

@@ -1,8 +1,11 @@
-//! Secret values: read from the environment or from files outside the inventory, and
-//! masked out of everything the tool prints or writes locally.
+//! Secret values: read from the environment, from files outside the inventory, or from
+//! what a command prints (`sops`, `pass`, `op`, `vault`: `command.rs`), and masked out of
+//! everything the tool prints or writes locally.
+
+mod command;
 
 use crate::diag::Diagnostic;
-use crate::inventory::{Inventory, SecretSource};
+use crate::inventory::{Inventory, SecretSource, SecretSpec};
 use std::collections::BTreeMap;
 
 /// What replaces a secret in any output.
@@ -27,7 +30,8 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Reads every secret the inventory declares.
+    /// Reads every secret the inventory declares (the commands at once). Every secret that
+    /// cannot be read is reported, in one error.
     pub fn load(inv: &Inventory) -> Result<Secrets, Diagnostic> {
         Self::load_with(inv, |name| std::env::var(name).ok())
     }
@@ -35,45 +39,50 @@ impl Secrets {
     /// As [`Secrets::load`], with the environment given as a function (for tests).
     fn load_with(
         inv: &Inventory,
-        env: impl Fn(&str) -> Option<String>,
+        env: impl Fn(&str) -> Option<String> + Sync,
     ) -> Result<Secrets, Diagnostic> {
+        let read: Vec<Result<String, Diagnostic>> = std::thread::scope(|scope| {
+            let running: Vec<_> = inv
+                .secrets
+                .iter()
+                .map(|spec| {
+                    let env = &env;
+                    scope.spawn(move || read_one(inv, spec, env))
+                })
+                .collect();
+            running
+                .into_iter()
+                .zip(&inv.secrets)
+                .map(|(r, spec)| {
+                    r.join().unwrap_or_else(|_| {
+                        Err(Diagnostic::new(
+                            &inv.path,
+                            spec.line,
+                            spec.column,
+                            format!("secret `{}`: reading it failed", spec.name),
+                        ))
+                    })
+                })
+                .collect()
+        });
         let mut values = BTreeMap::new();
-        for spec in &inv.secrets {
-            let d = |msg: String, hint: String| {
-                Diagnostic::new(&inv.path, spec.line, spec.column, msg).with_hint(hint)
-            };
-            let raw = match &spec.source {
-                SecretSource::Env(var) => env(var).ok_or_else(|| {
-                    d(
-                        format!("secret `{}`: environment variable {var} is not set", spec.name),
-                        format!("export {var}=... before running, or point the secret at a file"),
-                    )
-                })?,
-                SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                    d(
-                        format!("secret `{}`: cannot read {}: {e}", spec.name, path.display()),
-                        "create the file (mode 0600) or point the secret at an environment variable".to_string(),
-                    )
-                })?,
-            };
-            // Files conventionally end with a newline; a one-line secret should not.
-            let value = if raw.trim_end().contains('\n') {
-                raw
-            } else {
-                raw.trim_end_matches(['\n', '\r']).to_string()
-            };
-            if value.trim().len() < MIN_SECRET_LEN {
-                return Err(d(
-                    format!(
-                        "secret `{}` is shorter than {MIN_SECRET_LEN} characters",
-                        spec.name
-                    ),
-                    "use a longer random value (e.g. `openssl rand -hex 16`)".to_string(),
-                ));
+        let mut errors = Vec::new();
+        for (spec, r) in inv.secrets.iter().zip(read) {
+            match r {
+                Ok(v) => {
+                    values.insert(spec.name.clone(), v);
+                }
+                Err(d) => errors.push(d),
             }
-            values.insert(spec.name.clone(), value);
         }
-        Ok(Secrets { values })
+        let loaded = Secrets { values };
+        if let Some(d) = Diagnostic::combine(errors) {
+            // A command's stderr may hold another secret's value.
+            let mut d = d;
+            d.message = loaded.mask(&d.message);
+            return Err(d);
+        }
+        Ok(loaded)
     }
 
     /// Secrets from literal values (tests).
@@ -171,6 +180,76 @@ impl Secrets {
     }
 }
 
+/// One secret's value, or why it cannot be read.
+fn read_one(
+    inv: &Inventory,
+    spec: &SecretSpec,
+    env: &(impl Fn(&str) -> Option<String> + Sync),
+) -> Result<String, Diagnostic> {
+    let d = |msg: String, hint: String| {
+        Diagnostic::new(&inv.path, spec.line, spec.column, msg).with_hint(hint)
+    };
+    let raw = match &spec.source {
+        SecretSource::Env(var) => env(var).ok_or_else(|| {
+            d(
+                format!(
+                    "secret `{}`: environment variable {var} is not set",
+                    spec.name
+                ),
+                format!("export {var}=... before running, or point the secret at a file"),
+            )
+        })?,
+        SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+            d(
+                format!(
+                    "secret `{}`: cannot read {}: {e}",
+                    spec.name,
+                    path.display()
+                ),
+                "create the file (mode 0600) or point the secret at an environment variable"
+                    .to_string(),
+            )
+        })?,
+        SecretSource::Command { argv, timeout, dir } => {
+            let value = command::run(argv, dir, *timeout, command::MAX_OUTPUT).map_err(|e| {
+                d(
+                    format!("secret `{}`: {e}", spec.name),
+                    "run the command by hand to see why; it must print the secret on stdout and exit 0"
+                        .to_string(),
+                )
+            })?;
+            // A program prints its value with one final newline; only that one goes.
+            let value = value
+                .strip_suffix("\r\n")
+                .or_else(|| value.strip_suffix('\n'))
+                .unwrap_or(&value)
+                .to_string();
+            return check_length(spec, value).map_err(|(m, h)| d(m, h));
+        }
+    };
+    // Files conventionally end with a newline; a one-line secret should not.
+    let value = if raw.trim_end().contains('\n') {
+        raw
+    } else {
+        raw.trim_end_matches(['\n', '\r']).to_string()
+    };
+    check_length(spec, value).map_err(|(m, h)| d(m, h))
+}
+
+/// A value long enough to be masked wherever it appears.
+fn check_length(spec: &SecretSpec, value: String) -> Result<String, (String, String)> {
+    if value.trim().len() < MIN_SECRET_LEN {
+        return Err((
+            format!(
+                "secret `{}` is shorter than {MIN_SECRET_LEN} characters",
+                spec.name
+            ),
+            "use a longer random value (e.g. `openssl rand -hex 16`)".to_string(),
+        ));
+    }
+    Ok(value)
+}
+
 /// The diff marker a line starts with (`+`, `-` or a space), if any.
 fn diff_marker(line: &str) -> Option<&'static str> {
     ["+", "-", " "].into_iter().find(|m| line.starts_with(m))
@@ -195,6 +274,72 @@ mod tests {
         );
         assert!(s.appears_in("..hunter2hunter2.."));
         assert!(!s.appears_in("nothing here"));
+    }
+
+    fn inventory(secrets: &str) -> Inventory {
+        let text = format!(
+            "domain: www.example.test\ntiers:\n  web:\n    roles: [web]\nhosts:\n  web1: {{address: 192.0.2.1, tier: web}}\nsecrets:\n{secrets}"
+        );
+        crate::inventory::parse(std::path::Path::new("inv.yml"), &text, &["web".to_string()])
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn load(secrets: &str) -> Result<Secrets, String> {
+        Secrets::load_with(&inventory(secrets), |name| {
+            (name == "SET").then(|| "from-the-env-1".to_string())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_missing_secret_is_reported_at_once_with_its_line() {
+        let e = load(
+            "  a: {env: SET}\n  b: {env: UNSET_ONE}\n  c: {file: /nonexistent/pw}\n  d: {command: [sh, -c, 'echo no vault >&2; exit 2']}\n",
+        )
+        .expect_err("three missing");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(
+            lines[0], "inv.yml:9:3: secret `b`: environment variable UNSET_ONE is not set",
+            "{e}"
+        );
+        assert!(lines[1].starts_with("  hint: export UNSET_ONE"), "{e}");
+        assert!(
+            lines[2].starts_with("inv.yml:10:3: secret `c`: cannot read /nonexistent/pw"),
+            "{e}"
+        );
+        assert!(e.contains("inv.yml:11:3: secret `d`: `sh -c 'echo no vault >&2; exit 2'` failed (exit 2): no vault"), "{e}");
+        assert!(!e.contains("secret `a`"), "{e}");
+    }
+
+    #[test]
+    fn a_command_prints_the_value_and_one_final_newline_is_dropped() {
+        let s = load(
+            "  one: {command: [printf, 'line-secret\\n']}\n  two: {command: [printf, 'multi\\nline\\n\\n']}\n  set: {env: SET}\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.values()["one"], "line-secret");
+        assert_eq!(s.values()["two"], "multi\nline\n");
+        assert_eq!(s.values()["set"], "from-the-env-1");
+    }
+
+    #[test]
+    fn a_command_that_overstays_fails_its_secret_in_time() {
+        let started = std::time::Instant::now();
+        let e = load("  slow: {command: [sleep, '30'], timeout: 0.5}\n").expect_err("timeout");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(
+            e.contains("secret `slow`: `sleep 30` did not finish within 0.5 s and was stopped"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_short_value_from_a_command_is_refused() {
+        let e = load("  tiny: {command: [printf, 'abc\\n']}\n").expect_err("short");
+        assert!(
+            e.contains("secret `tiny` is shorter than 6 characters"),
+            "{e}"
+        );
     }
 
     #[test]

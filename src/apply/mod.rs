@@ -120,7 +120,10 @@ async fn apply_roles<'p, T: Transport>(
             )));
         }
         *in_flight = Some(role.role.as_str());
-        apply_role(r, plan.init, role).await?;
+        r.reporter.role(r.host, Some(&role.role));
+        let done = apply_role(r, plan.init, role).await;
+        r.reporter.role(r.host, None);
+        done?;
         applied.push(role.role.clone());
     }
     *in_flight = None;
@@ -826,6 +829,50 @@ mod tests {
             f.message
         );
         assert!(!std::path::Path::new(&dest).exists());
+        // The failed step is timed, in its role.
+        let t = quiet.reporter.timings("h");
+        let validating = t.steps.iter().find(|s| s.step.starts_with("validating"));
+        assert_eq!(
+            validating.and_then(|s| s.role.as_deref()),
+            Some("site"),
+            "{t:?}"
+        );
+        assert!(validating.is_some_and(|s| s.seconds >= 1.5), "{t:?}");
+    }
+
+    /// `--timings`: an apply's steps are recorded in their role, in order; the role's time
+    /// is the sum of its steps.
+    #[tokio::test]
+    async fn an_applys_steps_are_timed_in_their_role() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("site.conf").to_string_lossy().into_owned();
+        let (quiet, local) = (Quiet::new(), Local::default());
+        let r = quiet.remote(&local, Limits::default(), None);
+        let o = apply_host(&r, &plan_creating(&dest, "true")).await;
+        assert!(matches!(o, Outcome::Changed(_)), "{o:?}");
+        let t = quiet.reporter.timings("h");
+        let steps: Vec<(Option<&str>, &str)> = t
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    s.role.as_deref(),
+                    s.step.split(' ').next().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert!(steps.contains(&(Some("site"), "uploading")), "{steps:?}");
+        assert!(steps.contains(&(Some("site"), "validating")), "{steps:?}");
+        assert!(steps.contains(&(Some("site"), "swapping")), "{steps:?}");
+        assert_eq!(t.roles.len(), 1, "{t:?}");
+        assert_eq!(t.roles[0].role, "site");
+        let sum: f64 = t
+            .steps
+            .iter()
+            .filter(|s| s.role.is_some())
+            .map(|s| s.seconds)
+            .sum();
+        assert!((t.roles[0].seconds - sum).abs() < 1e-9, "{t:?}");
     }
 }
 
@@ -869,6 +916,11 @@ mod lock_tests {
                 port: 22,
                 user: "u".into(),
                 vars: Default::default(),
+                hostname: None,
+                address_at: (0, 0),
+                port_set: false,
+                user_set: false,
+                identity_file: None,
             },
             roles: vec![crate::desired::DesiredRole {
                 release: None,

@@ -409,6 +409,11 @@ mod tests {
                 port: 22,
                 user: "u".into(),
                 vars: Default::default(),
+                hostname: None,
+                address_at: (0, 0),
+                port_set: false,
+                user_set: false,
+                identity_file: None,
             },
             roles: vec![DesiredRole {
                 name: "site".into(),

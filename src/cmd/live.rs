@@ -9,9 +9,10 @@
 //! that changed, refusing before any change otherwise.
 
 use super::interrupt::{INTERRUPTED, watch_ctrl_c};
+use super::reach::{Routes, check_identities};
 use super::{
     EXIT_CHANGES, EXIT_FAIL, EXIT_OK, Loaded, attach_releases, close_sessions, load, load_ca,
-    render_all, select, ssh_options,
+    render_all, select,
 };
 use crate::apply::HostLock;
 use crate::cli::{ApplyArgs, Live, PlanArgs};
@@ -28,7 +29,8 @@ use crate::report::{
 };
 use crate::rollout::{self, Context, HostRun, Peer, Rules};
 use crate::secrets::Secrets;
-use crate::transport::{self, SshError, SshSession};
+use crate::timings::timings_text;
+use crate::transport::{self, SshError, SshOptions, SshSession};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -74,10 +76,17 @@ pub(super) async fn apply(a: &ApplyArgs) -> anyhow::Result<i32> {
         return live(&a.live, Mode::Apply, None, extra).await;
     };
     let c = &a.live.common;
-    if !c.limit.is_empty() || !c.tier.is_empty() || c.root.is_some() {
+    if !c.limit.is_empty()
+        || !c.tier.is_empty()
+        || c.root.is_some()
+        || !c.roles.is_empty()
+        || !c.skip_roles.is_empty()
+        || !c.var.is_empty()
+    {
         anyhow::bail!(
-            "{}: a saved plan fixes its hosts and project: --limit, --tier and --root cannot be \
-             given with it (plan again with them: `foobar-provision plan INVENTORY --limit ... --out FILE`)",
+            "{}: a saved plan fixes its hosts, roles, vars and project: --limit, --tier, \
+             --role, --skip-role, --var and --root cannot be given with it (plan again with \
+             them: `foobar-provision plan INVENTORY --limit ... --out FILE`)",
             given.display()
         );
     }
@@ -96,6 +105,9 @@ pub(super) async fn apply(a: &ApplyArgs) -> anyhow::Result<i32> {
     opts.common.root = s.root.as_ref().map(PathBuf::from);
     opts.common.limit = s.limit.clone();
     opts.common.tier = s.tier.clone();
+    opts.common.roles = s.roles.clone();
+    opts.common.skip_roles = s.skip_roles.clone();
+    opts.common.var = s.vars.clone();
     let extra = Extra {
         command: "apply",
         saved: Some((given.clone(), saved)),
@@ -161,6 +173,7 @@ pub(super) async fn live(
     let l = load(c)?;
     let hosts = select(&l, c)?;
     let secrets = Secrets::load(&l.inv)?;
+    check_identities(&l.inv, &l.routes, &hosts)?;
     if let Some(path) = &opts.trace {
         crate::trace::start(path, &secrets)
             .map_err(|e| anyhow::anyhow!("--trace {}: {e}", path.display()))?;
@@ -178,7 +191,7 @@ pub(super) async fn live(
     };
     let key = Key::new(&salt, &secrets)
         .ok_or_else(|| anyhow::anyhow!("the saved plan's salt is not hex: plan again"))?;
-    let mut record = record(c, &l, &desired, salt, &key)?;
+    let mut record = record(c, &l, &desired, (salt, &key, &secrets))?;
     if let Some((path, saved)) = &extra.saved {
         refuse_if_stale(path, &plan_file::stale_inputs(saved, &record))?;
     }
@@ -203,6 +216,7 @@ pub(super) async fn live(
     let lock = HostLock::for_this_run();
     let (mut runs, mut bases) = connect_all(
         &l.inv,
+        &l.routes,
         desired,
         (&secrets, certs.as_ref(), &key),
         &reporter,
@@ -232,6 +246,9 @@ pub(super) async fn live(
 
     // 3. Show the plans, and ask before applying them.
     reporter.clear();
+    if let Some(header) = super::vars::header(&l.inv.cli_vars) {
+        reporter.line(&secrets.mask(&header));
+    }
     if !reporter.is_document() {
         for plan in runs.iter().filter_map(|r| r.plan.as_ref()) {
             reporter.line(&secrets.mask(&plan_text(plan, reporter.colors())));
@@ -249,7 +266,7 @@ pub(super) async fn live(
     // 4. Apply exactly those plans, or say what they would change.
     match mode {
         Mode::Apply => {
-            let peers = connect_balancers(&l.inv, &runs, &rules, &reporter).await;
+            let peers = connect_balancers(&l.inv, &l.routes, &runs, &rules, &reporter).await;
             let cx = Context {
                 sudo: l.inv.ssh.sudo,
                 secrets: &secrets,
@@ -279,7 +296,13 @@ pub(super) async fn live(
     if notes.iter().any(Result::is_err) {
         code = EXIT_FAIL;
     }
-    print_recap(&runs, mode, code, total, &reporter, &secrets)?;
+    let shown = Shown {
+        reporter: &reporter,
+        secrets: &secrets,
+        timings: opts.timings,
+        vars: &l.inv.cli_vars,
+    };
+    print_recap(&runs, mode, code, total, &shown)?;
     for note in notes {
         match note {
             Ok(said) => eprintln!("{said}"),
@@ -295,8 +318,7 @@ fn record(
     c: &crate::cli::Common,
     l: &Loaded,
     desired: &[DesiredHost],
-    salt: String,
-    key: &Key,
+    (salt, key, secrets): (String, &Key, &Secrets),
 ) -> anyhow::Result<PlanFile> {
     let mut inputs = Vec::new();
     let hash_of = |path: &Path| -> anyhow::Result<String> {
@@ -353,6 +375,11 @@ fn record(
             root: c.root.as_ref().map(|r| r.to_string_lossy().into_owned()),
             limit: c.limit.clone(),
             tier: c.tier.clone(),
+            roles: c.roles.clone(),
+            skip_roles: c.skip_roles.clone(),
+            // A secret's value given as a var (unlikely) is not written: masked, the
+            // plan made from it is stale.
+            vars: c.var.iter().map(|v| secrets.mask(v)).collect(),
         },
         secrets: key.secrets_digest(),
         salt,
@@ -581,9 +608,11 @@ fn write_reports<T>(
 }
 
 /// Connects to every host and plans it, at most `forks` at once.
-/// Also returns, by host, what each planned host's plan rests on (for a saved plan).
+/// Connects to every host and plans it, at most `forks` at once; also returns, by host,
+/// what each planned host's plan rests on (for a saved plan).
 async fn connect_all(
     inv: &Inventory,
+    routes: &Routes,
     desired: Vec<DesiredHost>,
     (secrets, certs, key): (&Secrets, Option<&CertCheck<'_>>, &Key),
     reporter: &Reporter,
@@ -594,7 +623,8 @@ async fn connect_all(
     let forks = &forks;
     let done = futures::future::join_all(desired.into_iter().map(|d| async move {
         let _permit = forks.acquire().await.ok();
-        connect_and_plan(inv, d, (secrets, certs, key), reporter, lock).await
+        let route = routes.by_host.get(&d.host.name);
+        connect_and_plan(inv, route, d, (secrets, certs, key), reporter, lock).await
     }))
     .await;
     let mut bases = BTreeMap::new();
@@ -613,6 +643,7 @@ async fn connect_all(
 /// One host: connect, read, plan. Whatever fails becomes the host's outcome.
 async fn connect_and_plan(
     inv: &Inventory,
+    route: Option<&SshOptions>,
     d: DesiredHost,
     (secrets, certs, key): (&Secrets, Option<&CertCheck<'_>>, &Key),
     reporter: &Reporter,
@@ -622,7 +653,11 @@ async fn connect_and_plan(
     let name = d.host.name.clone();
     let mut run = HostRun::new(&name, &d.host.tier);
     reporter.step(&name, "connecting");
-    let outcome = match transport::connect(&ssh_options(inv, &d.host)).await {
+    let connected = match route {
+        Some(o) => transport::connect(o).await,
+        None => Err(SshError::NoAuthMethod { host: name.clone() }),
+    };
+    let outcome = match connected {
         Err(e) => Err(Outcome::unreachable(
             connect_error_kind(&e),
             secrets.mask(&e.to_string()),
@@ -656,6 +691,8 @@ async fn connect_and_plan(
             run.vips_held = p.vips_held;
             run.round_trips = p.round_trips;
             reporter.step(&name, "planned");
+            // Waiting for its turn in the rollout is no step of its own.
+            reporter.idle(&name);
         }
         Err(o) => {
             reporter.done(&name, &o);
@@ -671,6 +708,7 @@ async fn connect_and_plan(
 /// reached is said and left out (a dead balancer sends no traffic to drain).
 async fn connect_balancers(
     inv: &Inventory,
+    routes: &Routes,
     runs: &[HostRun<SshSession>],
     rules: &Rules,
     reporter: &Reporter,
@@ -691,7 +729,13 @@ async fn connect_balancers(
         }
     }
     let connects = wanted.into_iter().map(|h| async move {
-        match transport::connect(&ssh_options(inv, h)).await {
+        let connected = match routes.by_host.get(&h.name) {
+            Some(o) => transport::connect(o).await,
+            None => Err(SshError::NoAuthMethod {
+                host: h.name.clone(),
+            }),
+        };
+        match connected {
             Ok(s) => Some(Peer {
                 name: h.name.clone(),
                 tier: h.tier.clone(),
@@ -787,7 +831,7 @@ fn exit_code<T>(runs: &[HostRun<T>], mode: Mode, interrupted: bool) -> i32 {
     }
 }
 
-/// Each host's end, for the recap and the reports.
+/// Each host's end, for the reports (no timings: they are in the recap).
 fn host_ends<T>(runs: &[HostRun<T>]) -> Vec<HostEnd<'_>> {
     runs.iter()
         .map(|r| HostEnd {
@@ -796,29 +840,62 @@ fn host_ends<T>(runs: &[HostRun<T>]) -> Vec<HostEnd<'_>> {
             outcome: r.outcome.as_ref(),
             elapsed: r.elapsed,
             round_trips: r.round_trips,
+            timings: None,
         })
         .collect()
 }
 
-/// The recap: the JSON document under `--format json`, the Markdown document under
-/// `--format markdown`, else the text recap. Masked.
+/// What the end of a run prints with.
+struct Shown<'a> {
+    reporter: &'a Reporter,
+    secrets: &'a Secrets,
+    /// `--timings`: the text recap is followed by the timings.
+    timings: bool,
+    /// `--var`, repeated in the JSON document.
+    vars: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// The recap: the JSON document under `--format json` (with every host's timings), else
+/// the text recap (and, with `--timings`, the roles' and slowest steps' times). Masked.
 fn print_recap<T>(
     runs: &[HostRun<T>],
     mode: Mode,
     code: i32,
     total: Duration,
-    reporter: &Reporter,
-    secrets: &Secrets,
+    shown: &Shown,
 ) -> anyhow::Result<()> {
-    let ends = host_ends(runs);
-    let plans: Vec<_> = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
+    let (reporter, secrets) = (shown.reporter, shown.secrets);
+    let timings: Vec<_> = runs.iter().map(|r| reporter.timings(&r.name)).collect();
+    let ends: Vec<HostEnd> = runs
+        .iter()
+        .zip(&timings)
+        .map(|(r, t)| HostEnd {
+            host: &r.name,
+            tier: &r.tier,
+            outcome: r.outcome.as_ref(),
+            elapsed: r.elapsed,
+            round_trips: r.round_trips,
+            timings: Some(t),
+        })
+        .collect();
     if reporter.is_json() {
-        let doc = Recap::new(mode, plans, &ends, code, total);
+        let plans = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
+        let mut doc = Recap::new(mode, plans, &ends, code, total);
+        doc.vars = shown.vars.clone();
         println!("{}", doc.to_json_masked(secrets)?);
     } else if reporter.is_document() {
+        let plans: Vec<_> = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
         print!("{}", markdown(mode, &ends, &plans, secrets));
     } else {
         reporter.line(&secrets.mask(&recap_text(&ends, mode, total)));
+        if shown.timings {
+            let per_host: Vec<(&str, &_)> = runs
+                .iter()
+                .zip(&timings)
+                .map(|(r, t)| (r.name.as_str(), t))
+                .collect();
+            reporter.line(&secrets.mask(&timings_text(&per_host)));
+        }
     }
     Ok(())
 }
@@ -852,6 +929,9 @@ mod tests {
             tier: vec![],
             format: Format::Text,
             root: None,
+            roles: vec![],
+            skip_roles: vec![],
+            var: vec![],
         };
         let apply = no_terminal("apply", &c);
         assert!(

@@ -7,14 +7,19 @@
 //! carries them to here.
 
 mod check;
+mod db;
 mod hosts;
 mod interrupt;
 mod live;
+mod reach;
 mod render;
+mod roles;
+mod shell_help;
 mod status;
 mod trust;
+mod vars;
 
-use crate::cli::{Cli, Command, Common};
+use crate::cli::{Cli, Command, Common, DbCommand};
 use crate::desired::DesiredHost;
 use crate::diag::Diagnostic;
 use crate::inventory::{self, Host, Inventory};
@@ -22,7 +27,7 @@ use crate::pki::Ca;
 use crate::release::{Bundle, Target};
 use crate::render::{Project, find_root};
 use crate::secrets::Secrets;
-use crate::transport::{JumpHost, SshOptions};
+use crate::transport::SshOptions;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -37,6 +42,7 @@ pub const EXIT_ABORTED: i32 = 130;
 
 /// Runs the command; returns the process's exit code.
 pub async fn run(cli: Cli) -> i32 {
+    crate::progress::set_color(cli.color);
     if let Err(e) = markdown_only_for_plan(&cli.command) {
         eprintln!("error: {e:#}");
         return EXIT_FAIL;
@@ -58,6 +64,9 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Plan(p) => live::plan(&p).await,
         Command::Apply(a) => live::apply(&a).await,
         Command::Rollback(r) => live::rollback(&r).await,
+        Command::Db(d) => db::db(&d).await,
+        Command::Completions { shell } => shell_help::completions(shell),
+        Command::Man { out } => shell_help::man(out.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -80,6 +89,9 @@ fn markdown_only_for_plan(command: &Command) -> anyhow::Result<()> {
         Command::Trust { common, .. } => ("trust", common),
         Command::Apply(a) => ("apply", &a.live.common),
         Command::Rollback(r) => ("rollback", &r.live.common),
+        Command::Db(DbCommand::Backup(d) | DbCommand::List(d)) => ("db", &d.common),
+        Command::Db(DbCommand::Restore(r)) => ("db", &r.db.common),
+        Command::Completions { .. } | Command::Man { .. } => return Ok(()),
     };
     if common.format == crate::progress::Format::Markdown {
         anyhow::bail!(
@@ -121,14 +133,50 @@ fn workspace_relative(path: &std::path::Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Inventory + project, loaded and validated; no host touched.
+/// Inventory + project, loaded and validated, and how each host is reached (names
+/// resolved once, the SSH configuration applied); no host touched.
 struct Loaded {
     inv: Inventory,
     project: Project,
+    routes: reach::Routes,
+    /// `--role`/`--skip-role`: which roles run (`None`: every one).
+    role_filter: Option<roles::Filter>,
 }
 
-/// Loads the project (roles, templates) and the inventory.
-fn load(c: &Common) -> Result<Loaded, Diagnostic> {
+impl Loaded {
+    /// How to reach `h` (settled by [`load`]).
+    fn route(&self, h: &Host) -> anyhow::Result<SshOptions> {
+        self.routes
+            .by_host
+            .get(&h.name)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("host `{}`: no SSH settings (internal error)", h.name))
+    }
+}
+
+/// Loads the project and the inventory, applies the SSH configuration and resolves the
+/// hosts' names (once per run: templates see the addresses); `--var` is in the inventory.
+fn load(c: &Common) -> anyhow::Result<Loaded> {
+    let mut l = load_files(c)?;
+    l.inv.cli_vars = vars::parse_all(&c.var)?;
+    l.role_filter = roles::Filter::new(c);
+    let env = reach::Env::from_process();
+    let config = reach::load_config(&l.inv, &env)?;
+    l.routes = reach::settle(
+        &mut l.inv,
+        config.as_ref(),
+        &env,
+        &reach::SystemResolver,
+        &reach::RealExists,
+    )?;
+    for w in &l.routes.warnings {
+        eprintln!("{w}");
+    }
+    Ok(l)
+}
+
+/// Loads the project (roles, templates) and the inventory, as written.
+fn load_files(c: &Common) -> Result<Loaded, Diagnostic> {
     if !c.inventory.is_file() {
         return Err(
             Diagnostic::new(&c.inventory, 0, 0, "inventory file not found")
@@ -149,12 +197,41 @@ fn load(c: &Common) -> Result<Loaded, Diagnostic> {
     };
     let project = Project::load(&root)?;
     let inv = inventory::load(&c.inventory, &project.role_names())?;
-    Ok(Loaded { inv, project })
+    Ok(Loaded {
+        inv,
+        project,
+        routes: reach::Routes::default(),
+        role_filter: None,
+    })
 }
 
-/// The hosts `--limit` and `--tier` select.
+/// The hosts `--limit` and `--tier` select, less those `--role`/`--skip-role` leave with
+/// no role.
 fn select<'a>(l: &'a Loaded, c: &Common) -> anyhow::Result<Vec<&'a Host>> {
-    l.inv.select(&c.limit, &c.tier).map_err(anyhow::Error::msg)
+    let hosts = l
+        .inv
+        .select(&c.limit, &c.tier)
+        .map_err(anyhow::Error::msg)?;
+    roles::select(&l.inv, &l.project.role_names(), hosts, c)
+}
+
+/// Refuses the options that choose what runs for a command that runs nothing.
+fn refuse_run_options(c: &Common, command: &str) -> anyhow::Result<()> {
+    let given: Vec<&str> = [
+        (!c.roles.is_empty(), "--role"),
+        (!c.skip_roles.is_empty(), "--skip-role"),
+        (!c.var.is_empty(), "--var"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} has no effect on `{command}`: it chooses what check, render, plan, apply and rollback do",
+        given.join(", ")
+    )
 }
 
 /// Renders every selected host. With `reveal`, templates see the real secret values;
@@ -181,7 +258,13 @@ fn render_all(
                     d
                 })
         })
-        .collect()
+        .collect::<Result<Vec<DesiredHost>, Diagnostic>>()
+        .map(|mut desired| {
+            if let Some(keep) = &l.role_filter {
+                roles::keep(&mut desired, keep);
+            }
+            desired
+        })
 }
 
 /// Reads each tier's release source once, before any host is touched, and gives it to
@@ -251,7 +334,6 @@ fn secrets_placeholders(inv: &Inventory) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// How to reach a host, from the inventory's SSH settings.
 /// How long closing a session may take at the end of a command.
 const SESSION_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -262,22 +344,4 @@ async fn close_sessions(sessions: impl IntoIterator<Item = crate::transport::Ssh
         .into_iter()
         .map(|s| async move { tokio::time::timeout(SESSION_CLOSE_TIMEOUT, s.close()).await });
     futures::future::join_all(closing).await;
-}
-
-fn ssh_options(inv: &Inventory, h: &Host) -> SshOptions {
-    SshOptions {
-        host_name: h.name.clone(),
-        address: h.address.to_string(),
-        port: h.port,
-        user: h.user.clone(),
-        identity_file: inv.ssh.identity_file.clone(),
-        use_agent: inv.ssh.use_agent,
-        known_hosts: inv.ssh.known_hosts.clone(),
-        connect_timeout: inv.ssh.connect_timeout,
-        jump: inv.ssh.jump_host.as_ref().map(|j| JumpHost {
-            address: j.address.clone(),
-            port: j.port,
-            user: j.user.clone(),
-        }),
-    }
 }

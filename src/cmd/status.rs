@@ -5,7 +5,8 @@
 //! them per tier and host and names the tiers to reprovision. Exit 0 when every target is
 //! up and no alert fires, else 1.
 
-use super::{EXIT_FAIL, EXIT_OK, Loaded, close_sessions, load, select, ssh_options};
+use super::reach::check_identities;
+use super::{EXIT_FAIL, EXIT_OK, Loaded, close_sessions, load, refuse_run_options, select};
 use crate::apply::{exec_bounded, timed_out};
 use crate::cli::Common;
 use crate::inventory::Host;
@@ -25,6 +26,7 @@ const PROMETHEUS_PORT: u16 = 9090;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) async fn status(c: &Common) -> anyhow::Result<i32> {
+    refuse_run_options(c, "status")?;
     let l = load(c)?;
     let selected = select(&l, c)?;
     let apply = format!(
@@ -140,7 +142,8 @@ fn no_monitoring_tier(inventory: &str) -> String {
 
 /// One monitoring host's answers, over one SSH connection and one command.
 async fn ask(l: &Loaded, h: &Host) -> anyhow::Result<monitoring::Answers> {
-    let session = transport::connect(&ssh_options(&l.inv, h))
+    check_identities(&l.inv, &l.routes, &[h])?;
+    let session = transport::connect(&l.route(h)?)
         .await
         .with_context(|| format!("connecting to {} ({})", h.name, h.address))?;
     let script = monitoring::script(PROMETHEUS_PORT);

@@ -6,7 +6,8 @@
 //! the output says plainly that it was not verified and how to check it: scripts that
 //! trust freshly built hosts keep working, and nobody takes such a key for a checked one.
 
-use super::{EXIT_FAIL, EXIT_OK, load, select, ssh_options};
+use super::reach::check_identities;
+use super::{EXIT_FAIL, EXIT_OK, load, refuse_run_options, select};
 use crate::cli::Common;
 use crate::transport::{self, known_hosts};
 use russh::keys::PublicKey;
@@ -47,25 +48,30 @@ impl KeyCheck {
 }
 
 pub(super) async fn trust(c: &Common, fingerprint: Option<&str>) -> anyhow::Result<i32> {
+    refuse_run_options(c, "trust")?;
     let l = load(c)?;
+    let hosts = select(&l, c)?;
+    // Jump hosts authenticate: their keys are checked before any connection.
+    check_identities(&l.inv, &l.routes, &hosts)?;
     let check = match fingerprint {
         Some(fp) => KeyCheck::fingerprint(fp).map_err(anyhow::Error::msg)?,
         None if std::io::stdin().is_terminal() => KeyCheck::Ask,
         None => KeyCheck::Unverified,
     };
     let mut code = EXIT_OK;
-    for h in select(&l, c)? {
-        let addr = h.address.to_string();
-        // Directly or through the jump host; the key types known for the host first.
-        let scanned = transport::scan_host_key_via_jump(&ssh_options(&l.inv, h)).await;
+    for h in hosts {
+        let opts = l.route(h)?;
+        // Directly or through the jump hosts; the key types known for the host first.
+        // known_hosts names the host as OpenSSH does: its name (or IP), `[name]:port`.
+        let scanned = transport::scan_host_key_via_jump(&opts).await;
         let settled = scanned
             .map_err(|e| format!("{}: {e}", h.name))
             .and_then(|key| {
                 let target = Target {
                     name: &h.name,
-                    address: &addr,
-                    port: h.port,
-                    known_hosts: &l.inv.ssh.known_hosts,
+                    address: &opts.address,
+                    port: opts.port,
+                    known_hosts: &opts.known_hosts,
                 };
                 settle(&target, &key, &check, &mut ask_on_terminal)
             });

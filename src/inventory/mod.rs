@@ -15,6 +15,19 @@ mod validate;
 pub use select::SelectError;
 pub use validate::{RELEASE_ID_LEN, is_release_id, parse};
 
+/// Names templates see that the inventory and `--var` cannot set.
+pub const BUILT_IN_NAMES: [&str; 9] = [
+    "domain",
+    "vip",
+    "vips",
+    "pki",
+    "host",
+    "hosts",
+    "tiers",
+    "admin_networks",
+    "secrets",
+];
+
 use crate::diag::Diagnostic;
 use serde_json::{Map, Value};
 use serde_saphyr::Location;
@@ -46,6 +59,8 @@ pub struct Inventory {
     pub var_at: VarPlaces,
     /// The internal CA (`pki:`), when the inventory has one.
     pub pki: Option<Pki>,
+    /// `--var KEY=VALUE`: above every other var (set by the command, empty in the file).
+    pub cli_vars: Map<String, Value>,
 }
 
 /// `pki:`: which secrets hold the internal CA, and the certificates' lifetimes.
@@ -114,6 +129,33 @@ pub struct SshSettings {
     pub connect_timeout: Duration,
     pub jump_host: Option<JumpHostSettings>,
     pub sudo: bool,
+    /// The OpenSSH client configuration honoured (`ssh.config`).
+    pub config: SshConfigChoice,
+    /// Which settings the inventory gives itself: those win over the SSH configuration's.
+    pub set: SshSet,
+}
+
+/// `ssh.config`: which OpenSSH client configuration is honoured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshConfigChoice {
+    /// `~/.ssh/config` when it exists (the default).
+    Default,
+    /// This file (it must exist).
+    File(PathBuf),
+    /// `ssh.config: false`: none.
+    Ignore,
+}
+
+/// Which `ssh:` settings the inventory writes (the others are defaults, which the SSH
+/// configuration may replace).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SshSet {
+    pub user: bool,
+    pub port: bool,
+    pub use_agent: bool,
+    pub known_hosts: bool,
+    pub connect_timeout: bool,
+    pub sudo: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +163,19 @@ pub struct JumpHostSettings {
     pub address: String,
     pub port: u16,
     pub user: String,
+    /// Whether the inventory gives the port and the user (else the SSH configuration may).
+    pub port_set: bool,
+    pub user_set: bool,
+}
+
+/// A private key file the inventory names, and who uses it (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFile {
+    pub path: PathBuf,
+    /// `ssh.identity_file`, `tier `web``, `host `web1``.
+    pub set_by: String,
+    pub line: u64,
+    pub column: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +191,8 @@ pub struct Tier {
     pub drain: Option<Drain>,
     /// The application its release role deploys (`release:`).
     pub release: Option<ReleaseSpec>,
+    /// `ssh: {identity_file}`: the key its hosts log in with.
+    pub identity_file: Option<IdentityFile>,
 }
 
 /// A tier's `release:`: the operator's application, deployed by the tier's role that
@@ -190,11 +247,35 @@ pub struct Drain {
 #[derive(Debug, Clone)]
 pub struct Host {
     pub name: String,
+    /// The host's IP address: the one written as `address`, or, when a name is written, the
+    /// address it resolves to (set once per run by the command, before rendering;
+    /// `0.0.0.0` until then). Templates see it as `address`.
     pub address: IpAddr,
+    /// The name written as `address` (a DNS name or an alias of the SSH configuration);
+    /// `None` when an IP address is written. Templates see it as `hostname`.
+    pub hostname: Option<String>,
+    /// Where `address` is written, for messages.
+    pub address_at: (u64, u64),
     pub tier: String,
     pub port: u16,
     pub user: String,
+    /// Whether the inventory gives the port and the user (the host's or `ssh:`'s); else
+    /// the SSH configuration may.
+    pub port_set: bool,
+    pub user_set: bool,
+    /// The key it logs in with: the host's `identity_file`, else its tier's, else
+    /// `ssh.identity_file`.
+    pub identity_file: Option<IdentityFile>,
     pub vars: Map<String, Value>,
+}
+
+impl Host {
+    /// The address as written: the name, or the IP address.
+    pub fn written_address(&self) -> String {
+        self.hostname
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
 }
 
 /// Where a secret's value comes from. The value itself is never in the inventory.
@@ -202,6 +283,12 @@ pub struct Host {
 pub enum SecretSource {
     Env(String),
     File(PathBuf),
+    /// A program run here (no shell), in the inventory's folder; its stdout is the value.
+    Command {
+        argv: Vec<String>,
+        timeout: Duration,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -46,7 +46,7 @@ pub(super) struct RawSsh {
     #[serde(default)]
     pub(super) port: Option<Spanned<i64>>,
     #[serde(default)]
-    pub(super) identity_file: Option<String>,
+    pub(super) identity_file: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) use_agent: Option<bool>,
     #[serde(default)]
@@ -57,6 +57,29 @@ pub(super) struct RawSsh {
     pub(super) jump_host: Option<RawJump>,
     #[serde(default)]
     pub(super) sudo: Option<bool>,
+    /// The OpenSSH client configuration to honour: a path, or `false` (default: ~/.ssh/config
+    /// when it exists).
+    #[serde(default)]
+    pub(super) config: Option<Spanned<RawSshConfig>>,
+}
+
+/// `ssh.config: PATH`, `false` (ignore ~/.ssh/config) or `true` (the default).
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "ssh.config must be a path (`ssh.config: ~/.ssh/config.work`) or false"
+)]
+pub(super) enum RawSshConfig {
+    Use(bool),
+    Path(String),
+}
+
+/// A tier's `ssh:`: what its hosts log in with.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTierSsh {
+    #[serde(default)]
+    pub(super) identity_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +111,9 @@ pub(super) struct RawTier {
     /// The operator's application the tier's release role deploys.
     #[serde(default)]
     pub(super) release: Option<Spanned<RawRelease>>,
+    /// SSH settings of the tier's hosts (an identity file).
+    #[serde(default)]
+    pub(super) ssh: Option<RawTierSsh>,
 }
 
 /// A tier's `release:`: which code (a folder or archive, or a git ref), how many
@@ -154,6 +180,9 @@ pub(super) struct RawHost {
     pub(super) port: Option<Spanned<i64>>,
     #[serde(default)]
     pub(super) user: Option<String>,
+    /// The host's own private key (wins over its tier's and `ssh.identity_file`).
+    #[serde(default)]
+    pub(super) identity_file: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) vars: OrderedMap<Value>,
 }
@@ -165,4 +194,10 @@ pub(super) struct RawSecret {
     pub(super) env: Option<String>,
     #[serde(default)]
     pub(super) file: Option<String>,
+    /// A program and its arguments, run here without a shell; its stdout is the value.
+    #[serde(default)]
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    /// Seconds the command may run (default 30).
+    #[serde(default)]
+    pub(super) timeout: Option<Spanned<f64>>,
 }

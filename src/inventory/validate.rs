@@ -3,12 +3,13 @@
 //! first error reported is the first one in the file's sections.
 
 use super::schema::{
-    RawDrain, RawHost, RawInventory, RawPki, RawRelease, RawRolling, RawSecret, RawSsh, RawTier,
-    RawVip,
+    RawDrain, RawHost, RawInventory, RawPki, RawRelease, RawRolling, RawSecret, RawSsh,
+    RawSshConfig, RawTier, RawVip,
 };
 use super::{
-    Drain, Host, Inventory, JumpHostSettings, Pki, ReleaseSource, ReleaseSpec, Rolling,
-    SecretSource, SecretSpec, SshSettings, Tier, VarPlaces, shown, yaml_options,
+    Drain, Host, IdentityFile, Inventory, JumpHostSettings, Pki, ReleaseSource, ReleaseSpec,
+    Rolling, SecretSource, SecretSpec, SshConfigChoice, SshSet, SshSettings, Tier, VarPlaces,
+    shown, yaml_options,
 };
 use crate::diag::{Diagnostic, from_yaml_error};
 use crate::ordered_map::OrderedMap;
@@ -32,10 +33,10 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
     let mut var_at = VarPlaces::default();
     let (vars, places) = split_vars(raw.vars);
     var_at.inventory = places;
-    let tiers = build_tiers(path, raw.tiers, known_roles, &mut var_at)?;
+    let tiers = build_tiers(path, base, raw.tiers, known_roles, &mut var_at)?;
     check_vip_tier(path, raw.vip.as_ref(), &tiers)?;
     let tiers: Vec<Tier> = tiers.into_iter().map(|(_, t)| t).collect();
-    let hosts = build_hosts(path, raw.hosts, &tiers, &ssh, &mut var_at)?;
+    let hosts = build_hosts(path, base, raw.hosts, &tiers, &ssh, &mut var_at)?;
     if let Some(spanned) = &raw.vip {
         check_vips_unused(path, &vips, spanned, &hosts)?;
         check_active_active(path, &vips, spanned, &tiers, &hosts)?;
@@ -54,6 +55,7 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
         vars,
         secrets,
         var_at,
+        cli_vars: Map::new(),
     })
 }
 
@@ -202,8 +204,17 @@ fn check_vips(path: &Path, vip: Option<&Spanned<RawVip>>) -> Result<Vec<Ipv4Addr
 }
 
 /// The `ssh:` section with its defaults: root, port 22, the agent, ~/.ssh/known_hosts,
-/// 10 s to connect, sudo unless the user is root.
+/// 10 s to connect, sudo unless the user is root, ~/.ssh/config when it exists. What the
+/// inventory writes is noted in [`SshSet`]: it wins over the SSH configuration.
 fn ssh_settings(path: &Path, base: &Path, raw: RawSsh) -> Result<SshSettings, Diagnostic> {
+    let set = SshSet {
+        user: raw.user.is_some(),
+        port: raw.port.is_some(),
+        use_agent: raw.use_agent.is_some(),
+        known_hosts: raw.known_hosts.is_some(),
+        connect_timeout: raw.connect_timeout.is_some(),
+        sudo: raw.sudo.is_some(),
+    };
     let user = raw.user.unwrap_or_else(|| "root".to_string());
     let port = optional_port(path, raw.port.as_ref(), 22)?;
     let connect_timeout = seconds(path, raw.connect_timeout.as_ref(), "connect_timeout")?;
@@ -212,14 +223,33 @@ fn ssh_settings(path: &Path, base: &Path, raw: RawSsh) -> Result<SshSettings, Di
         Some(j) => Some(JumpHostSettings {
             address: j.address,
             port: optional_port(path, j.port.as_ref(), 22)?,
+            port_set: j.port.is_some(),
+            user_set: j.user.is_some(),
             user: j.user.unwrap_or_else(|| user.clone()),
         }),
     };
+    let config = match raw.config {
+        None => SshConfigChoice::Default,
+        Some(c) => match c.value {
+            RawSshConfig::Use(true) => SshConfigChoice::Default,
+            RawSshConfig::Use(false) => SshConfigChoice::Ignore,
+            RawSshConfig::Path(p) if p.trim().is_empty() || p.contains(char::is_control) => {
+                return Err(at(path, c.referenced, "ssh.config is not a path".into()).with_hint(
+                    "give the path of an OpenSSH client configuration, or `false` to ignore ~/.ssh/config",
+                ));
+            }
+            RawSshConfig::Path(p) => SshConfigChoice::File(resolve(base, &p)),
+        },
+    };
+    let identity_file = raw
+        .identity_file
+        .map(|f| identity_file(path, base, f, "ssh.identity_file"))
+        .transpose()?;
     Ok(SshSettings {
         sudo: raw.sudo.unwrap_or(user != "root"),
         user,
         port,
-        identity_file: raw.identity_file.as_deref().map(|p| resolve(base, p)),
+        identity_file: identity_file.map(|f| f.path),
         use_agent: raw.use_agent.unwrap_or(true),
         known_hosts: raw
             .known_hosts
@@ -228,6 +258,32 @@ fn ssh_settings(path: &Path, base: &Path, raw: RawSsh) -> Result<SshSettings, Di
             .unwrap_or_else(|| expand_home("~/.ssh/known_hosts")),
         connect_timeout,
         jump_host,
+        config,
+        set,
+    })
+}
+
+/// An `identity_file:` of the inventory (`~/` is the home folder, relative paths are taken
+/// from the inventory's folder), with who sets it.
+fn identity_file(
+    path: &Path,
+    base: &Path,
+    raw: Spanned<String>,
+    set_by: &str,
+) -> Result<IdentityFile, Diagnostic> {
+    if raw.value.trim().is_empty() || raw.value.contains(char::is_control) {
+        return Err(at(
+            path,
+            raw.referenced,
+            format!("{set_by}: `{}` is not a path", shown(&raw.value)),
+        )
+        .with_hint("give the path of a private key file, e.g. ~/.ssh/id_ed25519"));
+    }
+    Ok(IdentityFile {
+        path: resolve(base, &raw.value),
+        set_by: set_by.to_string(),
+        line: raw.referenced.line(),
+        column: raw.referenced.column(),
     })
 }
 
@@ -258,6 +314,7 @@ fn check_admin_networks(
 /// names, known roles, no role twice in a tier, rollout settings, drains via declared tiers.
 fn build_tiers(
     path: &Path,
+    base: &Path,
     raw: OrderedMap<RawTier>,
     known_roles: &[String],
     var_at: &mut VarPlaces,
@@ -286,6 +343,11 @@ fn build_tiers(
             .transpose()?;
         let (vars, places) = split_vars(t.vars);
         var_at.tiers.insert(name.value.clone(), places);
+        let identity_file = t
+            .ssh
+            .and_then(|s| s.identity_file)
+            .map(|f| identity_file(path, base, f, &format!("tier `{}`", name.value)))
+            .transpose()?;
         tiers.push((
             name.referenced,
             Tier {
@@ -296,6 +358,7 @@ fn build_tiers(
                 rolling,
                 drain,
                 release,
+                identity_file,
             },
         ));
     }
@@ -625,19 +688,41 @@ fn check_tier_roles(
 /// `hosts:` in file order: valid names, one address each, declared tiers; at least one.
 fn build_hosts(
     path: &Path,
+    base: &Path,
     raw: OrderedMap<RawHost>,
     tiers: &[Tier],
     ssh: &SshSettings,
     var_at: &mut VarPlaces,
 ) -> Result<Vec<Host>, Diagnostic> {
     let mut hosts = Vec::new();
-    let mut seen_addr: HashMap<IpAddr, String> = HashMap::new();
+    let mut seen_addr: HashMap<String, String> = HashMap::new();
     for (name, mut h) in raw.0 {
         let (vars, places) = split_vars(std::mem::take(&mut h.vars));
+        let host_identity = h.identity_file.take();
         let mut host = build_host(path, name, h, &seen_addr, tiers, ssh)?;
         host.vars = vars;
+        host.identity_file = match host_identity {
+            Some(f) => Some(identity_file(
+                path,
+                base,
+                f,
+                &format!("host `{}`", host.name),
+            )?),
+            None => tiers
+                .iter()
+                .find(|t| t.name == host.tier)
+                .and_then(|t| t.identity_file.clone())
+                .or_else(|| {
+                    ssh.identity_file.clone().map(|p| IdentityFile {
+                        path: p,
+                        set_by: "ssh.identity_file".into(),
+                        line: 0,
+                        column: 0,
+                    })
+                }),
+        };
         var_at.hosts.insert(host.name.clone(), places);
-        seen_addr.insert(host.address, host.name.clone());
+        seen_addr.insert(address_key(&host), host.name.clone());
         hosts.push(host);
     }
     if hosts.is_empty() {
@@ -647,12 +732,32 @@ fn build_hosts(
     Ok(hosts)
 }
 
-/// One host: its name, its address (not used by an earlier host), its tier, its port.
+/// What two hosts may not share: the IP address, or the name, as written.
+fn address_key(h: &Host) -> String {
+    h.hostname
+        .as_ref()
+        .map_or_else(|| h.address.to_string(), |n| n.to_ascii_lowercase())
+}
+
+/// A name written as a host's `address`: a DNS name, or an alias of the SSH
+/// configuration (letters, digits, `.`, `-`, `_`; not starting with `-` or `.`; 253 at
+/// most; not digits and dots only, which is a mistyped IPv4 address).
+pub fn is_address_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.starts_with(['-', '.'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        && !s.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+/// One host: its name, its address (an IP address or a name, not used by an earlier
+/// host), its tier, its port.
 fn build_host(
     path: &Path,
     name: Spanned<String>,
     h: RawHost,
-    seen_addr: &HashMap<IpAddr, String>,
+    seen_addr: &HashMap<String, String>,
     tiers: &[Tier],
     ssh: &SshSettings,
 ) -> Result<Host, Diagnostic> {
@@ -664,25 +769,42 @@ fn build_host(
         )
         .with_hint("use letters, digits and '-', starting with a letter (e.g. web1)"));
     }
-    let address: IpAddr = h.address.value.parse().map_err(|_| {
-        at(
-            path,
-            h.address.referenced,
-            format!(
-                "host `{}`: address `{}` is not an IP address",
-                name.value,
-                shown(&h.address.value)
-            ),
-        )
-        .with_hint("write the host's IPv4 or IPv6 address, for example 172.30.77.21")
-    })?;
-    if let Some(other) = seen_addr.get(&address) {
+    let written = h.address.value.trim();
+    let (address, hostname) = match written.parse::<IpAddr>() {
+        Ok(ip) => (ip, None),
+        Err(_) if is_address_name(written) => {
+            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(written.to_string()))
+        }
+        Err(_) => {
+            return Err(at(
+                path,
+                h.address.referenced,
+                format!(
+                    "host `{}`: address `{}` is not an IP address or a host name",
+                    name.value,
+                    shown(&h.address.value)
+                ),
+            )
+            .with_hint(
+                "write the host's IPv4 or IPv6 address (172.30.77.21), or its DNS name \
+                 (web1.example.com) or an alias of your SSH configuration",
+            ));
+        }
+    };
+    let key = hostname
+        .as_ref()
+        .map_or_else(|| address.to_string(), |n| n.to_ascii_lowercase());
+    if let Some(other) = seen_addr.get(&key) {
         return Err(at(
             path,
             h.address.referenced,
             format!(
                 "host `{}`: address {} is already used by host `{}`",
-                name.value, address, other
+                name.value,
+                hostname
+                    .as_deref()
+                    .map_or_else(|| address.to_string(), str::to_string),
+                other
             ),
         )
         .with_hint("each host needs its own address"));
@@ -706,10 +828,15 @@ fn build_host(
     }
     Ok(Host {
         port: optional_port(path, h.port.as_ref(), ssh.port)?,
+        port_set: h.port.is_some() || ssh.set.port,
+        user_set: h.user.is_some() || ssh.set.user,
         name: name.value,
         address,
+        hostname,
+        address_at: (h.address.referenced.line(), h.address.referenced.column()),
         tier: h.tier.value,
         user: h.user.unwrap_or_else(|| ssh.user.clone()),
+        identity_file: None,
         vars: Map::new(),
     })
 }
@@ -733,7 +860,10 @@ fn check_vips_unused(
     hosts: &[Host],
 ) -> Result<(), Diagnostic> {
     for &vip in vips {
-        if let Some(h) = hosts.iter().find(|h| h.address == IpAddr::V4(vip)) {
+        if let Some(h) = hosts
+            .iter()
+            .find(|h| h.hostname.is_none() && h.address == IpAddr::V4(vip))
+        {
             return Err(at(
                 path,
                 spanned.referenced,
@@ -779,7 +909,11 @@ fn check_active_active(
     ))
 }
 
-/// `secrets:`, each with exactly one source (`env` or `file`), never a value.
+/// Longest a secret's command may run, and its default.
+const SECRET_COMMAND_MAX_SECONDS: f64 = 600.0;
+const SECRET_COMMAND_DEFAULT: Duration = Duration::from_secs(30);
+
+/// `secrets:`, each with exactly one source (`env`, `file` or `command`), never a value.
 fn build_secrets(
     path: &Path,
     base: &Path,
@@ -787,18 +921,30 @@ fn build_secrets(
 ) -> Result<Vec<SecretSpec>, Diagnostic> {
     let mut secrets = Vec::new();
     for (name, s) in raw.0 {
-        let source = match (s.env, s.file) {
-            (Some(e), None) if !e.is_empty() => SecretSource::Env(e),
-            (None, Some(f)) if !f.is_empty() => SecretSource::File(resolve(base, &f)),
+        let timeout = s.timeout;
+        let source = match (s.env, s.file, s.command) {
+            (Some(e), None, None) if !e.is_empty() => SecretSource::Env(e),
+            (None, Some(f), None) if !f.is_empty() => SecretSource::File(resolve(base, &f)),
+            (None, None, Some(c)) => secret_command(path, base, &name.value, c, timeout.as_ref())?,
             _ => {
                 return Err(at(
                     path,
                     name.referenced,
-                    format!("secret `{}` needs exactly one of `env` or `file`", shown(&name.value)),
+                    format!("secret `{}` needs exactly one of `env`, `file` or `command`", shown(&name.value)),
                 )
-                .with_hint("for example `env: FOOBAR_DB_PASSWORD` or `file: /etc/foobar/db_password`; never the value itself"));
+                .with_hint("for example `env: FOOBAR_DB_PASSWORD`, `file: /etc/foobar/db_password` or `command: [pass, show, foobar/db]`; never the value itself"));
             }
         };
+        if let (Some(t), false) = (&timeout, matches!(source, SecretSource::Command { .. })) {
+            return Err(at(
+                path,
+                t.referenced,
+                format!(
+                    "secret `{}`: `timeout` is for `command` only",
+                    shown(&name.value)
+                ),
+            ));
+        }
         secrets.push(SecretSpec {
             name: name.value,
             source,
@@ -807,6 +953,52 @@ fn build_secrets(
         });
     }
     Ok(secrets)
+}
+
+/// `command: [PROGRAM, ARG...]`: a program (no shell) and its arguments, and its time
+/// limit (default 30 s, at most 600).
+fn secret_command(
+    path: &Path,
+    base: &Path,
+    name: &str,
+    c: Spanned<Vec<String>>,
+    timeout: Option<&Spanned<f64>>,
+) -> Result<SecretSource, Diagnostic> {
+    let ok = c.value.first().is_some_and(|p| !p.trim().is_empty())
+        && c.value.iter().all(|a| !a.contains('\0'));
+    if !ok {
+        return Err(at(
+            path,
+            c.referenced,
+            format!("secret `{}`: `command` needs a program and its arguments", shown(name)),
+        )
+        .with_hint(
+            "a list, run without a shell: `command: [sops, -d, --extract, '[\"db\"]', secrets.enc.yml]`",
+        ));
+    }
+    let timeout = match timeout {
+        None => SECRET_COMMAND_DEFAULT,
+        Some(t) if t.value > 0.0 && t.value <= SECRET_COMMAND_MAX_SECONDS => {
+            Duration::from_secs_f64(t.value)
+        }
+        Some(t) => {
+            return Err(at(
+                path,
+                t.referenced,
+                format!(
+                    "secret `{}`: timeout {} is out of range",
+                    shown(name),
+                    t.value
+                ),
+            )
+            .with_hint("give seconds above 0 and at most 600 (default 30)"));
+        }
+    };
+    Ok(SecretSource::Command {
+        argv: c.value,
+        timeout,
+        dir: base.to_path_buf(),
+    })
 }
 
 /// Vars as the templates see them, and where each key is written.
@@ -1146,6 +1338,137 @@ secrets:
         }
         let e = err(&text);
         assert!(e.starts_with("inv/test.yml"), "{e}");
+    }
+
+    #[test]
+    fn an_address_is_an_ip_or_a_name() {
+        for (address, want) in [
+            ("192.0.2.7", Ok(None)),
+            ("2001:db8::7", Ok(None)),
+            ("web1.example.com", Ok(Some("web1.example.com"))),
+            ("web1", Ok(Some("web1"))),
+            ("bastion_web-1", Ok(Some("bastion_web-1"))),
+            ("172.30.77.300", Err("is not an IP address or a host name")),
+            ("1234", Err("is not an IP address or a host name")),
+            ("-web1", Err("is not an IP address or a host name")),
+            ("\"web 1\"", Err("is not an IP address or a host name")),
+            ("\"$(id)\"", Err("is not an IP address or a host name")),
+        ] {
+            let got = parse_str(&GOOD.replace("172.30.77.21", address))
+                .map(|inv| inv.hosts[1].hostname.clone())
+                .map_err(|e| e.message);
+            match (got, want) {
+                (Ok(h), Ok(w)) => assert_eq!(h.as_deref(), w, "{address}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{address}: {e}"),
+                (got, want) => panic!("{address}: {got:?} vs {want:?}"),
+            }
+        }
+        // A name twice is refused like an address twice.
+        let text = GOOD
+            .replace("172.30.77.11", "lb.example.com")
+            .replace("172.30.77.21", "LB.example.com");
+        assert!(verdict(&text).contains("address LB.example.com is already used by host `lb1`"));
+    }
+
+    #[test]
+    fn identity_files_per_host_and_tier_and_who_sets_each() {
+        let text = GOOD
+            .replace(
+                "    vip: true\n",
+                "    vip: true\n    ssh:\n      identity_file: keys/lb\n",
+            )
+            .replace(
+                "    tier: web\n",
+                "    tier: web\n    identity_file: ~/web1-key\n",
+            );
+        let inv = parse_str(&text).expect("valid");
+        let home = PathBuf::from(std::env::var_os("HOME").expect("HOME"));
+        let lb1 = inv.hosts[0].identity_file.clone().expect("lb1's");
+        assert_eq!(
+            (lb1.path, lb1.set_by.as_str(), lb1.line),
+            (PathBuf::from("inv/keys/lb"), "tier `lb`", 15)
+        );
+        let web1 = inv.hosts[1].identity_file.clone().expect("web1's");
+        assert_eq!(
+            (web1.path, web1.set_by.as_str()),
+            (home.join("web1-key"), "host `web1`")
+        );
+        // Without either, `ssh.identity_file`.
+        let inv = parse_str(GOOD).expect("valid");
+        let f = inv.hosts[1].identity_file.clone().expect("inventory-wide");
+        assert_eq!(
+            (f.path, f.set_by.as_str()),
+            (PathBuf::from("inv/keys/id"), "ssh.identity_file")
+        );
+        // The tier's `ssh:` takes an identity file only.
+        let v = verdict(&GOOD.replace(
+            "    vip: true\n",
+            "    vip: true\n    ssh:\n      user: x\n",
+        ));
+        assert!(v.contains("unknown field `user`"), "{v}");
+    }
+
+    #[test]
+    fn ssh_config_is_a_path_or_false() {
+        let inv = parse_str(&with_ssh("  config: false\n")).expect("valid");
+        assert_eq!(inv.ssh.config, SshConfigChoice::Ignore);
+        let inv = parse_str(&with_ssh("  config: ssh/config\n")).expect("valid");
+        assert_eq!(
+            inv.ssh.config,
+            SshConfigChoice::File(PathBuf::from("inv/ssh/config"))
+        );
+        let inv = parse_str(&with_ssh("")).expect("valid");
+        assert_eq!(inv.ssh.config, SshConfigChoice::Default);
+        let inv = parse_str(&with_ssh("  config: true\n")).expect("valid");
+        assert_eq!(inv.ssh.config, SshConfigChoice::Default);
+        assert!(verdict(&with_ssh("  config: \"\"\n")).contains("ssh.config is not a path"));
+    }
+
+    #[test]
+    fn secret_commands_are_argv_lists_with_a_bounded_timeout() {
+        let inv = parse_str(&GOOD.replace(
+            "    env: PW",
+            "    command: [pass, show, foobar/db]\n    timeout: 5",
+        ))
+        .expect("valid");
+        assert_eq!(
+            inv.secrets[0].source,
+            SecretSource::Command {
+                argv: vec!["pass".into(), "show".into(), "foobar/db".into()],
+                timeout: Duration::from_secs(5),
+                dir: PathBuf::from("inv"),
+            }
+        );
+        for (secret, want) in [
+            (
+                "    command: []",
+                "`command` needs a program and its arguments",
+            ),
+            (
+                "    command: [\"\"]",
+                "`command` needs a program and its arguments",
+            ),
+            (
+                "    command: [a]\n    timeout: 0",
+                "timeout 0 is out of range",
+            ),
+            (
+                "    command: [a]\n    timeout: 601",
+                "timeout 601 is out of range",
+            ),
+            (
+                "    env: PW\n    timeout: 5",
+                "`timeout` is for `command` only",
+            ),
+            (
+                "    env: PW\n    command: [a]",
+                "needs exactly one of `env`, `file` or `command`",
+            ),
+            ("    command: pass show x", "expected a list"),
+        ] {
+            let v = verdict(&GOOD.replace("    env: PW", secret));
+            assert!(v.contains(want), "{secret}: {v}");
+        }
     }
 
     #[test]

@@ -115,11 +115,16 @@ impl PathChange {
 }
 
 /// The changes of `role`'s directories, then links, then absent paths, in role.yml's
-/// order; none for a path in place.
-pub(super) fn path_changes(role: &DesiredRole, facts: &Facts) -> Vec<PathChange> {
+/// order; none for a path in place. `installing`: the role's packages are installed by
+/// this apply, and may make a path that must be absent (Debian's nginx makes
+/// sites-enabled/default): it is removed after them if they did.
+pub(super) fn path_changes(role: &DesiredRole, facts: &Facts, installing: bool) -> Vec<PathChange> {
     let dirs = role.directories.iter().filter_map(|d| dir_change(d, facts));
     let links = role.links.iter().filter_map(|l| link_change(l, facts));
-    let absent = role.absent.iter().filter_map(|a| absent_change(a, facts));
+    let absent = role
+        .absent
+        .iter()
+        .filter_map(|a| absent_change(a, facts, installing));
     dirs.chain(links).chain(absent).collect()
 }
 
@@ -200,9 +205,14 @@ fn link_change(l: &DesiredLink, facts: &Facts) -> Option<PathChange> {
     }
 }
 
-fn absent_change(a: &DesiredAbsent, facts: &Facts) -> Option<PathChange> {
+fn absent_change(a: &DesiredAbsent, facts: &Facts, installing: bool) -> Option<PathChange> {
     let change = |action| PathChange::new(&a.path, PathWant::Absent, action, &a.notify);
     match fact_of(facts, &a.path) {
+        NodeFact::Missing if installing => {
+            let mut c = change(PathAction::Remove);
+            c.found = Some("nothing yet: the role's packages, installed first, may make it".into());
+            Some(c)
+        }
         NodeFact::Missing => in_place(&a.path, PathWant::Absent, &a.notify, facts),
         full @ NodeFact::Dir { entries: true, .. } => Some(refuse_full(
             &a.path,
@@ -286,7 +296,7 @@ mod tests {
     }
 
     fn only(path: &str, at: NodeFact) -> PathChange {
-        let changes = path_changes(&role(), &facts_with(path, at));
+        let changes = path_changes(&role(), &facts_with(path, at), false);
         assert_eq!(changes.len(), 1, "{changes:?}");
         changes.into_iter().next().expect("one change")
     }
@@ -294,11 +304,11 @@ mod tests {
     #[test]
     fn converged_paths_plan_nothing() {
         let f = facts_with(GONE, NodeFact::Missing);
-        assert_eq!(path_changes(&role(), &f), []);
+        assert_eq!(path_changes(&role(), &f, false), []);
         // A path the facts do not tell about counts as missing.
         let mut f = facts_with(GONE, NodeFact::Missing);
         f.nodes.remove(GONE);
-        assert_eq!(path_changes(&role(), &f), []);
+        assert_eq!(path_changes(&role(), &f, false), []);
     }
 
     #[test]
@@ -408,11 +418,29 @@ mod tests {
     }
 
     #[test]
+    fn an_absent_path_is_removed_after_the_packages_that_may_make_it() {
+        let gone = "/etc/nginx/sites-enabled/default";
+        let f = facts_with(gone, NodeFact::Missing);
+        let plain = path_changes(&role(), &f, false);
+        assert!(plain.iter().all(|c| c.path != gone), "{plain:?}");
+        let installing = path_changes(&role(), &f, true);
+        let c = installing
+            .iter()
+            .find(|c| c.path == gone)
+            .expect("planned while installing");
+        assert_eq!(c.action, PathAction::Remove);
+        assert!(
+            c.found.as_deref().unwrap_or("").contains("packages"),
+            "{c:?}"
+        );
+    }
+
+    #[test]
     fn an_unfinished_apply_is_finished_only_where_the_path_is_in_place() {
         for path in [DIR, LINK, GONE] {
             let mut f = facts_with(GONE, NodeFact::Missing);
             f.unfinished.insert(path.to_string());
-            let c = path_changes(&role(), &f);
+            let c = path_changes(&role(), &f, false);
             assert_eq!(c.len(), 1, "{path}: {c:?}");
             assert_eq!(
                 (c[0].path.as_str(), c[0].action),
@@ -422,7 +450,10 @@ mod tests {
         // Not in place: the change itself (its swap keeps the older backup).
         let mut f = facts_with(GONE, NodeFact::File);
         f.unfinished.insert(GONE.to_string());
-        assert_eq!(path_changes(&role(), &f)[0].action, PathAction::Remove);
+        assert_eq!(
+            path_changes(&role(), &f, false)[0].action,
+            PathAction::Remove
+        );
     }
 
     /// The role with a service `nginx` (reload), on a host where it runs and is enabled,
@@ -449,6 +480,11 @@ mod tests {
                 port: 22,
                 user: "deploy".into(),
                 vars: Default::default(),
+                hostname: None,
+                address_at: (0, 0),
+                port_set: false,
+                user_set: false,
+                identity_file: None,
             },
             roles: vec![role],
         };

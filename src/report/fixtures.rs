@@ -288,7 +288,30 @@ pub fn apply_outcomes() -> Vec<(&'static str, &'static str, Option<Outcome>)> {
     ]
 }
 
-/// [`HostEnd`]s of `outcomes`, each 1.5 s and one round trip.
+/// The timings every fixture host reports: a role and two steps (one outside any role).
+pub fn timings() -> &'static crate::timings::HostTimings {
+    static T: std::sync::OnceLock<crate::timings::HostTimings> = std::sync::OnceLock::new();
+    T.get_or_init(|| crate::timings::HostTimings {
+        roles: vec![crate::timings::RoleTime {
+            role: "nginx".into(),
+            seconds: 0.5,
+        }],
+        steps: vec![
+            crate::timings::StepTime {
+                role: None,
+                step: "gathering facts".into(),
+                seconds: 0.25,
+            },
+            crate::timings::StepTime {
+                role: Some("nginx".into()),
+                step: "validating".into(),
+                seconds: 0.5,
+            },
+        ],
+    })
+}
+
+/// [`HostEnd`]s of `outcomes`, each 1.5 s and one round trip, with [`timings`].
 pub fn ends<'a>(outcomes: &'a [(&'static str, &'static str, Option<Outcome>)]) -> Vec<HostEnd<'a>> {
     outcomes
         .iter()
@@ -298,6 +321,7 @@ pub fn ends<'a>(outcomes: &'a [(&'static str, &'static str, Option<Outcome>)]) -
             outcome: o.as_ref(),
             elapsed: Duration::from_millis(1500),
             round_trips: 1,
+            timings: Some(timings()),
         })
         .collect()
 }

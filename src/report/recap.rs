@@ -4,6 +4,7 @@
 use super::outcome::{ErrorKind, Outcome};
 use crate::plan::HostPlan;
 use crate::secrets::Secrets;
+use crate::timings::HostTimings;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct HostEnd<'a> {
     pub outcome: Option<&'a Outcome>,
     pub elapsed: Duration,
     pub round_trips: u32,
+    /// How long its roles and steps took (none: not recorded).
+    pub timings: Option<&'a HostTimings>,
 }
 
 /// The `--format json` document of `plan` and `apply`.
@@ -40,6 +43,9 @@ pub struct Recap<'a> {
     pub recap: Vec<HostRecap>,
     pub exit_code: i32,
     pub seconds: f64,
+    /// `--var KEY=VALUE` given on the command line (absent when none).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub vars: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How a host ended, in the JSON recap.
@@ -101,6 +107,8 @@ pub struct HostRecap {
     pub applied_roles: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_applied_roles: Option<Vec<String>>,
+    /// Per role and per step, in seconds (like Ansible's profile_tasks).
+    pub timings: HostTimings,
 }
 
 /// Why a host without an outcome did not run.
@@ -130,6 +138,7 @@ impl HostRecap {
             round_trips: h.round_trips,
             applied_roles,
             not_applied_roles,
+            timings: h.timings.cloned().unwrap_or_default(),
         }
     }
 }
@@ -149,6 +158,7 @@ impl<'a> Recap<'a> {
             recap: hosts.iter().map(HostRecap::new).collect(),
             exit_code,
             seconds: total.as_secs_f64(),
+            vars: serde_json::Map::new(),
         }
     }
 
@@ -270,6 +280,7 @@ mod tests {
             outcome,
             elapsed: Duration::from_millis(1500),
             round_trips: 1,
+            timings: None,
         }
     }
 
@@ -300,6 +311,42 @@ mod tests {
         assert_eq!(v["recap"][2]["kind"], "not_started");
         assert_eq!(v["recap"][1]["seconds"], 1.5);
         assert_eq!(v["recap"][1]["round_trips"], 1);
+        // Timings are always there (empty when nothing was recorded); no vars, no key.
+        assert_eq!(
+            v["recap"][1]["timings"],
+            serde_json::json!({"roles": [], "steps": []})
+        );
+        assert!(v.get("vars").is_none(), "{v}");
+    }
+
+    #[test]
+    fn json_recap_carries_each_hosts_timings_and_the_command_line_vars() {
+        use crate::timings::{RoleTime, StepTime};
+        let t = HostTimings {
+            roles: vec![RoleTime {
+                role: "nginx".into(),
+                seconds: 0.5,
+            }],
+            steps: vec![StepTime {
+                role: Some("nginx".into()),
+                step: "uploading /etc/x".into(),
+                seconds: 0.5,
+            }],
+        };
+        let ok = Outcome::Ok;
+        let mut host = end("web1", Some(&ok));
+        host.timings = Some(&t);
+        let mut doc = Recap::new(RunMode::Apply, vec![], &[host], 0, Duration::ZERO);
+        doc.vars.insert("workers".into(), serde_json::json!(4));
+        let v = serde_json::to_value(&doc).unwrap_or_default();
+        assert_eq!(
+            v["recap"][0]["timings"],
+            serde_json::json!({
+                "roles": [{"role": "nginx", "seconds": 0.5}],
+                "steps": [{"role": "nginx", "step": "uploading /etc/x", "seconds": 0.5}]
+            })
+        );
+        assert_eq!(v["vars"], serde_json::json!({"workers": 4}));
     }
 
     #[test]
@@ -369,7 +416,8 @@ mod tests {
             (RunMode::Apply, fixtures::apply_outcomes()),
         ] {
             let ends = fixtures::ends(&outcomes);
-            let doc = Recap::new(mode, refs.clone(), &ends, 1, Duration::from_secs(3));
+            let mut doc = Recap::new(mode, refs.clone(), &ends, 1, Duration::from_secs(3));
+            doc.vars.insert("tag".into(), serde_json::json!("007"));
             let json = doc.to_json_masked(&fixtures::secrets()).expect("json");
             let value: serde_json::Value = serde_json::from_str(&json).expect("parse");
             match schema_check::check(&schema, &value) {

@@ -8,8 +8,14 @@ pub mod known_hosts;
 #[cfg(test)]
 pub mod local;
 mod ssh;
+pub mod ssh_config;
+#[cfg(test)]
+pub(crate) use ssh::test_sshd;
 
-pub use ssh::{JumpHost, SshError, SshOptions, SshSession, connect, scan_host_key_via_jump};
+pub use ssh::{
+    JumpHost, SshError, SshOptions, SshSession, check_identity_file, connect,
+    scan_host_key_via_jump,
+};
 
 use std::future::Future;
 

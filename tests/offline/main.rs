@@ -6,7 +6,9 @@
 //! - [`reviewed`]: the confirmation (on a pseudo-terminal), saved plans applied or refused
 //!   as stale, Markdown, JUnit and the JSON schemas, against a private sshd;
 //! - [`corpus`]: every bad input of tests/corpus/ fails cleanly;
-//! - [`fuzz_inventory`]: property tests of the inventory and role parsers.
+//! - [`fuzz_inventory`]: property tests of the inventory and role parsers;
+//! - [`habits`]: --limit patterns, --role, --var, --timings, --color, names, the SSH
+//!   configuration, identity files, secret commands, completions and man.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -18,4 +20,5 @@ mod schema_check;
 mod cli;
 mod corpus;
 mod fuzz_inventory;
+mod habits;
 mod reviewed;

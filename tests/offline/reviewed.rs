@@ -210,7 +210,9 @@ fn a_plan_file_must_be_private_ours_and_alone() {
     let (code, _, err) = h.run_bare(&["apply", "plan.json", "--limit", "web1"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("--limit, --tier and --root cannot be given with it"),
+        err.contains(
+            "--limit, --tier, --role, --skip-role, --var and --root cannot be given with it"
+        ),
         "{err}"
     );
 

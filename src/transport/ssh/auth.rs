@@ -1,4 +1,4 @@
-//! Public key authentication: the identity file first, then the ssh-agent's keys, until the
+//! Public key authentication: the identity files first (in order), then the ssh-agent's keys, until the
 //! server accepts one; a refusal lists every key tried.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use super::identity::Credentials;
 use super::peer::Peer;
 use crate::transport::known_hosts;
 
-/// Tries the identity file, then the agent's keys, until the server accepts one.
+/// Tries the identity files in order, then the agent's keys, until the server accepts one.
 ///
 /// # Errors
 /// [`SshError::AuthFailed`], naming every key tried and why the agent could not be used.
@@ -33,19 +33,23 @@ pub(super) async fn authenticate(
         rsa_hash: None,
         tried: Vec::new(),
     };
-    if let Some((path, key)) = &credentials.identity
-        && attempt.identity_file(path, key).await
-    {
-        return Ok(());
+    for (path, key) in &credentials.identities {
+        if attempt.handle.is_closed() {
+            break;
+        }
+        if attempt.identity_file(path, key).await {
+            return Ok(());
+        }
     }
     if let Some(agent) = &credentials.agent
         && !attempt.handle.is_closed()
     {
-        let file_key = credentials
-            .identity
-            .as_ref()
-            .map(|(_, key)| key.public_key().key_data());
-        if attempt.agent(agent, file_key).await {
+        let file_keys: Vec<&KeyData> = credentials
+            .identities
+            .iter()
+            .map(|(_, key)| key.public_key().key_data())
+            .collect();
+        if attempt.agent(agent, &file_keys).await {
             return Ok(());
         }
     }
@@ -85,9 +89,9 @@ impl Attempt<'_> {
         false
     }
 
-    /// Offers the agent's keys, except `skip` (the identity file's, already refused); true
+    /// Offers the agent's keys, except `skip` (the identity files', already refused); true
     /// when the server accepted one. `agent` is the socket, or why there is none.
-    async fn agent(&mut self, agent: &Result<PathBuf, String>, skip: Option<&KeyData>) -> bool {
+    async fn agent(&mut self, agent: &Result<PathBuf, String>, skip: &[&KeyData]) -> bool {
         let socket = match agent {
             Ok(socket) => socket,
             Err(why) => {
@@ -107,7 +111,7 @@ impl Attempt<'_> {
             let AgentIdentity::PublicKey { key, comment } = identity else {
                 continue;
             };
-            if skip == Some(key.key_data()) {
+            if skip.contains(&key.key_data()) {
                 continue;
             }
             if self.agent_key(&mut client, key, &comment).await {

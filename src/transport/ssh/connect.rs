@@ -31,9 +31,10 @@ const INACTIVITY_TIMEOUT: Duration = Duration::from_secs(600);
 /// [`warm_up`]).
 const JUMP_WARM_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connects to `opts.address:opts.port` (through `opts.jump` if set), verifies the host key
-/// strictly against `opts.known_hosts`, and authenticates as `opts.user` with the identity
-/// file and then the agent's keys. The whole of it is limited by `opts.connect_timeout`.
+/// Connects to `opts.address:opts.port` (at `opts.ip` when set; through `opts.jumps` in
+/// order if any), verifies each host key strictly against `opts.known_hosts`, and
+/// authenticates as `opts.user` with the identity files and then the agent's keys. The
+/// whole of it is limited by `opts.connect_timeout`.
 ///
 /// # Errors
 /// Host key refused ([`SshError::UnknownHostKey`], [`SshError::HostKeyChanged`],
@@ -50,19 +51,35 @@ pub(super) async fn connect_with(
     passphrase: Option<&str>,
     agent: Option<Result<PathBuf, String>>,
 ) -> Result<SshSession, SshError> {
-    let (credentials, known_hosts_text) = prepare(opts, passphrase, agent).await?;
-    with_timeout(opts, establish(opts, &credentials, &known_hosts_text)).await
+    let prepared = prepare(opts, passphrase, agent).await?;
+    with_timeout(opts, establish(opts, &prepared)).await
 }
 
-/// Loads the identity and the known_hosts text: local work, done before the clock starts.
+/// What connecting needs, read before the clock starts: the credentials of the host and
+/// of each jump host, and the known_hosts text.
+pub(super) struct Prepared {
+    pub(super) credentials: Credentials,
+    pub(super) jump_credentials: Vec<Credentials>,
+    pub(super) known_hosts_text: Arc<str>,
+}
+
+/// Loads the identities and the known_hosts text: local work, done before the clock starts.
 pub(super) async fn prepare(
     opts: &SshOptions,
     passphrase: Option<&str>,
     agent: Option<Result<PathBuf, String>>,
-) -> Result<(Credentials, Arc<str>), SshError> {
+) -> Result<Prepared, SshError> {
     let credentials = Credentials::resolve(opts, passphrase, agent).await?;
+    let mut jump_credentials = Vec::new();
+    for jump in &opts.jumps {
+        jump_credentials.push(credentials.for_jump(opts, jump, passphrase).await?);
+    }
     let known_hosts_text = read_known_hosts(&opts.host_name, &opts.known_hosts).await?;
-    Ok((credentials, known_hosts_text.into()))
+    Ok(Prepared {
+        credentials,
+        jump_credentials,
+        known_hosts_text: known_hosts_text.into(),
+    })
 }
 
 /// Runs `work` within `opts.connect_timeout`, turning the timeout into [`SshError::Timeout`].
@@ -77,45 +94,39 @@ pub(super) async fn with_timeout<T>(
             address: opts.address.clone(),
             port: opts.port,
             seconds: opts.connect_timeout.as_secs_f64(),
-            via: match &opts.jump {
-                Some(j) => format!(" via jump host {}:{}", j.address, j.port),
-                None => String::new(),
-            },
+            via: opts.via(),
         }),
     }
 }
 
-/// TCP connect (or jump host tunnel), handshake and authentication, without a time limit.
-async fn establish(
-    opts: &SshOptions,
-    credentials: &Credentials,
-    known_hosts_text: &Arc<str>,
-) -> Result<SshSession, SshError> {
-    let connector = Connector {
-        opts,
-        credentials,
-        known_hosts_text,
-    };
+/// TCP connect (or the jump hosts' tunnel), handshake and authentication, without a time
+/// limit.
+async fn establish(opts: &SshOptions, prepared: &Prepared) -> Result<SshSession, SshError> {
+    let connector = Connector { opts, prepared };
     let target = Peer::target(opts);
-    let Some(jump) = &opts.jump else {
+    if opts.jumps.is_empty() {
         let tcp = tcp_connect(&target).await?;
-        let handle = connector.login(tcp, &target, &opts.user).await?;
-        return Ok(SshSession::new(handle, None, &opts.host_name));
+        let handle = connector
+            .login(tcp, &target, &opts.user, &prepared.credentials)
+            .await?;
+        return Ok(SshSession::new(handle, Vec::new(), &opts.host_name));
+    }
+    let jumps = connector.through_jumps().await?;
+    let through = async {
+        let stream = connector.forward_to_target(&jumps).await?;
+        connector
+            .login(stream, &target, &opts.user, &prepared.credentials)
+            .await
     };
-    let jump_handle = connector.jump_login(jump).await?;
-    let through_jump = async {
-        let stream = connector.forward(jump, &jump_handle).await?;
-        connector.login(stream, &target, &opts.user).await
-    };
-    let (handle, ()) = tokio::join!(through_jump, warm_up(&jump_handle));
-    Ok(SshSession::new(handle?, Some(jump_handle), &opts.host_name))
+    let warm = futures::future::join_all(jumps.iter().map(warm_up));
+    let (handle, _) = tokio::join!(through, warm);
+    Ok(SshSession::new(handle?, jumps, &opts.host_name))
 }
 
 /// Builds handlers and client configurations for the peers of one connection attempt.
 pub(super) struct Connector<'a> {
     pub(super) opts: &'a SshOptions,
-    pub(super) credentials: &'a Credentials,
-    pub(super) known_hosts_text: &'a Arc<str>,
+    pub(super) prepared: &'a Prepared,
 }
 
 impl Connector<'_> {
@@ -123,7 +134,7 @@ impl Connector<'_> {
         Client {
             policy: HostKeyPolicy::Verify {
                 peer: peer.clone(),
-                known_hosts_text: Arc::clone(self.known_hosts_text),
+                known_hosts_text: Arc::clone(&self.prepared.known_hosts_text),
                 known_hosts: self.opts.known_hosts.clone(),
             },
         }
@@ -131,48 +142,88 @@ impl Connector<'_> {
 
     fn config(&self, peer: &Peer) -> Arc<client::Config> {
         client_config(&known_hosts::known_key_algorithms(
-            self.known_hosts_text,
+            &self.prepared.known_hosts_text,
             &peer.address,
             peer.port,
         ))
     }
 
     /// Handshake and authentication as `user` over `stream`.
-    async fn login<S>(&self, stream: S, peer: &Peer, user: &str) -> Result<SessionHandle, SshError>
+    async fn login<S>(
+        &self,
+        stream: S,
+        peer: &Peer,
+        user: &str,
+        credentials: &Credentials,
+    ) -> Result<SessionHandle, SshError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut handle = handshake(self.config(peer), stream, self.verifier(peer), peer).await?;
-        authenticate(&mut handle, peer, user, self.credentials).await?;
+        authenticate(&mut handle, peer, user, credentials).await?;
         Ok(handle)
     }
 
-    /// An authenticated connection to the jump host.
-    pub(super) async fn jump_login(&self, jump: &JumpHost) -> Result<SessionHandle, SshError> {
-        let peer = Peer::jump(self.opts, jump);
-        let tcp = tcp_connect(&peer).await?;
-        self.login(tcp, &peer, &jump.user).await
+    /// Authenticated connections to every jump host, in order: the first over TCP, each
+    /// next one forwarded by the one before it.
+    pub(super) async fn through_jumps(&self) -> Result<Vec<SessionHandle>, SshError> {
+        let mut handles: Vec<SessionHandle> = Vec::new();
+        for (i, jump) in self.opts.jumps.iter().enumerate() {
+            let peer = Peer::jump(self.opts, jump);
+            let credentials = self
+                .prepared
+                .jump_credentials
+                .get(i)
+                .unwrap_or(&self.prepared.credentials);
+            let handle = match handles.last() {
+                None => {
+                    let tcp = tcp_connect(&peer).await?;
+                    self.login(tcp, &peer, &jump.user, credentials).await?
+                }
+                Some(previous) => {
+                    let before = &self.opts.jumps[i - 1];
+                    let stream = self
+                        .forward(before, previous, &jump.address, jump.port)
+                        .await?;
+                    self.login(stream, &peer, &jump.user, credentials).await?
+                }
+            };
+            handles.push(handle);
+        }
+        Ok(handles)
     }
 
-    /// A forwarded connection from the jump host to the target.
-    pub(super) async fn forward(
+    /// A forwarded connection from the last jump host to the target (its IP when resolved).
+    pub(super) async fn forward_to_target(
+        &self,
+        jumps: &[SessionHandle],
+    ) -> Result<russh::ChannelStream<client::Msg>, SshError> {
+        let (Some(last), Some(jump)) = (jumps.last(), self.opts.jumps.last()) else {
+            return Err(SshError::Channel {
+                host: self.opts.host_name.clone(),
+                reason: "no jump host to forward through".into(),
+            });
+        };
+        self.forward(jump, last, &self.opts.target(), self.opts.port)
+            .await
+    }
+
+    /// A forwarded connection from jump host `jump` to `address:port`.
+    async fn forward(
         &self,
         jump: &JumpHost,
         jump_handle: &SessionHandle,
+        address: &str,
+        port: u16,
     ) -> Result<russh::ChannelStream<client::Msg>, SshError> {
         let channel = jump_handle
-            .channel_open_direct_tcpip(
-                self.opts.address.clone(),
-                u32::from(self.opts.port),
-                "127.0.0.1",
-                0,
-            )
+            .channel_open_direct_tcpip(address.to_string(), u32::from(port), "127.0.0.1", 0)
             .await
             .map_err(|e| SshError::JumpForward {
                 host: self.opts.host_name.clone(),
-                jump: format!("{}:{}", jump.address, jump.port),
-                address: self.opts.address.clone(),
-                port: self.opts.port,
+                jump: jump.shown(),
+                address: address.to_string(),
+                port,
                 reason: match e {
                     russh::Error::ChannelOpenFailure(f) => open_failure_text(&f),
                     other => other.to_string(),
@@ -199,14 +250,16 @@ async fn warm_up(jump: &SessionHandle) {
     let _ = tokio::time::timeout(JUMP_WARM_UP_TIMEOUT, run).await;
 }
 
-/// Opens the TCP connection to `peer`, with TCP_NODELAY.
+/// Opens the TCP connection to `peer` (its IP when resolved), with TCP_NODELAY.
 pub(super) async fn tcp_connect(peer: &Peer) -> Result<TcpStream, SshError> {
-    let tcp = TcpStream::connect((peer.address.as_str(), peer.port))
-        .await
-        .map_err(|source| SshError::Connect {
-            peer: peer.to_string(),
-            source,
-        })?;
+    let connecting = match peer.ip {
+        Some(ip) => TcpStream::connect((ip, peer.port)).await,
+        None => TcpStream::connect((peer.address.as_str(), peer.port)).await,
+    };
+    let tcp = connecting.map_err(|source| SshError::Connect {
+        peer: peer.to_string(),
+        source,
+    })?;
     // Best effort: a socket that refuses it still works, only slower.
     let _ = tcp.set_nodelay(true);
     Ok(tcp)

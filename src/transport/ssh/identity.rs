@@ -14,17 +14,19 @@ use super::options::SshOptions;
 pub(super) const PASSPHRASE_ENV: &str = "FOOBAR_SSH_PASSPHRASE";
 
 /// How to authenticate, resolved before connecting.
+#[derive(Clone)]
 pub(super) struct Credentials {
-    pub(super) identity: Option<(PathBuf, Arc<PrivateKey>)>,
+    /// The identity files' keys, in the order they are offered.
+    pub(super) identities: Vec<(PathBuf, Arc<PrivateKey>)>,
     /// The ssh-agent socket, when the agent is to be used; `Err` says why it cannot be.
     pub(super) agent: Option<Result<PathBuf, String>>,
 }
 
 impl Credentials {
-    /// Loads the identity file of `opts` (if any) and pairs it with `agent`.
+    /// Loads the identity files of `opts` and pairs them with `agent`.
     ///
     /// # Errors
-    /// The identity file's ([`SshError::IdentityFile`], [`SshError::PassphraseRequired`],
+    /// An identity file's ([`SshError::IdentityFile`], [`SshError::PassphraseRequired`],
     /// [`SshError::BadPassphrase`]), or [`SshError::NoAuthMethod`] when there is neither an
     /// identity file nor an agent.
     pub(super) async fn resolve(
@@ -32,17 +34,54 @@ impl Credentials {
         passphrase: Option<&str>,
         agent: Option<Result<PathBuf, String>>,
     ) -> Result<Credentials, SshError> {
-        let identity = match &opts.identity_file {
-            Some(path) => Some((path.clone(), load_off_thread(opts, path, passphrase).await?)),
-            None => None,
-        };
-        if identity.is_none() && agent.is_none() {
+        let identities = load_all(opts, &opts.identity_files, passphrase).await?;
+        if identities.is_empty() && agent.is_none() {
             return Err(SshError::NoAuthMethod {
                 host: opts.host_name.clone(),
             });
         }
-        Ok(Credentials { identity, agent })
+        Ok(Credentials { identities, agent })
     }
+
+    /// The credentials for jump host `jump`: its own identity files with the same agent,
+    /// or these when it has none.
+    pub(super) async fn for_jump(
+        &self,
+        opts: &SshOptions,
+        jump: &super::options::JumpHost,
+        passphrase: Option<&str>,
+    ) -> Result<Credentials, SshError> {
+        if jump.identity_files.is_empty() {
+            return Ok(self.clone());
+        }
+        Ok(Credentials {
+            identities: load_all(opts, &jump.identity_files, passphrase).await?,
+            agent: self.agent.clone(),
+        })
+    }
+}
+
+/// Every file of `paths`, loaded (and decrypted) in order.
+async fn load_all(
+    opts: &SshOptions,
+    paths: &[PathBuf],
+    passphrase: Option<&str>,
+) -> Result<Vec<(PathBuf, Arc<PrivateKey>)>, SshError> {
+    let mut out = Vec::new();
+    for path in paths {
+        out.push((path.clone(), load_off_thread(opts, path, passphrase).await?));
+    }
+    Ok(out)
+}
+
+/// Loads `path` as an identity file (decrypting it with [`PASSPHRASE_ENV`] when needed),
+/// before any connection: the error says what is wrong with it, for `host`.
+///
+/// # Errors
+/// [`SshError::IdentityFile`], [`SshError::PassphraseRequired`], [`SshError::BadPassphrase`].
+pub fn check_identity_file(host: &str, path: &Path) -> Result<(), SshError> {
+    let passphrase = passphrase_from_env();
+    load_identity(host, path, passphrase.as_deref()).map(|_| ())
 }
 
 /// The passphrase from [`PASSPHRASE_ENV`], if set.

@@ -1,5 +1,6 @@
 //! SSH transport on russh: one authenticated connection per host, strict host key checking
-//! against `known_hosts`, optional jump host, and one channel per command.
+//! against `known_hosts`, optional jump hosts (a chain, like `ProxyJump a,b`), and one
+//! channel per command.
 //!
 //! What is where:
 //! - [`SshSession`] (this file): an authenticated connection, and closing it.
@@ -17,7 +18,7 @@
 //! - `peer.rs`: the server a connection talks to, as named in messages.
 //! - `error.rs`: [`SshError`], one variant per failure, each saying what to do next.
 //! - `test_sshd.rs` (tests only): a private OpenSSH sshd on 127.0.0.1 for the tests in
-//!   `tests.rs`.
+//!   `tests.rs` and in `cmd/reach_sshd.rs` (the SSH configuration through jump hosts).
 
 mod auth;
 mod connect;
@@ -30,7 +31,7 @@ mod peer;
 mod scan;
 
 #[cfg(test)]
-mod test_sshd;
+pub(crate) mod test_sshd;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,7 @@ use tokio::sync::Semaphore;
 
 pub use connect::connect;
 pub use error::SshError;
+pub use identity::check_identity_file;
 pub use options::{JumpHost, SshOptions};
 #[cfg(test)]
 pub use scan::scan_host_key;
@@ -59,8 +61,9 @@ type SessionHandle = Handle<Client>;
 /// default `MaxSessions` they wait for a free slot.
 pub struct SshSession {
     handle: SessionHandle,
-    /// The jump host connection carrying `handle`'s traffic; kept open as long as `handle`.
-    jump: Option<SessionHandle>,
+    /// The jump host connections carrying `handle`'s traffic, first hop first; kept open
+    /// as long as `handle`.
+    jumps: Vec<SessionHandle>,
     host_name: String,
     slots: Semaphore,
 }
@@ -69,31 +72,31 @@ impl fmt::Debug for SshSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SshSession")
             .field("host_name", &self.host_name)
-            .field("via_jump", &self.jump.is_some())
+            .field("jumps", &self.jumps.len())
             .finish_non_exhaustive()
     }
 }
 
 impl SshSession {
-    fn new(handle: SessionHandle, jump: Option<SessionHandle>, host_name: &str) -> Self {
+    fn new(handle: SessionHandle, jumps: Vec<SessionHandle>, host_name: &str) -> Self {
         SshSession {
             handle,
-            jump,
+            jumps,
             host_name: host_name.to_string(),
             slots: Semaphore::new(MAX_CONCURRENT_EXECS),
         }
     }
 
-    /// Says goodbye to the server (and to the jump host, if any) and waits briefly for the
-    /// connection to end.
+    /// Says goodbye to the server (and to the jump hosts, last hop first) and waits
+    /// briefly for each connection to end.
     pub async fn close(self) {
         // Bounded: saying goodbye on a connection that broke would wait forever.
         let bye = Duration::from_secs(2);
-        let SshSession { handle, jump, .. } = self;
+        let SshSession { handle, jumps, .. } = self;
         let _ =
             tokio::time::timeout(bye, handle.disconnect(Disconnect::ByApplication, "", "en")).await;
         let _ = tokio::time::timeout(bye, handle).await;
-        if let Some(jump) = jump {
+        for jump in jumps.into_iter().rev() {
             let _ = tokio::time::timeout(bye, jump.disconnect(Disconnect::ByApplication, "", "en"))
                 .await;
             let _ = tokio::time::timeout(bye, jump).await;

@@ -2,6 +2,7 @@
 //! same way in host key checks and in every message.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use super::options::{JumpHost, SshOptions};
 
@@ -10,7 +11,10 @@ use super::options::{JumpHost, SshOptions};
 pub(super) struct Peer {
     /// Inventory name of the host this connection serves.
     pub(super) host: String,
+    /// The name looked up in known_hosts (and shown).
     pub(super) address: String,
+    /// Where to open the TCP connection when it is not `address` (a name resolved once).
+    pub(super) ip: Option<IpAddr>,
     pub(super) port: u16,
     /// Whether this is the jump host in front of `host`.
     pub(super) is_jump: bool,
@@ -22,6 +26,7 @@ impl Peer {
         Peer {
             host: opts.host_name.clone(),
             address: opts.address.clone(),
+            ip: opts.ip,
             port: opts.port,
             is_jump: false,
         }
@@ -32,16 +37,19 @@ impl Peer {
         Peer {
             host: opts.host_name.clone(),
             address: jump.address.clone(),
+            ip: None,
             port: jump.port,
             is_jump: true,
         }
     }
 
     /// A server known only by its address (key scanning before the host is trusted).
+    #[cfg(test)]
     pub(super) fn address_only(address: &str, port: u16) -> Peer {
         Peer {
             host: address.to_string(),
             address: address.to_string(),
+            ip: None,
             port,
             is_jump: false,
         }
@@ -58,6 +66,8 @@ impl fmt::Display for Peer {
             )
         } else if self.host == self.address {
             write!(f, "{}:{}", self.address, self.port)
+        } else if let Some(ip) = self.ip.filter(|ip| ip.to_string() != self.address) {
+            write!(f, "{} ({} {ip}:{})", self.host, self.address, self.port)
         } else {
             write!(f, "{} ({}:{})", self.host, self.address, self.port)
         }
@@ -99,6 +109,7 @@ mod tests {
             address: "bastion".to_string(),
             port: 2200,
             user: "hop".to_string(),
+            identity_files: Vec::new(),
         };
         assert_eq!(
             Peer::jump(&opts("web1", "10.0.0.5"), &jump).to_string(),

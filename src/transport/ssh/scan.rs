@@ -36,24 +36,33 @@ pub async fn scan_host_key(
 }
 
 /// [`scan_host_key`], asking first for the key types in `known`.
+#[cfg(test)]
 async fn scan_direct(
     address: &str,
     port: u16,
     timeout: Duration,
     known: &[Algorithm],
 ) -> Result<PublicKey, SshError> {
-    let peer = Peer::address_only(address, port);
+    scan_peer(&Peer::address_only(address, port), timeout, known).await
+}
+
+/// The key `peer` offers, read within `timeout`.
+async fn scan_peer(
+    peer: &Peer,
+    timeout: Duration,
+    known: &[Algorithm],
+) -> Result<PublicKey, SshError> {
     let scan = async {
-        let tcp = tcp_connect(&peer).await?;
-        scan_stream(tcp, &peer, known).await
+        let tcp = tcp_connect(peer).await?;
+        scan_stream(tcp, peer, known).await
     };
     tokio::time::timeout(timeout, scan)
         .await
         .unwrap_or_else(|_elapsed| {
             Err(SshError::Timeout {
-                host: address.to_string(),
-                address: address.to_string(),
-                port,
+                host: peer.host.clone(),
+                address: peer.address.clone(),
+                port: peer.port,
                 seconds: timeout.as_secs_f64(),
                 via: String::new(),
             })
@@ -71,29 +80,29 @@ async fn scan_direct(
 /// [`SshError::KnownHostsUnreadable`]; those of [`connect`](super::connect()) for the jump
 /// host, [`SshError::JumpForward`], and those of [`scan_host_key`] for the host.
 pub async fn scan_host_key_via_jump(opts: &SshOptions) -> Result<PublicKey, SshError> {
-    let Some(jump) = &opts.jump else {
+    if opts.jumps.is_empty() {
         let text = read_known_hosts(&opts.host_name, &opts.known_hosts).await?;
         let known = known_hosts::known_key_algorithms(&text, &opts.address, opts.port);
-        return scan_direct(&opts.address, opts.port, opts.connect_timeout, &known).await;
-    };
+        let peer = Peer::target(opts);
+        return scan_peer(&peer, opts.connect_timeout, &known).await;
+    }
     let passphrase = passphrase_from_env();
-    let (credentials, known_hosts_text) =
-        prepare(opts, passphrase.as_deref(), agent_from_env(opts)).await?;
+    let prepared = prepare(opts, passphrase.as_deref(), agent_from_env(opts)).await?;
     let connector = Connector {
         opts,
-        credentials: &credentials,
-        known_hosts_text: &known_hosts_text,
+        prepared: &prepared,
     };
-    let known = known_hosts::known_key_algorithms(&known_hosts_text, &opts.address, opts.port);
-    let jump_handle = with_timeout(opts, connector.jump_login(jump)).await?;
+    let known =
+        known_hosts::known_key_algorithms(&prepared.known_hosts_text, &opts.address, opts.port);
+    let jumps = with_timeout(opts, connector.through_jumps()).await?;
     let result = with_timeout(opts, async {
-        let stream = connector.forward(jump, &jump_handle).await?;
+        let stream = connector.forward_to_target(&jumps).await?;
         scan_stream(stream, &Peer::target(opts), &known).await
     })
     .await;
-    let _ = jump_handle
-        .disconnect(Disconnect::ByApplication, "", "en")
-        .await;
+    for jump in jumps.iter().rev() {
+        let _ = jump.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
     result
 }
 

@@ -22,7 +22,7 @@ use crate::transport::known_hosts;
 
 const SSHD: &str = "/usr/sbin/sshd";
 /// Said when a program the tests need is missing.
-pub(super) const INSTALL_HINT: &str = "the SSH transport tests need OpenSSH's server and \
+pub(crate) const INSTALL_HINT: &str = "the SSH transport tests need OpenSSH's server and \
                                        client: install them with `apt-get install \
                                        openssh-server`";
 /// Longest a helper command (ssh-keygen, ssh-add, id) may run.
@@ -38,10 +38,10 @@ fn log(message: fmt::Arguments<'_>) {
 }
 
 /// A directory removed when dropped.
-pub(super) struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub(super) fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "foobar-ssh-{tag}-{}-{}",
@@ -53,7 +53,7 @@ impl TempDir {
         TempDir(path)
     }
 
-    pub(super) fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -69,11 +69,11 @@ impl Drop for TempDir {
 }
 
 /// A child process killed by its pid, and reaped, when dropped.
-pub(super) struct Killed(Child);
+pub(crate) struct Killed(Child);
 
 impl Killed {
     /// Starts `command`; panics (with the install hint) if it cannot be started.
-    pub(super) fn spawn(command: &mut Command) -> Killed {
+    pub(crate) fn spawn(command: &mut Command) -> Killed {
         let program = command.get_program().to_string_lossy().into_owned();
         match command.spawn() {
             Ok(child) => Killed(child),
@@ -133,13 +133,13 @@ fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receive
 }
 
 /// Runs `program` with `args` to its end; returns its stdout, trimmed.
-pub(super) fn run(program: &str, args: &[&str]) -> String {
+pub(crate) fn run(program: &str, args: &[&str]) -> String {
     run_command(Command::new(program).args(args))
 }
 
 /// Runs `command` (stdin empty) to its end within [`COMMAND_TIMEOUT`]; returns its stdout,
 /// trimmed. Panics if it cannot start, fails or takes too long (it is killed then).
-pub(super) fn run_command(command: &mut Command) -> String {
+pub(crate) fn run_command(command: &mut Command) -> String {
     run_command_within(command, COMMAND_TIMEOUT)
 }
 
@@ -170,7 +170,7 @@ fn run_command_within(command: &mut Command, timeout: Duration) -> String {
 }
 
 /// Makes a key pair with ssh-keygen; returns the private key path.
-pub(super) fn keygen(dir: &TempDir, name: &str, key_type: &str, passphrase: &str) -> PathBuf {
+pub(crate) fn keygen(dir: &TempDir, name: &str, key_type: &str, passphrase: &str) -> PathBuf {
     let path = dir.join(name);
     let path_text = path.to_string_lossy().into_owned();
     let mut args = vec!["-q", "-t", key_type, "-N", passphrase, "-C", name, "-f"];
@@ -187,7 +187,7 @@ pub(super) fn keygen(dir: &TempDir, name: &str, key_type: &str, passphrase: &str
 }
 
 /// The public half of a key made by [`keygen`].
-pub(super) fn public_key(private: &Path) -> PublicKey {
+pub(crate) fn public_key(private: &Path) -> PublicKey {
     PublicKey::from_openssh(public_key_line(private).trim()).expect("parse public key")
 }
 
@@ -197,7 +197,7 @@ fn public_key_line(private: &Path) -> String {
 }
 
 /// A TCP port nothing listens on right now.
-pub(super) fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -205,16 +205,16 @@ pub(super) fn free_port() -> u16 {
 }
 
 /// A private sshd on 127.0.0.1 with an ed25519 and an RSA host key.
-pub(super) struct Lab {
+pub(crate) struct Lab {
     /// First field, so that sshd is killed before its directory is removed.
     sshd: Option<Killed>,
-    pub(super) dir: TempDir,
-    pub(super) port: u16,
-    pub(super) user: String,
-    pub(super) host_ed25519: PublicKey,
-    pub(super) host_rsa: PublicKey,
+    pub(crate) dir: TempDir,
+    pub(crate) port: u16,
+    pub(crate) user: String,
+    pub(crate) host_ed25519: PublicKey,
+    pub(crate) host_rsa: PublicKey,
     /// The key authorized_keys holds from the start.
-    pub(super) user_key: PathBuf,
+    pub(crate) user_key: PathBuf,
     authorized_keys: PathBuf,
 }
 
@@ -222,7 +222,7 @@ impl Lab {
     /// Makes the keys and starts sshd; panics with what went wrong if it cannot. `None`
     /// (the test is skipped, and says so) when OpenSSH's server is not installed: plain
     /// `cargo test` must pass on a machine without it.
-    pub(super) fn start(tag: &str) -> Option<Lab> {
+    pub(crate) fn start(tag: &str) -> Option<Lab> {
         if !Path::new(SSHD).exists() {
             log(format_args!("skipped: {SSHD} is missing; {INSTALL_HINT}"));
             return None;
@@ -313,12 +313,12 @@ impl Lab {
     }
 
     /// What sshd wrote to its log so far (for failure messages).
-    pub(super) fn sshd_log(&self) -> String {
+    pub(crate) fn sshd_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }
 
     /// Adds the public halves of these keys (made by [`keygen`]) to authorized_keys.
-    pub(super) fn authorize(&self, keys: &[&Path]) {
+    pub(crate) fn authorize(&self, keys: &[&Path]) {
         let mut authorized = std::fs::read_to_string(&self.authorized_keys).expect("read");
         for key in keys {
             authorized.push_str(&public_key_line(key));
@@ -327,7 +327,7 @@ impl Lab {
     }
 
     /// Writes a known_hosts file with these lines and returns its path.
-    pub(super) fn known_hosts(&self, name: &str, lines: &[String]) -> PathBuf {
+    pub(crate) fn known_hosts(&self, name: &str, lines: &[String]) -> PathBuf {
         let path = self.dir.join(name);
         let mut text = lines.join("\n");
         text.push('\n');
@@ -336,7 +336,7 @@ impl Lab {
     }
 
     /// A known_hosts file that trusts the lab's ed25519 host key.
-    pub(super) fn trusting_known_hosts(&self) -> PathBuf {
+    pub(crate) fn trusting_known_hosts(&self) -> PathBuf {
         self.known_hosts(
             "known_hosts",
             &[known_hosts::entry_line(
@@ -348,10 +348,10 @@ impl Lab {
     }
 
     /// Options for host `lab1` at the lab's sshd, with the lab's user key and no agent.
-    pub(super) fn options(&self, known_hosts: PathBuf) -> SshOptions {
+    pub(crate) fn options(&self, known_hosts: PathBuf) -> SshOptions {
         SshOptions {
             port: self.port,
-            identity_file: Some(self.user_key.clone()),
+            identity_files: vec![self.user_key.clone()],
             use_agent: false,
             connect_timeout: Duration::from_secs(10),
             ..SshOptions::new("lab1", "127.0.0.1", self.user.clone(), known_hosts)
@@ -360,7 +360,7 @@ impl Lab {
 
     /// Starts an ssh-agent holding the lab's user key; returns it (killed when dropped) and
     /// its socket.
-    pub(super) fn start_agent(&self) -> (Killed, PathBuf) {
+    pub(crate) fn start_agent(&self) -> (Killed, PathBuf) {
         let socket = self.dir.join("agent.sock");
         let agent = Killed::spawn(
             Command::new("ssh-agent")

@@ -32,11 +32,12 @@ async fn sshd_connect_exec_stdin_concurrency_and_jump() {
     let cat = exec_streams_stdin(&session).await;
     let concurrent = exec_fifty_at_once(session).await;
     let jump_opts = SshOptions {
-        jump: Some(JumpHost {
+        jumps: vec![JumpHost {
             address: "127.0.0.1".to_string(),
             port: lab.port,
             user: lab.user.clone(),
-        }),
+            identity_files: Vec::new(),
+        }],
         ..opts.clone()
     };
     let (jump_connect, jump_per_exec) = exec_via_jump(&lab, &jump_opts).await;
@@ -369,7 +370,7 @@ async fn sshd_authentication_paths() {
     let encrypted = keygen(&lab.dir, "user_encrypted", "ed25519", "sesame");
     lab.authorize(&[&rsa, &encrypted]);
     let opts = SshOptions {
-        identity_file: Some(rsa),
+        identity_files: vec![rsa],
         ..lab.options(known.clone())
     };
     connect(&opts).await.expect("RSA user key").close().await;
@@ -377,7 +378,7 @@ async fn sshd_authentication_paths() {
 
     // Nothing to authenticate with.
     let opts = SshOptions {
-        identity_file: None,
+        identity_files: Vec::new(),
         use_agent: false,
         ..lab.options(known.clone())
     };
@@ -391,7 +392,7 @@ async fn sshd_authentication_paths() {
 async fn unknown_user_key_is_named(lab: &Lab, known: &Path) {
     let stranger = keygen(&lab.dir, "stranger_key", "ed25519", "");
     let opts = SshOptions {
-        identity_file: Some(stranger.clone()),
+        identity_files: vec![stranger.clone()],
         ..lab.options(known.to_path_buf())
     };
     let err = connect(&opts).await.expect_err("unknown user key");
@@ -404,7 +405,7 @@ async fn unknown_user_key_is_named(lab: &Lab, known: &Path) {
 /// Encrypted key: needs the passphrase, refuses a wrong one, works with the right one.
 async fn encrypted_key_needs_its_passphrase(lab: &Lab, known: &Path, encrypted: &Path) {
     let opts = SshOptions {
-        identity_file: Some(encrypted.to_path_buf()),
+        identity_files: vec![encrypted.to_path_buf()],
         ..lab.options(known.to_path_buf())
     };
     let err = connect_with(&opts, None, None)
@@ -431,7 +432,7 @@ async fn encrypted_key_needs_its_passphrase(lab: &Lab, known: &Path, encrypted: 
 async fn agent_keys_authenticate(lab: &Lab, known: &Path) {
     let (agent, socket) = lab.start_agent();
     let opts = SshOptions {
-        identity_file: None,
+        identity_files: Vec::new(),
         use_agent: true,
         ..lab.options(known.to_path_buf())
     };
@@ -460,7 +461,7 @@ async fn connect_timeout_names_address_and_seconds() {
     let key = keygen(&dir, "key", "ed25519", "");
     let opts = SshOptions {
         port,
-        identity_file: Some(key),
+        identity_files: vec![key],
         use_agent: false,
         connect_timeout: Duration::from_millis(300),
         ..SshOptions::new("web9", "127.0.0.1", "deploy", dir.join("known_hosts"))
