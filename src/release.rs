@@ -77,6 +77,7 @@ impl Bundle {
                 ));
             }
         }
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
         for f in &files {
             if f.path == REVISION || f.path == MANIFEST {
                 return Err(format!(
@@ -84,14 +85,11 @@ impl Bundle {
                     f.path
                 ));
             }
-            // A file where another one needs a folder (`a` and `a/b`) cannot unpack.
-            if files
-                .binary_search_by(|g| g.path.as_str().cmp(&format!("{}/", f.path)))
-                .is_err()
-                && files
-                    .iter()
-                    .any(|g| g.path.starts_with(&format!("{}/", f.path)))
-            {
+            // A file where another one needs a folder (`a` and `a/b`) cannot unpack. The
+            // paths are sorted: the first one from `a/` on is the one to look at.
+            let folder = format!("{}/", f.path);
+            let next = paths.partition_point(|p| *p < folder.as_str());
+            if paths.get(next).is_some_and(|p| p.starts_with(&folder)) {
                 return Err(format!(
                     "release source {label}: `{}` is a file and a folder",
                     f.path
@@ -621,6 +619,12 @@ mod tests {
         assert!(err(vec![]).contains("no file"));
         assert!(err(vec![file("a", "1"), file("a", "2")]).contains("twice"));
         assert!(err(vec![file("a", "1"), file("a/b", "2")]).contains("a file and a folder"));
+        // `a-x` sorts between `a` and `a/b`.
+        assert!(
+            err(vec![file("a", "1"), file("a-x", "3"), file("a/b", "2")])
+                .contains("a file and a folder")
+        );
+        assert!(Bundle::new(vec![file("a", "1"), file("ab/c", "2")], "s".into()).is_ok());
         assert!(err(vec![file("REVISION", "x")]).contains("writes that file"));
         assert!(err(vec![file(MANIFEST, "x")]).contains("writes that file"));
         // Below the top, the names are the app's own.
