@@ -1,6 +1,6 @@
 //! A host for offline tests of the whole pipeline: a private OpenSSH sshd on 127.0.0.1
 //! (its own host key, authorized key and known_hosts, killed when dropped) and a small
-//! project whose role writes two files into a folder of the test's own. `plan` and `apply`
+//! project whose role writes two files into a folder of the test's own (under /run). `plan` and `apply`
 //! then run for real against this machine, touching only that folder (and, for an apply,
 //! the tool's lock under /run/foobar-provision and one line of
 //! /var/log/foobar-provision.log, as on any host).
@@ -60,13 +60,18 @@ impl Host {
             return None;
         }
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
-        // Under the build's folder (no folder above it writable by others: the tool
-        // refuses to write there otherwise), not /tmp.
+        // Under /run (root's, 0755): no folder above may be writable by others than root,
+        // or the tool refuses to write there (a checkout under /tmp is); else under the
+        // build's folder.
+        let prefix = format!("fp-{tag}-");
         let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        std::fs::create_dir_all(base).expect("mkdir target tmp");
         let dir = tempfile::Builder::new()
-            .prefix(&format!("fp-{tag}-"))
-            .tempdir_in(base)
+            .prefix(&prefix)
+            .tempdir_in("/run")
+            .or_else(|_| {
+                std::fs::create_dir_all(base)?;
+                tempfile::Builder::new().prefix(&prefix).tempdir_in(base)
+            })
             .expect("tempdir");
         let d = dir.path();
         for (name, kind) in [("host_key", "ed25519"), ("user_key", "ed25519")] {
