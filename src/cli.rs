@@ -46,14 +46,25 @@ pub enum Command {
     },
     /// Dry run: connect, gather facts and show every change (diffs, packages, service
     /// actions) without touching anything. Exit 2 when there are changes.
-    Plan(Live),
+    ///
+    /// --out FILE saves the plan for review: `apply FILE` later applies exactly it, or
+    /// refuses if anything it was based on changed. --format markdown prints a summary
+    /// table and each host's changes, ready to post as a pull-request comment.
+    Plan(PlanArgs),
     /// Converge the selected hosts: tiers in the inventory's order. In the tier with
     /// `vip: true` one host at a time, the VIP holder last; in the others, hosts whose
     /// change reloads or restarts a serving service go in batches (`rolling:`, default one
     /// at a time, each batch's health checks passing first), drained from the load
     /// balancers around a restart where the tier says `drain:`. A second apply changes
     /// nothing.
-    Apply(Live),
+    ///
+    /// It shows the plan first and, on a terminal, asks `Apply N changes on M hosts? [y/N]`
+    /// (nothing to change: no question). Without a terminal it refuses unless --yes is
+    /// given. INVENTORY may instead be a plan saved by `plan --out FILE`: that plan is
+    /// applied as reviewed, without a question, after checking that nothing it was based
+    /// on changed (inputs, files, packages, units, releases); otherwise it refuses, naming
+    /// what changed, before changing anything: run plan again.
+    Apply(ApplyArgs),
     /// Switch the app back to its previous release: on every selected host whose tier
     /// deploys releases (`release:`), `current` goes back to the release before it, rolled
     /// like a deploy (one host at a time by default, each health-checked; a failed check
@@ -130,7 +141,8 @@ pub struct Common {
     /// Only hosts of these tiers (comma-separated: db, app, web, lb, ...).
     #[arg(long, value_delimiter = ',')]
     pub tier: Vec<String>,
-    /// Output format.
+    /// Output format. `markdown` (plan only): a summary table and each changed host's
+    /// plan in a collapsible block, for a pull-request comment.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Project folder holding roles/ and templates/ (default: found from the inventory's
@@ -202,6 +214,33 @@ pub struct Rollback {
     /// Only show what the rollback would switch (exit 2 when it would change something).
     #[arg(long)]
     pub plan: bool,
+    /// Switch without asking. On a terminal the rollback shows its plan and asks
+    /// `Apply N changes on M hosts? [y/N]`; without a terminal it refuses unless --yes.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub live: Live,
+    /// Save the plan to FILE (JSON, mode 0600, written atomically) for `apply FILE`: the
+    /// tool's version, a hash of every input (inventory, templates, role.yml and static
+    /// files, release ids), each host's facts that the plan rests on (live file hashes,
+    /// packages, units, releases) and the planned changes. No secret is in it: diffs are
+    /// masked, contents are never stored. Not written when a host could not be planned.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub live: Live,
+    /// Apply without asking. Needed when stdin is not a terminal (CI, scripts), unless
+    /// INVENTORY is a plan saved by `plan --out` (already reviewed).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -218,6 +257,11 @@ pub struct Live {
     /// object per line (mode 0600; the inventory's secrets masked; each stream cut at 64 KiB).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Write a JUnit XML report to FILE: a test suite per host, a test case for the host
+    /// (connect, facts, plan) and one per role; a failure carries its error (masked), a
+    /// role not started is skipped. For CI test reports.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// After the recap, how long each host's roles and steps took (the slowest steps
     /// first). The JSON recap always has them (`timings`).
     #[arg(long)]

@@ -23,6 +23,8 @@ pub struct Planned {
     pub vips_held: usize,
     /// SSH round trips it took: 1, or 2 when old contents were fetched.
     pub round_trips: u32,
+    /// What the host was: a saved plan records what the plan rests on.
+    pub facts: facts::Facts,
 }
 
 /// What reading a host needs besides the connection.
@@ -98,6 +100,7 @@ impl<T: Transport> Reader<'_, T> {
             plan,
             vips_held: facts.vips_held.unwrap_or(0),
             round_trips,
+            facts,
         })
     }
 

@@ -22,6 +22,7 @@ mod ordered_map;
 mod pattern;
 mod pki;
 mod plan;
+mod plan_file;
 mod progress;
 mod release;
 mod render;

@@ -272,17 +272,7 @@ impl HostPlan {
     pub fn change_count(&self) -> usize {
         self.packages_to_install.len()
             + self.stale_temps.len()
-            + self
-                .roles
-                .iter()
-                .map(|r| {
-                    r.files.len()
-                        + r.certificates.len()
-                        + r.paths.len()
-                        + r.actions.len()
-                        + usize::from(r.release.is_some())
-                })
-                .sum::<usize>()
+            + self.roles.iter().map(RolePlan::change_count).sum::<usize>()
     }
 
     /// Why this plan cannot be applied (a path change that would delete data), one line
@@ -321,6 +311,15 @@ impl FileChange {
 }
 
 impl RolePlan {
+    /// Number of this role's changes (files, certificates, paths, actions, release).
+    pub fn change_count(&self) -> usize {
+        self.files.len()
+            + self.certificates.len()
+            + self.paths.len()
+            + self.actions.len()
+            + usize::from(self.release.is_some())
+    }
+
     /// Nothing to do for this role.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()

@@ -1,7 +1,8 @@
 //! Progress while a run works, and every line printed during it: spinners per host on a
 //! terminal (indicatif), plain `[host] step` lines in a CI log, or nothing under
-//! `--format json` (one JSON document is printed at the end). What is printed is made
-//! by [`crate::report`].
+//! `--format json` (one JSON document is printed at the end; `--format markdown`
+//! likewise, with plain progress lines on stderr). What is printed is made by
+//! [`crate::report`].
 
 use crate::report::{Outcome, outcome_word};
 use crate::timings::{HostTimings, Timings};
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 pub enum Format {
     Text,
     Json,
+    /// `plan` only: one Markdown document (a pull-request comment) at the end.
+    Markdown,
 }
 
 /// `--color`: colours and spinners.
@@ -57,6 +60,8 @@ enum Mode {
     Plain,
     /// JSON at the end only; progress goes nowhere.
     Json,
+    /// A Markdown document at the end on stdout; progress as plain lines on stderr.
+    Markdown,
 }
 
 pub struct Reporter {
@@ -81,6 +86,7 @@ impl Reporter {
         let colors = format == Format::Text && color.colors(terminal, no_color.as_deref());
         let mode = match format {
             Format::Json => Mode::Json,
+            Format::Markdown => Mode::Markdown,
             Format::Text if colors && terminal => Mode::Tty,
             Format::Text => Mode::Plain,
         };
@@ -116,12 +122,18 @@ impl Reporter {
         self.mode == Mode::Json
     }
 
+    /// Stdout is one document printed at the end (JSON or Markdown): no plan text, no
+    /// text recap.
+    pub fn is_document(&self) -> bool {
+        matches!(self.mode, Mode::Json | Mode::Markdown)
+    }
+
     /// A step in progress on a host.
     pub fn step(&self, host: &str, msg: &str) {
         self.timings.step_at(host, msg, Instant::now());
         match self.mode {
             Mode::Json => {}
-            Mode::Plain => eprintln!("[{host}] {msg}"),
+            Mode::Plain | Mode::Markdown => eprintln!("[{host}] {msg}"),
             Mode::Tty => {
                 let Some(multi) = &self.multi else { return };
                 let Ok(mut bars) = self.bars.lock() else {
@@ -148,7 +160,7 @@ impl Reporter {
         let word = outcome_word(outcome);
         match self.mode {
             Mode::Json => {}
-            Mode::Plain => eprintln!("[{host}] {word}"),
+            Mode::Plain | Mode::Markdown => eprintln!("[{host}] {word}"),
             Mode::Tty => {
                 if let Ok(mut bars) = self.bars.lock()
                     && let Some(b) = bars.remove(host)
@@ -161,7 +173,7 @@ impl Reporter {
 
     /// A line for the user (stdout), outside any spinner.
     pub fn line(&self, text: &str) {
-        if self.mode == Mode::Json {
+        if self.is_document() {
             return;
         }
         let write = || {

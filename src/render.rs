@@ -21,6 +21,21 @@ pub struct Project {
     roles: BTreeMap<String, Role>,
     templates_dir: PathBuf,
     tera: tera::Tera,
+    /// The project folder (holding roles/ and templates/).
+    root: PathBuf,
+    /// Every template loaded, by name (relative to templates/).
+    template_names: Vec<String>,
+}
+
+/// One file of the project a render reads: what it is and where (relative to the
+/// project folder, and as opened).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectFile {
+    /// `role` (a role.yml), `template` or `static` (a file under roles/NAME/files/).
+    pub kind: &'static str,
+    /// Relative to the project folder, e.g. `templates/nginx/nginx.conf.tera`.
+    pub relative: String,
+    pub path: PathBuf,
 }
 
 /// Finds the project root for an inventory: the nearest folder, from the inventory's
@@ -53,7 +68,50 @@ impl Project {
             roles,
             templates_dir,
             tera,
+            root: root.to_path_buf(),
+            template_names: sources.into_iter().map(|(n, _)| n).collect(),
         })
+    }
+
+    /// The files rendering `roles` reads: each role's role.yml and static files, and every
+    /// template (a template may include or import any other), sorted by path.
+    pub fn inputs(&self, roles: &[&str]) -> Vec<ProjectFile> {
+        let relative = |p: &Path| {
+            p.strip_prefix(&self.root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut out = Vec::new();
+        for role in roles.iter().filter_map(|name| self.roles.get(*name)) {
+            let yml = role.dir.join("role.yml");
+            out.push(ProjectFile {
+                kind: "role",
+                relative: relative(&yml),
+                path: yml,
+            });
+            for f in &role.files {
+                if let Source::Static(p) = &f.source {
+                    let path = role.dir.join("files").join(p);
+                    out.push(ProjectFile {
+                        kind: "static",
+                        relative: relative(&path),
+                        path,
+                    });
+                }
+            }
+        }
+        for name in &self.template_names {
+            let path = self.templates_dir.join(name);
+            out.push(ProjectFile {
+                kind: "template",
+                relative: relative(&path),
+                path,
+            });
+        }
+        out.sort_by(|a, b| a.relative.cmp(&b.relative));
+        out.dedup_by(|a, b| a.relative == b.relative);
+        out
     }
 
     pub fn role_names(&self) -> Vec<String> {
@@ -1164,6 +1222,43 @@ hosts:
         let found = find_root(&dir.path().join("inv.yml"));
         assert_ne!(found.as_deref(), Some(dir.path()));
         assert_eq!(find_root(&dir.path().join("missing.yml")), None);
+    }
+
+    /// What a saved plan hashes: the roles' role.yml and static files of the roles used
+    /// only, every template (any may be included by another), sorted, relative to the
+    /// project folder.
+    #[test]
+    fn inputs_are_the_roles_files_used_and_every_template() {
+        let t = test_project(
+            &[
+                (
+                    "roles/web/role.yml",
+                    "files:\n  - template: web/site.conf.tera\n    dest: /etc/site.conf\n  - src: index.html\n    dest: /var/www/index.html\n",
+                ),
+                ("roles/web/files/index.html", "<p>hi</p>\n"),
+                ("roles/other/role.yml", "files:\n  - src: x\n    dest: /etc/x\n"),
+                ("roles/other/files/x", "x\n"),
+                ("templates/web/site.conf.tera", "{% include \"common/part.tera\" %}\n"),
+                ("templates/common/part.tera", "part\n"),
+            ],
+            "",
+        )
+        .expect("loads");
+        let inputs: Vec<(&str, String)> = t
+            .project
+            .inputs(&["web"])
+            .into_iter()
+            .map(|f| (f.kind, f.relative))
+            .collect();
+        assert_eq!(
+            inputs,
+            [
+                ("static", "roles/web/files/index.html".to_string()),
+                ("role", "roles/web/role.yml".to_string()),
+                ("template", "templates/common/part.tera".to_string()),
+                ("template", "templates/web/site.conf.tera".to_string()),
+            ]
+        );
     }
 
     /// A project with one role `web` on disk: a template under a sub-folder, role

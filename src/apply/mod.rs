@@ -35,7 +35,7 @@ use scripts::{
 use crate::plan::{
     Action, FileAction, FileChange, HostPlan, PathAction, PathChange, ReleaseChange, RolePlan,
 };
-use crate::report::{ErrorKind, Interruption, Outcome};
+use crate::report::{ErrorKind, Failure, Interruption, Outcome};
 use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
 use std::time::Duration;
@@ -81,10 +81,14 @@ pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Out
 async fn apply_unlocked<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     let pending: Vec<&RolePlan> = plan.roles.iter().filter(|role| !role.is_empty()).collect();
     let mut applied: Vec<String> = Vec::new();
-    match apply_roles(r, plan, &pending, &mut applied).await {
+    let mut in_flight: Option<&str> = None;
+    let result = apply_roles(r, plan, &pending, &mut applied, &mut in_flight).await;
+    match result {
         Ok(()) => Outcome::Changed(plan.change_count()),
-        Err(StepError::Failed(f)) => Outcome::Failed(f),
-        Err(StepError::Transport(m)) => Outcome::unreachable(ErrorKind::ConnectionLost, m),
+        Err(StepError::Failed(f)) => Outcome::Failed(f.in_role(in_flight)),
+        Err(StepError::Transport(m)) => {
+            Outcome::Unreachable(Failure::new(ErrorKind::ConnectionLost, m).in_role(in_flight))
+        }
         Err(StepError::Interrupted(note)) => Outcome::Interrupted(Interruption {
             not_applied: pending
                 .iter()
@@ -98,12 +102,14 @@ async fn apply_unlocked<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Out
 }
 
 /// Prepares the host, then applies its roles in order; `applied` collects the roles
-/// that were applied completely.
-async fn apply_roles<T: Transport>(
+/// that were applied completely, `in_flight` names the role being applied (for the
+/// failure's report).
+async fn apply_roles<'p, T: Transport>(
     r: &Remote<'_, T>,
     plan: &HostPlan,
-    pending: &[&RolePlan],
+    pending: &[&'p RolePlan],
     applied: &mut Vec<String>,
+    in_flight: &mut Option<&'p str>,
 ) -> Result<(), StepError> {
     prepare(r, plan).await?;
     for role in pending {
@@ -113,12 +119,14 @@ async fn apply_roles<T: Transport>(
                 role.role
             )));
         }
+        *in_flight = Some(role.role.as_str());
         r.reporter.role(r.host, Some(&role.role));
         let done = apply_role(r, plan.init, role).await;
         r.reporter.role(r.host, None);
         done?;
         applied.push(role.role.clone());
     }
+    *in_flight = None;
     Ok(())
 }
 

@@ -133,7 +133,7 @@ async fn backup_now(a: &DbHost) -> anyhow::Result<i32> {
                 "seconds": took,
             }))?
         ),
-        Format::Text => println!(
+        Format::Text | Format::Markdown => println!(
             "backup {} of database {} on {}: {} bytes (sha256 {}), {} rows ({})\nstored on {}:{}/{} in {took:.1}s\nrestore it with: foobar-provision db restore {} --from {}",
             m.name,
             m.database,
@@ -170,7 +170,7 @@ async fn list(a: &DbHost) -> anyhow::Result<i32> {
                 "unreadable": bad,
             }))?
         ),
-        Format::Text => {
+        Format::Text | Format::Markdown => {
             if good.is_empty() {
                 println!("no backups on {} ({})", store.name, backup::STORE_DIR);
             }
@@ -302,7 +302,7 @@ async fn restore(r: &DbRestore) -> anyhow::Result<i32> {
                 "seconds": took,
             }))?
         ),
-        Format::Text => println!(
+        Format::Text | Format::Markdown => println!(
             "restored {name} ({} bytes, sha256 checked) onto {} in {took:.1}s: {} rows, every table's count matches the backup ({})",
             m.size,
             db.name,

@@ -1,33 +1,120 @@
-//! `plan` and `apply`: they share every stage up to Apply. Load and render everything
-//! offline first (bad input never touches a host), connect to every selected host and
-//! plan it, show the plans; `apply` then executes exactly those plans by the rollout
-//! rules ([`crate::rollout`]). Both end with the recap and the exit code.
+//! `plan`, `apply` and `rollback`: they share every stage up to Apply. Load and render
+//! everything offline first (bad input never touches a host), connect to every selected
+//! host and plan it, show the plans; `apply` then asks (on a terminal, unless `--yes`) and
+//! executes exactly those plans by the rollout rules ([`crate::rollout`]). All end with the
+//! recap, the reports asked for (`--junit`, `GITHUB_STEP_SUMMARY`) and the exit code.
+//!
+//! A saved plan (`plan --out FILE`, [`crate::plan_file`]) records what the plan rests on;
+//! `apply FILE` plans again from the inventory it names and applies only when nothing of
+//! that changed, refusing before any change otherwise.
 
 use super::interrupt::{INTERRUPTED, watch_ctrl_c};
 use super::reach::{Routes, check_identities};
 use super::{
-    EXIT_CHANGES, EXIT_FAIL, EXIT_OK, attach_releases, close_sessions, load, load_ca, render_all,
-    select,
+    EXIT_CHANGES, EXIT_FAIL, EXIT_OK, Loaded, attach_releases, close_sessions, load, load_ca,
+    render_all, select,
 };
 use crate::apply::HostLock;
-use crate::cli::Live;
-use crate::desired::DesiredHost;
+use crate::cli::{ApplyArgs, Live, PlanArgs};
+use crate::desired::{DesiredHost, sha256_hex};
 use crate::gather::Reader;
 use crate::inventory::Inventory;
 use crate::plan::CertCheck;
+use crate::plan_file::{self, HostBasis, Input, InputKind, Key, PlanFile, Selection, Staleness};
 use crate::progress::Reporter;
 use crate::release::Target;
-use crate::report::{ErrorKind, HostEnd, Outcome, Recap, RunMode, plan_text, recap_text};
+use crate::report::{
+    ErrorKind, HostEnd, JunitHost, Outcome, Recap, RunMode, junit, markdown, mask_json, plan_text,
+    recap_text,
+};
 use crate::rollout::{self, Context, HostRun, Peer, Rules};
 use crate::secrets::Secrets;
 use crate::timings::timings_text;
 use crate::transport::{self, SshError, SshOptions, SshSession};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 pub(super) use crate::report::RunMode as Mode;
+
+/// What a run does besides planning (and applying).
+#[derive(Default)]
+pub(super) struct Extra {
+    /// `apply` or `rollback`, for messages.
+    command: &'static str,
+    /// `plan --out`: where to save the plan.
+    out: Option<PathBuf>,
+    /// `--yes`: apply without asking.
+    yes: bool,
+    /// `apply FILE`: the file as given, and the plan saved in it.
+    saved: Option<(PathBuf, PlanFile)>,
+}
+
+/// `plan`, saving the plan with `--out`.
+pub(super) async fn plan(p: &PlanArgs) -> anyhow::Result<i32> {
+    let extra = Extra {
+        command: "plan",
+        out: p.out.clone(),
+        ..Extra::default()
+    };
+    live(&p.live, Mode::Plan, None, extra).await
+}
+
+/// `apply INVENTORY`, or `apply FILE` of a saved plan (told apart by the file's content).
+pub(super) async fn apply(a: &ApplyArgs) -> anyhow::Result<i32> {
+    let given = &a.live.common.inventory;
+    let Some(saved) = plan_file::read(given)? else {
+        let extra = Extra {
+            command: "apply",
+            yes: a.yes,
+            ..Extra::default()
+        };
+        return live(&a.live, Mode::Apply, None, extra).await;
+    };
+    let c = &a.live.common;
+    if !c.limit.is_empty()
+        || !c.tier.is_empty()
+        || c.root.is_some()
+        || !c.roles.is_empty()
+        || !c.skip_roles.is_empty()
+        || !c.var.is_empty()
+    {
+        anyhow::bail!(
+            "{}: a saved plan fixes its hosts, roles, vars and project: --limit, --tier, \
+             --role, --skip-role, --var and --root cannot be given with it (plan again with \
+             them: `foobar-provision plan INVENTORY --limit ... --out FILE`)",
+            given.display()
+        );
+    }
+    let s = &saved.selection;
+    let inventory = PathBuf::from(&s.inventory);
+    if !inventory.is_file() {
+        anyhow::bail!(
+            "{}: the plan's inventory {} is not found from here (it is relative to the folder \
+             `plan` ran in): run apply from that folder, e.g. the repository's root",
+            given.display(),
+            crate::shell::printable(&s.inventory)
+        );
+    }
+    let mut opts = a.live.clone();
+    opts.common.inventory = inventory;
+    opts.common.root = s.root.as_ref().map(PathBuf::from);
+    opts.common.limit = s.limit.clone();
+    opts.common.tier = s.tier.clone();
+    opts.common.roles = s.roles.clone();
+    opts.common.skip_roles = s.skip_roles.clone();
+    opts.common.var = s.vars.clone();
+    let extra = Extra {
+        command: "apply",
+        saved: Some((given.clone(), saved)),
+        ..Extra::default()
+    };
+    live(&opts, Mode::Apply, None, extra).await
+}
 
 /// `rollback`: `apply` (or `plan` with `--plan`) of the selected hosts' releases only,
 /// each going to its previous release (or `--to`).
@@ -41,7 +128,12 @@ pub(super) async fn rollback(r: &crate::cli::Rollback) -> anyhow::Result<i32> {
         None => Target::Previous,
     };
     let mode = if r.plan { Mode::Plan } else { Mode::Apply };
-    live(&r.live, mode, Some(target)).await
+    let extra = Extra {
+        command: "rollback",
+        yes: r.yes,
+        ..Extra::default()
+    };
+    live(&r.live, mode, Some(target), extra).await
 }
 
 /// A rollback touches releases only: the hosts' other roles and changes are left out
@@ -69,7 +161,12 @@ fn only_releases(desired: &mut Vec<DesiredHost>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> anyhow::Result<i32> {
+pub(super) async fn live(
+    opts: &Live,
+    mode: Mode,
+    release: Option<Target>,
+    extra: Extra,
+) -> anyhow::Result<i32> {
     let c = &opts.common;
     let reporter = Reporter::new(c.format);
     // 1. Everything offline first: bad input never touches a host.
@@ -87,6 +184,21 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     if release.is_some() {
         only_releases(&mut desired)?;
     }
+    // What the plan rests on: a saved plan's inputs are checked before any host is reached.
+    let salt = match &extra.saved {
+        Some((_, saved)) => saved.salt.clone(),
+        None => plan_file::new_salt().map_err(anyhow::Error::msg)?,
+    };
+    let key = Key::new(&salt, &secrets)
+        .ok_or_else(|| anyhow::anyhow!("the saved plan's salt is not hex: plan again"))?;
+    let mut record = record(c, &l, &desired, (salt, &key, &secrets))?;
+    if let Some((path, saved)) = &extra.saved {
+        refuse_if_stale(path, &plan_file::stale_inputs(saved, &record))?;
+    }
+    let asks = mode == Mode::Apply && extra.saved.is_none() && !extra.yes;
+    if asks && !std::io::stdin().is_terminal() {
+        anyhow::bail!(no_terminal(extra.command, c));
+    }
     let certs = ca
         .as_ref()
         .zip(l.inv.pki.as_ref())
@@ -102,11 +214,11 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     let rules = Rules::new(&l.inv.tiers, usize::from(opts.forks), opts.keep_going);
     // One lock identity for the run: facts report the lock's holder; apply takes it.
     let lock = HostLock::for_this_run();
-    let mut runs = connect_all(
+    let (mut runs, mut bases) = connect_all(
         &l.inv,
         &l.routes,
         desired,
-        (&secrets, certs.as_ref()),
+        (&secrets, certs.as_ref(), &key),
         &reporter,
         &lock,
         opts.forks,
@@ -117,16 +229,38 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     rollout::plan_drains(&mut runs, &rules, |via| {
         l.inv.hosts_of(via).map(|h| h.name.clone()).collect()
     });
+    for r in &runs {
+        if let (Some(plan), Some(mut basis)) = (&r.plan, bases.remove(&r.name)) {
+            let mut json = serde_json::to_value(plan)?;
+            mask_json(&mut json, &secrets);
+            basis.plan = json;
+            record.hosts.push(basis);
+        }
+    }
+    if let Some((path, saved)) = &extra.saved
+        && let Err(e) = check_saved_hosts(path, saved, &record, &runs)
+    {
+        close_all(&mut runs).await;
+        return Err(e);
+    }
 
-    // 3. Show the plans.
+    // 3. Show the plans, and ask before applying them.
     reporter.clear();
     if let Some(header) = super::vars::header(&l.inv.cli_vars) {
         reporter.line(&secrets.mask(&header));
     }
-    if !reporter.is_json() {
+    if !reporter.is_document() {
         for plan in runs.iter().filter_map(|r| r.plan.as_ref()) {
             reporter.line(&secrets.mask(&plan_text(plan, reporter.colors())));
         }
+    }
+    if asks && !confirmed(&runs, &reporter, &secrets).await {
+        close_all(&mut runs).await;
+        eprintln!(
+            "{} cancelled: nothing was changed.",
+            capitalised(extra.command)
+        );
+        return Ok(EXIT_FAIL);
     }
 
     // 4. Apply exactly those plans, or say what they would change.
@@ -149,37 +283,361 @@ pub(super) async fn live(opts: &Live, mode: Mode, release: Option<Target>) -> an
     close_all(&mut runs).await;
     reporter.clear();
 
-    // 5. Recap and exit code. An interrupted apply fails, whatever it got done.
+    // 5. Recap, reports and exit code. An interrupted apply fails, whatever it got done.
+    // The files first (a failure to write one fails the run, and the recap says so); what
+    // became of them is said after the recap.
     let interrupted = mode == Mode::Apply && INTERRUPTED.load(Ordering::SeqCst);
-    let code = exit_code(&runs, mode, interrupted);
+    let mut code = exit_code(&runs, mode, interrupted);
+    let total = started.elapsed();
+    let mut notes = write_reports(opts, &l.inv, &runs, mode, total, &secrets);
+    if let Some(out) = &extra.out {
+        notes.push(save_plan(out, &record, &runs));
+    }
+    if notes.iter().any(Result::is_err) {
+        code = EXIT_FAIL;
+    }
     let shown = Shown {
         reporter: &reporter,
         secrets: &secrets,
         timings: opts.timings,
         vars: &l.inv.cli_vars,
     };
-    print_recap(&runs, mode, code, started.elapsed(), &shown)?;
+    print_recap(&runs, mode, code, total, &shown)?;
+    for note in notes {
+        match note {
+            Ok(said) => eprintln!("{said}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
     Ok(code)
 }
 
+/// The saved plan of this run, before any host is read: the command line, the keyed
+/// secrets' digest, every input's hash.
+fn record(
+    c: &crate::cli::Common,
+    l: &Loaded,
+    desired: &[DesiredHost],
+    (salt, key, secrets): (String, &Key, &Secrets),
+) -> anyhow::Result<PlanFile> {
+    let mut inputs = Vec::new();
+    let hash_of = |path: &Path| -> anyhow::Result<String> {
+        std::fs::read(path)
+            .map(|b| sha256_hex(&b))
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))
+    };
+    inputs.push(Input {
+        kind: InputKind::Inventory,
+        path: c.inventory.to_string_lossy().into_owned(),
+        hash: hash_of(&c.inventory)?,
+    });
+    let mut roles: Vec<&str> = desired
+        .iter()
+        .flat_map(|d| d.roles.iter().map(|r| r.name.as_str()))
+        .collect();
+    roles.sort_unstable();
+    roles.dedup();
+    for f in l.project.inputs(&roles) {
+        let kind = match f.kind {
+            "role" => InputKind::Role,
+            "static" => InputKind::Static,
+            _ => InputKind::Template,
+        };
+        inputs.push(Input {
+            kind,
+            path: f.relative,
+            hash: hash_of(&f.path)?,
+        });
+    }
+    let mut releases: BTreeMap<&str, &str> = BTreeMap::new();
+    for d in desired {
+        for b in d
+            .roles
+            .iter()
+            .filter_map(|r| r.release.as_ref().and_then(|rel| rel.bundle.as_ref()))
+        {
+            releases.insert(&d.host.tier, &b.id);
+        }
+    }
+    inputs.extend(releases.into_iter().map(|(tier, id)| Input {
+        kind: InputKind::Release,
+        path: tier.to_string(),
+        hash: id.to_string(),
+    }));
+    inputs.sort_by(|a, b| (a.kind, &a.path).cmp(&(b.kind, &b.path)));
+    Ok(PlanFile {
+        kind: plan_file::KIND.into(),
+        format_version: plan_file::FORMAT_VERSION,
+        tool_version: plan_file::TOOL_VERSION.into(),
+        created: plan_file::now_utc(),
+        selection: Selection {
+            inventory: c.inventory.to_string_lossy().into_owned(),
+            root: c.root.as_ref().map(|r| r.to_string_lossy().into_owned()),
+            limit: c.limit.clone(),
+            tier: c.tier.clone(),
+            roles: c.roles.clone(),
+            skip_roles: c.skip_roles.clone(),
+            // A secret's value given as a var (unlikely) is not written: masked, the
+            // plan made from it is stale.
+            vars: c.var.iter().map(|v| secrets.mask(v)).collect(),
+        },
+        secrets: key.secrets_digest(),
+        salt,
+        inputs,
+        hosts: Vec::new(),
+    })
+}
+
+/// Refuses a saved plan when anything it rests on changed, naming each thing.
+fn refuse_if_stale(path: &Path, stale: &[Staleness]) -> anyhow::Result<()> {
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = stale.iter().map(|s| format!("  - {s}")).collect();
+    anyhow::bail!(
+        "{}: the plan is stale: run plan again. Since it was made:\n{}\nNothing was changed.",
+        path.display(),
+        lines.join("\n")
+    )
+}
+
+/// Every host of a saved plan must be planned again, to the same facts and plan.
+fn check_saved_hosts(
+    path: &Path,
+    saved: &PlanFile,
+    record: &PlanFile,
+    runs: &[HostRun<SshSession>],
+) -> anyhow::Result<()> {
+    let unplanned: Vec<String> = runs
+        .iter()
+        .filter(|r| r.plan.is_none())
+        .map(|r| {
+            let why = r
+                .outcome
+                .as_ref()
+                .and_then(Outcome::error)
+                .unwrap_or("not planned");
+            format!("  - {}: {}", r.name, why.lines().next().unwrap_or(""))
+        })
+        .collect();
+    if !unplanned.is_empty() {
+        anyhow::bail!(
+            "{}: the saved plan cannot be checked, so nothing was applied: these hosts could \
+             not be read again:\n{}\nFix them and apply the plan again (or plan again without them).",
+            path.display(),
+            unplanned.join("\n")
+        );
+    }
+    refuse_if_stale(path, &plan_file::stale_hosts(saved, record))
+}
+
+/// Why `apply` without a terminal needs `--yes` or a saved plan, both ways spelled out.
+fn no_terminal(command: &str, c: &crate::cli::Common) -> String {
+    let inv = c.inventory.display();
+    let first = format!(
+        "{command} changes hosts only once confirmed, and stdin is not a terminal to ask on. Either:\n  \
+         - apply what it plans now without asking: foobar-provision {command} {inv} --yes"
+    );
+    let second = if command == "apply" {
+        format!(
+            "\n  - or review a saved plan first: foobar-provision plan {inv} --out plan.json, \
+             then foobar-provision apply plan.json"
+        )
+    } else {
+        String::new()
+    };
+    format!("{first}{second}\nNothing was changed: no host was contacted.")
+}
+
+fn capitalised(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// The question before applying: `Apply 14 changes on 5 hosts? [y/N] `.
+fn question(changes: usize, hosts: usize) -> String {
+    let s = |n: usize| if n == 1 { "" } else { "s" };
+    format!(
+        "Apply {changes} change{} on {hosts} host{}? [y/N] ",
+        s(changes),
+        s(hosts)
+    )
+}
+
+/// Whether an answer says yes: `y` or `yes`, any case.
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+/// Asks on the terminal whether to apply the plans shown (nothing to change: no question,
+/// yes). The plans go to stderr first when stdout is a JSON document. Ctrl-C or end of
+/// input is a no.
+async fn confirmed<T>(runs: &[HostRun<T>], reporter: &Reporter, secrets: &Secrets) -> bool {
+    let plans: Vec<_> = runs
+        .iter()
+        .filter_map(|r| r.plan.as_ref())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let changes: usize = plans.iter().map(|p| p.change_count()).sum();
+    if changes == 0 {
+        return true;
+    }
+    if reporter.is_document() {
+        for p in &plans {
+            eprint!("{}", secrets.mask(&plan_text(p, false)));
+        }
+    }
+    let unplanned: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.plan.is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !unplanned.is_empty() {
+        eprintln!(
+            "warning: {} could not be planned (see above): nothing is applied there",
+            unplanned.join(", ")
+        );
+    }
+    let mut stderr = std::io::stderr();
+    let _ = stderr.write_all(question(changes, plans.len()).as_bytes());
+    let _ = stderr.flush();
+    // A thread of its own: a read blocked on the terminal must not hold the runtime
+    // (nor the process's end) once Ctrl-C answered instead.
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let read = std::io::stdin().read_line(&mut answer);
+        let _ = tx.send(read.map(|_| answer));
+    });
+    loop {
+        tokio::select! {
+            answer = &mut rx => return matches!(answer, Ok(Ok(a)) if is_yes(&a)),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    eprintln!();
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Saves the plan (`--out`) when every host could be planned: where it went, or why not.
+fn save_plan<T>(out: &Path, record: &PlanFile, runs: &[HostRun<T>]) -> Result<String, String> {
+    let unplanned: Vec<&str> = runs
+        .iter()
+        .filter(|r| r.plan.is_none())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !unplanned.is_empty() {
+        return Err(format!(
+            "--out {}: no plan saved: {} could not be planned; a saved plan must cover every \
+             selected host (fix them, or plan without them using --limit)",
+            out.display(),
+            unplanned.join(", ")
+        ));
+    }
+    plan_file::write(out, record)?;
+    let changes: usize = runs
+        .iter()
+        .filter_map(|r| r.plan.as_ref())
+        .map(|p| p.change_count())
+        .sum();
+    Ok(format!(
+        "plan saved to {} ({changes} change(s) on {} host(s)); after review, apply exactly it with: foobar-provision apply {}",
+        out.display(),
+        runs.len(),
+        out.display()
+    ))
+}
+
+/// `--junit FILE` and GitHub's job summary (`GITHUB_STEP_SUMMARY`): an error for each that
+/// could not be written.
+fn write_reports<T>(
+    opts: &Live,
+    inv: &Inventory,
+    runs: &[HostRun<T>],
+    mode: Mode,
+    total: Duration,
+    secrets: &Secrets,
+) -> Vec<Result<String, String>> {
+    let mut notes = Vec::new();
+    let ends = host_ends(runs);
+    if let Some(path) = &opts.junit {
+        let hosts: Vec<JunitHost> = runs
+            .iter()
+            .zip(&ends)
+            .map(|(r, end)| JunitHost {
+                end: *end,
+                roles: match &r.plan {
+                    Some(p) => p.roles.iter().map(|x| x.role.clone()).collect(),
+                    None => inv
+                        .tier(&r.tier)
+                        .map(|t| t.roles.clone())
+                        .unwrap_or_default(),
+                },
+                plan: r.plan.as_ref(),
+            })
+            .collect();
+        let doc = junit(mode, &hosts, total, secrets);
+        if let Err(e) = std::fs::write(path, doc) {
+            notes.push(Err(format!(
+                "--junit {}: cannot write: {e}",
+                path.display()
+            )));
+        }
+    }
+    if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
+        let plans: Vec<_> = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
+        let doc = markdown(mode, &ends, &plans, secrets);
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&summary)
+            .and_then(|mut f| f.write_all(format!("{doc}\n").as_bytes()));
+        if let Err(e) = appended {
+            notes.push(Err(format!(
+                "GITHUB_STEP_SUMMARY {}: cannot append the summary: {e}",
+                Path::new(&summary).display()
+            )));
+        }
+    }
+    notes
+}
+
 /// Connects to every host and plans it, at most `forks` at once.
+/// Connects to every host and plans it, at most `forks` at once; also returns, by host,
+/// what each planned host's plan rests on (for a saved plan).
 async fn connect_all(
     inv: &Inventory,
     routes: &Routes,
     desired: Vec<DesiredHost>,
-    (secrets, certs): (&Secrets, Option<&CertCheck<'_>>),
+    (secrets, certs, key): (&Secrets, Option<&CertCheck<'_>>, &Key),
     reporter: &Reporter,
     lock: &HostLock,
     forks: u16,
-) -> Vec<HostRun<SshSession>> {
+) -> (Vec<HostRun<SshSession>>, BTreeMap<String, HostBasis>) {
     let forks = Semaphore::new(usize::from(forks));
     let forks = &forks;
-    futures::future::join_all(desired.into_iter().map(|d| async move {
+    let done = futures::future::join_all(desired.into_iter().map(|d| async move {
         let _permit = forks.acquire().await.ok();
         let route = routes.by_host.get(&d.host.name);
-        connect_and_plan(inv, route, d, (secrets, certs), reporter, lock).await
+        connect_and_plan(inv, route, d, (secrets, certs, key), reporter, lock).await
     }))
-    .await
+    .await;
+    let mut bases = BTreeMap::new();
+    let runs = done
+        .into_iter()
+        .map(|(run, basis)| {
+            if let Some(b) = basis {
+                bases.insert(run.name.clone(), b);
+            }
+            run
+        })
+        .collect();
+    (runs, bases)
 }
 
 /// One host: connect, read, plan. Whatever fails becomes the host's outcome.
@@ -187,10 +645,10 @@ async fn connect_and_plan(
     inv: &Inventory,
     route: Option<&SshOptions>,
     d: DesiredHost,
-    (secrets, certs): (&Secrets, Option<&CertCheck<'_>>),
+    (secrets, certs, key): (&Secrets, Option<&CertCheck<'_>>, &Key),
     reporter: &Reporter,
     lock: &HostLock,
-) -> HostRun<SshSession> {
+) -> (HostRun<SshSession>, Option<HostBasis>) {
     let started = Instant::now();
     let name = d.host.name.clone();
     let mut run = HostRun::new(&name, &d.host.tier);
@@ -225,8 +683,10 @@ async fn connect_and_plan(
             reader.plan(&d).await
         }
     };
+    let mut basis = None;
     match outcome {
         Ok(p) => {
+            basis = Some(plan_file::host_basis(&d, &p.facts, key));
             run.plan = Some(p.plan);
             run.vips_held = p.vips_held;
             run.round_trips = p.round_trips;
@@ -240,7 +700,7 @@ async fn connect_and_plan(
         }
     }
     run.elapsed = started.elapsed();
-    run
+    (run, basis)
 }
 
 /// Connects the balancers that drains need but that are not selected (`--tier web`),
@@ -371,6 +831,20 @@ fn exit_code<T>(runs: &[HostRun<T>], mode: Mode, interrupted: bool) -> i32 {
     }
 }
 
+/// Each host's end, for the reports (no timings: they are in the recap).
+fn host_ends<T>(runs: &[HostRun<T>]) -> Vec<HostEnd<'_>> {
+    runs.iter()
+        .map(|r| HostEnd {
+            host: &r.name,
+            tier: &r.tier,
+            outcome: r.outcome.as_ref(),
+            elapsed: r.elapsed,
+            round_trips: r.round_trips,
+            timings: None,
+        })
+        .collect()
+}
+
 /// What the end of a run prints with.
 struct Shown<'a> {
     reporter: &'a Reporter,
@@ -409,6 +883,9 @@ fn print_recap<T>(
         let mut doc = Recap::new(mode, plans, &ends, code, total);
         doc.vars = shown.vars.clone();
         println!("{}", doc.to_json_masked(secrets)?);
+    } else if reporter.is_document() {
+        let plans: Vec<_> = runs.iter().filter_map(|r| r.plan.as_ref()).collect();
+        print!("{}", markdown(mode, &ends, &plans, secrets));
     } else {
         reporter.line(&secrets.mask(&recap_text(&ends, mode, total)));
         if shown.timings {
@@ -421,4 +898,56 @@ fn print_recap<T>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Format;
+
+    #[test]
+    fn the_question_counts_changes_and_hosts() {
+        assert_eq!(question(14, 5), "Apply 14 changes on 5 hosts? [y/N] ");
+        assert_eq!(question(1, 1), "Apply 1 change on 1 host? [y/N] ");
+    }
+
+    #[test]
+    fn only_y_or_yes_is_a_yes() {
+        for yes in ["y", "Y\n", " yes \n", "YES"] {
+            assert!(is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n", "no", "yess", "y es", "ok"] {
+            assert!(!is_yes(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_terminal_both_ways_are_spelled_out() {
+        let c = crate::cli::Common {
+            inventory: "inventories/lab.yml".into(),
+            limit: vec![],
+            tier: vec![],
+            format: Format::Text,
+            root: None,
+            roles: vec![],
+            skip_roles: vec![],
+            var: vec![],
+        };
+        let apply = no_terminal("apply", &c);
+        assert!(
+            apply.contains("foobar-provision apply inventories/lab.yml --yes"),
+            "{apply}"
+        );
+        assert!(
+            apply.contains("foobar-provision plan inventories/lab.yml --out plan.json, then foobar-provision apply plan.json"),
+            "{apply}"
+        );
+        assert!(apply.contains("Nothing was changed"), "{apply}");
+        let rollback = no_terminal("rollback", &c);
+        assert!(
+            rollback.contains("foobar-provision rollback inventories/lab.yml --yes"),
+            "{rollback}"
+        );
+        assert!(!rollback.contains("--out"), "{rollback}");
+    }
 }

@@ -19,7 +19,7 @@ mod status;
 mod trust;
 mod vars;
 
-use crate::cli::{Cli, Command, Common};
+use crate::cli::{Cli, Command, Common, DbCommand};
 use crate::desired::DesiredHost;
 use crate::diag::Diagnostic;
 use crate::inventory::{self, Host, Inventory};
@@ -43,6 +43,10 @@ pub const EXIT_ABORTED: i32 = 130;
 /// Runs the command; returns the process's exit code.
 pub async fn run(cli: Cli) -> i32 {
     crate::progress::set_color(cli.color);
+    if let Err(e) = markdown_only_for_plan(&cli.command) {
+        eprintln!("error: {e:#}");
+        return EXIT_FAIL;
+    }
     let result = match cli.command {
         Command::Check(c) => check::check(&c),
         Command::Render {
@@ -57,8 +61,8 @@ pub async fn run(cli: Cli) -> i32 {
             common,
             fingerprint,
         } => trust::trust(&common, fingerprint.as_deref()).await,
-        Command::Plan(l) => live::live(&l, live::Mode::Plan, None).await,
-        Command::Apply(l) => live::live(&l, live::Mode::Apply, None).await,
+        Command::Plan(p) => live::plan(&p).await,
+        Command::Apply(a) => live::apply(&a).await,
         Command::Rollback(r) => live::rollback(&r).await,
         Command::Db(d) => db::db(&d).await,
         Command::Completions { shell } => shell_help::completions(shell),
@@ -67,10 +71,66 @@ pub async fn run(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
+            annotate(&e);
             eprintln!("error: {e:#}");
             EXIT_FAIL
         }
     }
+}
+
+/// `--format markdown` is a pull-request comment of a plan: other commands refuse it.
+fn markdown_only_for_plan(command: &Command) -> anyhow::Result<()> {
+    let (name, common) = match command {
+        Command::Plan(_) => return Ok(()),
+        Command::Check(c) => ("check", c),
+        Command::Hosts(c) => ("hosts", c),
+        Command::Status(c) => ("status", c),
+        Command::Render { common, .. } => ("render", common),
+        Command::Trust { common, .. } => ("trust", common),
+        Command::Apply(a) => ("apply", &a.live.common),
+        Command::Rollback(r) => ("rollback", &r.live.common),
+        Command::Db(DbCommand::Backup(d) | DbCommand::List(d)) => ("db", &d.common),
+        Command::Db(DbCommand::Restore(r)) => ("db", &r.db.common),
+        Command::Completions { .. } | Command::Man { .. } => return Ok(()),
+    };
+    if common.format == crate::progress::Format::Markdown {
+        anyhow::bail!(
+            "--format markdown is for `plan` (a pull-request comment); `{name}` writes text or \
+             json (apply and rollback append Markdown to the job summary when \
+             GITHUB_STEP_SUMMARY is set)"
+        );
+    }
+    Ok(())
+}
+
+/// Under GitHub Actions (`GITHUB_ACTIONS=true`), an input error also becomes an annotation
+/// on its file and line (stdout, where the runner reads workflow commands).
+fn annotate(e: &anyhow::Error) {
+    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
+        return;
+    }
+    let Some(d) = e.chain().find_map(|c| c.downcast_ref::<Diagnostic>()) else {
+        return;
+    };
+    let file = workspace_relative(&d.file);
+    println!("{}", crate::report::error_annotation(d, &file));
+}
+
+/// `path` as the repository names it: relative to `GITHUB_WORKSPACE` (or the current
+/// folder) when it lies below it, else as it is.
+fn workspace_relative(path: &std::path::Path) -> String {
+    let bases = [
+        std::env::var_os("GITHUB_WORKSPACE").map(std::path::PathBuf::from),
+        std::env::current_dir().ok(),
+    ];
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for base in bases.into_iter().flatten() {
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        if let Ok(rel) = absolute.strip_prefix(&base) {
+            return rel.to_string_lossy().into_owned();
+        }
+    }
+    path.to_string_lossy().into_owned()
 }
 
 /// Inventory + project, loaded and validated, and how each host is reached (names

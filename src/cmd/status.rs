@@ -178,7 +178,7 @@ async fn ask(l: &Loaded, h: &Host) -> anyhow::Result<monitoring::Answers> {
 fn print(s: &Summary, c: &Common, l: &Loaded, apply: &str, mon_tier: &str) -> anyhow::Result<()> {
     match c.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(s)?),
-        Format::Text => {
+        Format::Text | Format::Markdown => {
             let vip = l.inv.vip().map(|v| v.to_string());
             let fix = format!("{apply} --tier {}", shell::quote(mon_tier));
             print!("{}", monitoring::text(s, vip.as_deref(), Some(&fix)));

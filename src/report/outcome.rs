@@ -46,6 +46,14 @@ impl Outcome {
         }
     }
 
+    /// The role that was being applied when the host failed, if it failed in one.
+    pub fn failed_role(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed(f) | Outcome::Unreachable(f) => f.role.as_deref(),
+            _ => None,
+        }
+    }
+
     /// What went wrong, for a host that did not end well.
     pub fn error(&self) -> Option<&str> {
         match self {
@@ -62,6 +70,9 @@ impl Outcome {
 pub struct Failure {
     pub kind: ErrorKind,
     pub message: String,
+    /// The role being applied when it failed (`None`: before or outside any role, e.g.
+    /// connecting, facts, the lock, packages).
+    pub role: Option<String>,
 }
 
 impl Failure {
@@ -69,7 +80,14 @@ impl Failure {
         Failure {
             kind,
             message: message.into(),
+            role: None,
         }
+    }
+
+    /// The same failure, said to have happened while `role` was applied.
+    pub fn in_role(mut self, role: Option<&str>) -> Failure {
+        self.role = role.map(str::to_string);
+        self
     }
 }
 

@@ -36,6 +36,19 @@ fn cert_text(role: &str, c: &CertChange) -> String {
 }
 
 pub fn plan_text(p: &HostPlan, colors: bool) -> String {
+    plan_text_with(p, colors, DIFF_INDENT)
+}
+
+/// How far a diff's lines are indented in the text plan.
+const DIFF_INDENT: &str = "      ";
+
+/// The text form of a host's plan with its diffs' lines flush left (no colours): in a
+/// Markdown ```diff block, `+` and `-` lines are then shown as added and removed.
+pub fn plan_text_flush(p: &HostPlan) -> String {
+    plan_text_with(p, false, "")
+}
+
+fn plan_text_with(p: &HostPlan, colors: bool, diff_indent: &str) -> String {
     let mut out = String::new();
     let title = format!("{} ({}, {})", p.host, p.tier, p.address);
     if p.is_empty() {
@@ -83,7 +96,7 @@ pub fn plan_text(p: &HostPlan, colors: bool) -> String {
             out.push_str(&path_text(&r.role, c, colors));
         }
         for f in &r.files {
-            out.push_str(&file_text(&r.role, f, colors));
+            out.push_str(&file_text(&r.role, f, colors, diff_indent));
         }
         for c in others {
             out.push_str(&path_text(&r.role, c, colors));
@@ -182,7 +195,7 @@ fn release_text(role: &str, rel: &ReleaseChange) -> String {
 }
 
 /// One file's lines of the plan: what happens to it, mode and owner changes, its diff.
-fn file_text(role: &str, f: &FileChange, colors: bool) -> String {
+fn file_text(role: &str, f: &FileChange, colors: bool, diff_indent: &str) -> String {
     let verb = match f.action {
         FileAction::Create => "create",
         FileAction::Update => "update",
@@ -210,7 +223,7 @@ fn file_text(role: &str, f: &FileChange, colors: bool) -> String {
         out.push_str("      (content not shown: the file holds a secret)\n");
     } else if let Some(d) = &f.diff {
         for line in d.lines() {
-            out.push_str(&format!("      {}\n", diff_line(line, colors)));
+            out.push_str(&format!("{diff_indent}{}\n", diff_line(line, colors)));
         }
     } else if f.action != FileAction::Metadata {
         out.push_str("      (binary content differs)\n");

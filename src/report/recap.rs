@@ -98,6 +98,9 @@ pub struct HostRecap {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<ErrorKind>,
     pub error: Option<String>,
+    /// The role being applied when the host failed (absent when it failed outside one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     pub seconds: f64,
     pub round_trips: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +133,7 @@ impl HostRecap {
             changes,
             kind: o.kind(),
             error: o.error().map(str::to_string),
+            role: o.failed_role().map(str::to_string),
             seconds: h.elapsed.as_secs_f64(),
             round_trips: h.round_trips,
             applied_roles,
@@ -172,6 +176,12 @@ impl<'a> Recap<'a> {
         mask_strings(&mut doc, secrets);
         serde_json::to_string(&doc)
     }
+}
+
+/// Masks every string in a JSON value, in place (mask before serialising: in JSON text a
+/// secret is escaped and no longer found).
+pub fn mask_json(v: &mut serde_json::Value, secrets: &Secrets) {
+    mask_strings(v, secrets);
 }
 
 /// Masks every string in a JSON value, in place.
@@ -385,6 +395,44 @@ mod tests {
         assert!(
             apply.contains("changed (2)") && !apply.contains("would"),
             "{apply}"
+        );
+    }
+
+    /// docs/recap.schema.json describes the document exactly: documents of every shape
+    /// (the fixtures' plans, each kind of outcome) pass, and every field the schema names
+    /// appears in one of them (but `reason`: a refused path fails its host before any plan
+    /// is shown).
+    #[test]
+    fn the_documented_schema_holds_and_names_only_real_fields() {
+        use crate::report::{fixtures, schema_check};
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/recap.schema.json"))
+                .expect("docs/recap.schema.json is JSON");
+        let plans = fixtures::plans();
+        let refs: Vec<&HostPlan> = plans.iter().collect();
+        let mut used = std::collections::BTreeSet::new();
+        for (mode, outcomes) in [
+            (RunMode::Plan, fixtures::plan_outcomes()),
+            (RunMode::Apply, fixtures::apply_outcomes()),
+        ] {
+            let ends = fixtures::ends(&outcomes);
+            let mut doc = Recap::new(mode, refs.clone(), &ends, 1, Duration::from_secs(3));
+            doc.vars.insert("tag".into(), serde_json::json!("007"));
+            let json = doc.to_json_masked(&fixtures::secrets()).expect("json");
+            let value: serde_json::Value = serde_json::from_str(&json).expect("parse");
+            match schema_check::check(&schema, &value) {
+                Ok(u) => used.extend(u),
+                Err(errors) => panic!("{mode:?}: {}\n{json}", errors.join("\n")),
+            }
+        }
+        let unused: Vec<String> = schema_check::properties(&schema)
+            .difference(&used)
+            .filter(|p| *p != "PathChange.reason")
+            .cloned()
+            .collect();
+        assert!(
+            unused.is_empty(),
+            "documented but never produced: {unused:?}"
         );
     }
 

@@ -13,7 +13,7 @@ fn bare_lab_converges_and_second_apply_changes_nothing() {
     let _lab = lab_lock();
     lab_recreate();
 
-    let first = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    let first = tool(&["apply", "--yes", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(first.code, 0, "first apply:\n{}", first.all());
     for (host, (status, changes)) in recap(&first, LAB_HOSTS) {
         assert_eq!(status, "changed", "{host} on a bare lab");
@@ -102,7 +102,7 @@ fn var_change_is_planned_as_a_diff_and_reloads_only_that_service() {
     }
 
     let before = snapshot(&all_hosts());
-    let apply = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    let apply = tool(&["apply", "--yes", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(apply.code, 0, "{}", apply.all());
     let after = snapshot(&all_hosts());
     for (k, v) in &before {
@@ -141,6 +141,7 @@ fn invalid_config_is_refused_and_the_live_file_is_untouched() {
 
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--root",
         &project.path().to_string_lossy(),
@@ -203,7 +204,7 @@ fn unknown_or_changed_host_key_fails_the_host_and_trust_records_it() {
     });
     let inv = inv.to_string_lossy().to_string();
     let root = root().to_string_lossy().to_string();
-    let run = tool(&["apply", &inv, "--root", &root, "--limit", "web1"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--limit", "web1"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stdout.contains("UNREACHABLE"), "{}", run.all());
     assert!(
@@ -276,6 +277,7 @@ fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
 
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--tier",
         "web",
@@ -290,7 +292,7 @@ fn rebuilt_web_host_is_restored_by_apply_tier_web_alone() {
     assert_eq!(code, 0, "{body}");
     assert!(body.contains("\"host\":\"app1\""), "{body}");
 
-    let again = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    let again = tool(&["apply", "--yes", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(again.code, 0, "{}", again.all());
     for (host, (status, _)) in recap(&again, LAB_HOSTS) {
         assert_eq!(status, "ok", "{host}");
@@ -325,7 +327,7 @@ fn unfinished_apply_is_finished_by_the_next_one() {
     assert_eq!(web1.actions, vec!["reload nginx"], "{web1:?}");
 
     let before = snapshot(&["web1"]);
-    let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    let run = tool(&["apply", "--yes", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(recap(&run, LAB_HOSTS)["web1"].0, "changed");
     assert_ne!(snapshot(&["web1"]), before, "nginx was reloaded");
@@ -359,6 +361,7 @@ fn stale_temporary_files_are_removed() {
     let before = snapshot(&["web1"]);
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--limit",
         "web1",

@@ -178,7 +178,7 @@ fn vip_settles_on(want: &str, within: Duration, stable: Duration) {
 }
 
 fn apply_json(args: &[&str]) -> Run {
-    let mut all = vec!["apply"];
+    let mut all = vec!["apply", "--yes"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--format", "json"]);
     tool(&all)
@@ -560,7 +560,7 @@ fn invalid_rule_is_refused_before_it_goes_live() {
     let root = root().to_string_lossy().to_string();
     let live = "sha256sum /etc/foobar/firewall.nft; nft -s list table inet foobar | sha256sum";
     let before = inside("db1", live);
-    let run = tool(&["apply", &inv, "--root", &root, "--tier", "db"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--tier", "db"]);
     assert_refused_by_validation(&run, "/etc/foobar/firewall.nft", "acept");
     assert_eq!(inside("db1", live), before, "the live rules changed");
     assert_eq!(
@@ -594,6 +594,7 @@ fn firewall_deleted_by_hand_is_seen_and_restored() {
     );
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--limit",
         "web1",

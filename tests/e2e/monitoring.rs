@@ -247,6 +247,7 @@ fn stopped_nginx_fires_an_alert_and_status_names_the_tier_to_reprovision() {
 
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--tier",
         "web",
@@ -353,6 +354,7 @@ fn a_broken_alert_rule_is_refused_by_promtool_and_the_live_rules_stay() {
 
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--root",
         &root,
@@ -594,6 +596,7 @@ fn a_service_stuck_at_its_start_limit_is_restarted_with_the_new_config() {
     // Within the minute: the tool restores the file and restarts the exporter.
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--limit",
         "web1",

@@ -143,7 +143,7 @@ fn plan_json(p: &Project) -> Run {
 
 /// An apply of mon1 that changes it and succeeds.
 fn apply_changes(p: &Project) {
-    let run = p.run("apply", &["--format", "json"]);
+    let run = p.run("apply", &["--yes", "--format", "json"]);
     assert_eq!(run.code, 0, "apply failed:\n{}", run.all());
     let (status, changes) = recap(&run, &[HOST])[HOST].clone();
     assert!(status == "changed" && changes > 0, "{status} {changes}");
@@ -155,7 +155,11 @@ fn assert_converged(p: &Project, when: &str) {
     let plan = p.run("plan", &[]);
     assert_eq!(plan.code, 0, "plan {when}:\n{}", plan.all());
     assert!(plan.stdout.contains("no changes"), "{}", plan.stdout);
-    assert_unchanged(&p.run("apply", &["--format", "json"]), &[HOST], when);
+    assert_unchanged(
+        &p.run("apply", &["--yes", "--format", "json"]),
+        &[HOST],
+        when,
+    );
     assert_eq!(fp_leftovers(HOST, &[BASE]), "", "{when}");
 }
 
@@ -273,7 +277,7 @@ fn directories_links_and_absent_paths_converge_and_drift_is_fixed() {
             .is_some_and(|e| e.contains("/srv/foobar-test/old.conf is a directory with entries")),
         "{entry}"
     );
-    let run = p.run("apply", &[]);
+    let run = p.run("apply", &["--yes"]);
     assert_eq!(run.code, 1, "{}", run.all());
     assert_eq!(inside(HOST, &format!("cat {BASE}/old.conf/keep")), "data\n");
     assert_eq!(handler_runs(), 2);

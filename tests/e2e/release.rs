@@ -76,7 +76,7 @@ fn sql(query: &str) -> String {
 }
 
 fn apply_text(inv: &str, root: &str) -> Run {
-    tool(&["apply", inv, "--root", root])
+    tool(&["apply", "--yes", inv, "--root", root])
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     let load = Load::start("/api/visits", CLIENTS, LOAD_LIMIT);
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--format", "json"]);
     let two_hosts = started.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
@@ -200,7 +200,7 @@ fn releases_deploy_migrate_once_roll_back_and_keep_the_last_ones() {
     assert!(!again.all().contains("uploading"), "{}", again.all());
 
     // rollback: back to A everywhere, nothing uploaded, no migration.
-    let rb = tool(&["rollback", &inv, "--root", &root, "--tier", "app"]);
+    let rb = tool(&["rollback", "--yes", &inv, "--root", &root, "--tier", "app"]);
     assert_eq!(rb.code, 0, "rollback: {}", rb.all());
     assert!(!rb.all().contains("uploading"), "{}", rb.all());
     assert!(

@@ -54,7 +54,7 @@ fn under_load(inv: &Path, root: &str, hosts: &[&str], label: &str) -> (String, u
     let inv = inv.to_string_lossy().to_string();
     let load = Load::start("/api/visits", CLIENTS, LOAD_LIMIT);
     std::thread::sleep(Duration::from_secs(1));
-    let run = tool(&["apply", &inv, "--root", root, "--format", "json"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", root, "--format", "json"]);
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
     assert_eq!(run.code, 0, "{label}: apply failed:\n{}", run.all());
@@ -217,7 +217,7 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
     // `--tier web`: the balancers are not selected; they are connected for the drain only.
     let load = Load::start("/api/visits", CLIENTS, LOAD_LIMIT);
     std::thread::sleep(Duration::from_secs(1));
-    let run = tool(&["apply", &listen, "--root", &repo, "--tier", "web"]);
+    let run = tool(&["apply", "--yes", &listen, "--root", &repo, "--tier", "web"]);
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
     assert_eq!(run.code, 0, "{}", run.all());
@@ -237,7 +237,7 @@ fn every_change_costs_no_request_with_two_web_and_two_app_hosts() {
     ));
     assert_eq!(report.failed(), 0, "{}", report.first_failures(8));
     assert_no_changes(&listen, &["--root", &repo], scaled);
-    let run = tool(&["apply", &inv_s, "--root", &repo]);
+    let run = tool(&["apply", "--yes", &inv_s, "--root", &repo]);
     assert_eq!(run.code, 0, "back to the default backlog: {}", run.all());
 
     every_change_under_load("2 web + 2 app", scaled, &two_web_two_app);
@@ -267,7 +267,9 @@ fn a_database_restart_answers_503_with_retry_after_and_recovers() {
 
     let load = Load::start("/api/visits", 4, LOAD_LIMIT);
     std::thread::sleep(Duration::from_secs(1));
-    let run = tool(&["apply", &inv_s, "--root", &repo, "--format", "json"]);
+    let run = tool(&[
+        "apply", "--yes", &inv_s, "--root", &repo, "--format", "json",
+    ]);
     let applied_at = load.elapsed();
     std::thread::sleep(Duration::from_secs(5));
     let report = load.stop();

@@ -455,9 +455,9 @@ fn applied_secret_is_private_on_the_hosts() {
     let mut canary = Canary::new();
     let root = root();
 
-    let run = canary.tool("apply", &root, &[]);
+    let run = canary.tool("apply", &root, &["--yes"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let run = canary.tool("apply", &root, &["--format", "json"]);
+    let run = canary.tool("apply", &root, &["--yes", "--format", "json"]);
     assert_unchanged(&run, LAB_HOSTS, "on the second apply of the canary");
     let value = canary.value.clone();
     assert_eq!(
@@ -564,7 +564,11 @@ fn failing_validator_output_masks_the_secret() {
     let live = "/etc/mysql/mariadb.conf.d/60-foobar.cnf";
     let before = file_state("db1", live);
     for format in ["text", "json"] {
-        let run = canary.tool("apply", bad.path(), &["--tier", "db", "--format", format]);
+        let run = canary.tool(
+            "apply",
+            bad.path(),
+            &["--yes", "--tier", "db", "--format", format],
+        );
         assert_eq!(run.code, 1, "{}", run.all());
         let all = run.all();
         assert!(all.contains("foobar_no_such_option"), "{all}");
@@ -602,7 +606,13 @@ fn failed_health_check_rolls_back_to_the_previous_file() {
     let nginx_pid = inside("web1", "systemctl show -p MainPID --value nginx");
 
     let t0 = Instant::now();
-    let run = tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
+    let run = tool(&[
+        "apply",
+        "--yes",
+        "inventories/lab.yml",
+        "--root",
+        &proj_root,
+    ]);
     let took = t0.elapsed();
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
@@ -766,7 +776,13 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_live_file(dir.clone(), want.clone(), stop.clone());
 
-    let t = spawn_tool(&["apply", "inventories/lab.yml", "--root", &proj_root]);
+    let t = spawn_tool(&[
+        "apply",
+        "--yes",
+        "inventories/lab.yml",
+        "--root",
+        &proj_root,
+    ]);
     t.wait_line(120, |l| l == format!("[web1] uploading {BIG}"))
         .expect("the upload never started");
     // Cut once a quarter of the file is on web1 (watched every 2 ms), so the cut lands
@@ -830,6 +846,7 @@ fn connection_cut_mid_upload_never_leaves_a_partial_file() {
     let stale_temp = temp_size(&dir);
     let apply = [
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--root",
         &proj_root,
@@ -880,7 +897,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     assert_eq!(code, 0, "{err}");
 
     let t0 = Instant::now();
-    let run = tool(&["apply", &inv, "--root", &root]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root]);
     let took = t0.elapsed();
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(
@@ -895,7 +912,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
             run.stdout
         );
     }
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 1, "{}", run.all());
     let r = recap(&run, LAB_HOSTS);
     assert_eq!(r["app1"].0, "unreachable", "{}", run.stdout);
@@ -915,6 +932,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
 
     let run = tool(&[
         "apply",
+        "--yes",
         &inv,
         "--root",
         &root,
@@ -940,7 +958,7 @@ fn host_down_is_unreachable_and_later_tiers_wait_unless_keep_going() {
     assert_eq!(code, 0, "{err}");
     lab_up(None);
     converge();
-    let run = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    let run = tool(&["apply", "--yes", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     for (host, (status, _)) in recap(&run, LAB_HOSTS) {
         assert_eq!(status, "ok", "{host}");
@@ -968,6 +986,7 @@ fn service_that_fails_to_restart_is_reported_in_its_own_words() {
 
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--root",
         &path_str(proj.path()),
@@ -1033,6 +1052,7 @@ fn ctrl_c_finishes_the_role_in_flight_and_reports_what_was_applied() {
 
     let t = spawn_tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--root",
         &proj_root,
@@ -1168,6 +1188,7 @@ fn apply_until_upload(proj: &Path, nn: &str) -> Spawned {
     let root = path_str(proj);
     let t = spawn_tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--root",
         &root,

@@ -102,7 +102,7 @@ fn rolling_haproxy_change_keeps_the_vip_serving() {
 
     let prober = Prober::start(Duration::from_millis(100), Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(1));
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--format", "json"]);
     std::thread::sleep(Duration::from_secs(1));
     let probes = prober.stop();
     assert_eq!(run.code, 0, "{}", run.all());
@@ -149,7 +149,9 @@ fn scale_out_to_two_web_and_two_app_hosts() {
     lab_up(Some(&inv));
     let inv_s = inv.to_string_lossy().to_string();
     let root = root().to_string_lossy().to_string();
-    let run = tool(&["apply", &inv_s, "--root", &root, "--format", "json"]);
+    let run = tool(&[
+        "apply", "--yes", &inv_s, "--root", &root, "--format", "json",
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
     let scaled = SCALED_HOSTS;
     let r = recap(&run, scaled);
@@ -239,6 +241,7 @@ fn failed_lb_change_is_not_rolled_to_the_peer() {
 
     let run = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--root",
         &project.path().to_string_lossy(),

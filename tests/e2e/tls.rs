@@ -258,6 +258,7 @@ fn private_keys_are_made_on_their_hosts_0600_and_never_cross_a_connection() {
     );
     let apply = tool(&[
         "apply",
+        "--yes",
         "inventories/lab.yml",
         "--format",
         "json",
@@ -339,7 +340,7 @@ fn a_renewal_window_past_expiry_renews_every_certificate_under_load() {
 
     let load = Load::start("/api/visits", 16, Duration::from_secs(300));
     std::thread::sleep(Duration::from_secs(1));
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--format", "json"]);
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
     assert_eq!(run.code, 0, "{}", run.all());
@@ -402,7 +403,7 @@ fn rotation_step(label: &str, bundle: &str, key: &str, want: Option<&str>) -> St
     }
     let load = Load::start("/api/visits", 16, Duration::from_secs(300));
     std::thread::sleep(Duration::from_secs(1));
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--format", "json"]);
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
     assert_eq!(run.code, 0, "{label}: {}", run.all());

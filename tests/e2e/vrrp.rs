@@ -96,7 +96,7 @@ fn active_active_two_vips_each_with_its_master() {
     let inv = inv.to_string_lossy().to_string();
     let root = root().to_string_lossy().to_string();
 
-    let run = tool(&["apply", &inv, "--root", &root, "--format", "json"]);
+    let run = tool(&["apply", "--yes", &inv, "--root", &root, "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let conf = inside("lb2", "cat /etc/keepalived/keepalived.conf");
     assert!(

@@ -271,3 +271,227 @@ fn render_over_an_earlier_render_needs_replace_and_writes_revealed_files_private
         "the symlink was replaced by the file"
     );
 }
+
+/// A port nobody listens on: bound, noted, closed.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `apply` with stdin not a terminal and no --yes: refused before any connection, both
+/// ways out spelled out.
+#[test]
+fn apply_without_a_terminal_or_yes_refuses_before_connecting() {
+    let t = temp_dir("no-tty");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let inv = inventory(t.path(), port, |s| s);
+    let (code, out, err) = run(bin().arg("apply").arg(&inv).arg("--root").arg(fixture()));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("stdin is not a terminal"), "{err}");
+    assert!(
+        err.contains(&format!("foobar-provision apply {} --yes", inv.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "foobar-provision plan {} --out plan.json, then foobar-provision apply plan.json",
+            inv.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("no host was contacted"), "{err}");
+    assert!(listener.accept().is_err(), "no connection may be made");
+}
+
+/// Under GitHub Actions an input error is also a `::error` annotation on its line.
+#[test]
+fn github_actions_annotates_input_errors() {
+    let t = temp_dir("annotate");
+    let inv = inventory(t.path(), 22, |s| {
+        s.replace(
+            "    tier: web\n    vars:",
+            "    tier: web\n    adress: 1.2.3.4\n    vars:",
+        )
+    });
+    let (code, out, err) = run(bin()
+        .arg("check")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .env("GITHUB_ACTIONS", "true"));
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("::error "))
+        .unwrap_or_else(|| panic!("no annotation: {out}"));
+    assert!(
+        line.contains("inv.yml,line=16,col=5,title=foobar-provision::unknown field `adress`"),
+        "{line}"
+    );
+    assert!(line.contains("%0Ahint: did you mean `address`?"), "{line}");
+    let (_, out, _) = run(bin()
+        .arg("check")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .env_remove("GITHUB_ACTIONS"));
+    assert!(!out.contains("::error"), "only under GitHub Actions: {out}");
+}
+
+#[test]
+fn markdown_is_for_plan_only() {
+    let t = temp_dir("md-only");
+    let inv = inventory(t.path(), 22, |s| s);
+    let (code, _, err) = run(bin()
+        .args(["check", "--format", "markdown"])
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture()));
+    assert_eq!(code, 1);
+    assert!(err.contains("--format markdown is for `plan`"), "{err}");
+}
+
+/// An unreachable host: the JSON recap has the documented shape, the JUnit report fails
+/// the host's case and skips its role, and no plan is saved.
+#[test]
+fn an_unreachable_host_in_the_reports_and_no_plan_saved() {
+    let t = temp_dir("unreach-reports");
+    let inv = inventory(t.path(), closed_port(), |s| s);
+    let junit = t.path().join("j.xml");
+    let saved = t.path().join("plan.json");
+    let (code, out, err) = run(bin()
+        .arg("plan")
+        .arg(&inv)
+        .arg("--root")
+        .arg(fixture())
+        .args(["--limit", "web1", "--format", "json", "--junit"])
+        .arg(&junit)
+        .arg("--out")
+        .arg(&saved));
+    assert_eq!(code, 1, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON document");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recap.schema.json"),
+        )
+        .expect("schema"),
+    )
+    .expect("JSON");
+    if let Err(e) = crate::schema_check::check(&schema, &doc) {
+        panic!("{}\n{doc}", e.join("\n"));
+    }
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(
+        xml.contains("<testcase classname=\"web.web1\" name=\"host\"")
+            && xml.contains("<failure type=\"connect\""),
+        "{xml}"
+    );
+    assert!(xml.contains("name=\"web\" time=\"0.000\">\n      <skipped message=\"not started: the host could not be planned\"/>"), "{xml}");
+    assert!(
+        err.contains("no plan saved: web1 could not be planned"),
+        "{err}"
+    );
+    assert!(!saved.exists());
+}
+
+/// `apply FILE` tells a saved plan from an inventory by content: a JSON file that claims
+/// to be something else is refused, naming what it is, before any connection.
+#[test]
+fn apply_refuses_a_json_file_that_is_not_our_plan() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = temp_dir("not-ours");
+    let file = t.path().join("plan.tfplan");
+    std::fs::write(&file, r#"{"kind": "terraform plan", "format_version": 1}"#).expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, out, err) = run(bin().arg("apply").arg(&file));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("not a plan saved by foobar-provision (its kind is `terraform plan`)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_names_the_new_flags() {
+    let (_, plan, _) = run(bin().args(["plan", "--help"]));
+    for flag in ["--out <FILE>", "--junit <FILE>", "markdown"] {
+        assert!(plan.contains(flag), "plan --help lacks {flag}: {plan}");
+    }
+    let (_, apply, _) = run(bin().args(["apply", "--help"]));
+    for flag in [
+        "--yes",
+        "--junit <FILE>",
+        "Apply N changes on M hosts? [y/N]",
+        "plan --out FILE",
+    ] {
+        assert!(apply.contains(flag), "apply --help lacks {flag}: {apply}");
+    }
+    let (_, rollback, _) = run(bin().args(["rollback", "--help"]));
+    assert!(rollback.contains("--yes"), "{rollback}");
+}
+
+/// The `foobar-provision ...` commands of a text (shell lines; comments, redirections and
+/// `&&`/`||` tails cut off), as argument lists.
+fn commands_in(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.find("foobar-provision ").map(|at| &l[at..]))
+        .map(|c| {
+            let end = ["#", ">", "&&", "||", "`"]
+                .iter()
+                .filter_map(|stop| c.find(stop))
+                .min()
+                .unwrap_or(c.len());
+            c[..end]
+                .split_whitespace()
+                .map(|w| {
+                    w.trim_matches('"')
+                        .replace("$INVENTORY", "inventories/production.yml")
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The example CI workflow and the README's reviewed-plan lines use commands and flags
+/// that exist.
+#[test]
+fn the_documented_workflow_commands_parse() {
+    use clap::Parser;
+    let read =
+        |p: &str| std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(p)).expect(p);
+    let workflow = read("docs/ci-workflow.example.yml");
+    let readme = read("README.md");
+    let section = readme
+        .split("### Reviewed plans")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README has the reviewed-plan workflow");
+    let mut seen = Vec::new();
+    for words in commands_in(&workflow)
+        .into_iter()
+        .chain(commands_in(section))
+    {
+        if let Err(e) = foobar_provision::cli::Cli::try_parse_from(&words) {
+            panic!("`{}` does not parse: {e}", words.join(" "));
+        }
+        seen.push(words[1].clone());
+    }
+    for cmd in ["check", "plan", "apply"] {
+        assert!(seen.iter().any(|s| s == cmd), "no `{cmd}` found: {seen:?}");
+    }
+    assert!(
+        workflow.contains("--format markdown --out plan.json"),
+        "{workflow}"
+    );
+    assert!(
+        workflow.contains("foobar-provision apply reviewed/plan.json"),
+        "{workflow}"
+    );
+}

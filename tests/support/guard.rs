@@ -20,7 +20,7 @@ impl<F: FnMut() -> Result<(), String>> Drop for Restore<F> {
             Err(_) => eprintln!("restoring the lab: the undo step panicked (message above)"),
         }
         let converged = try_lab_up(None).and_then(|()| {
-            let r = try_tool(&["apply", "inventories/lab.yml", "--format", "json"])?;
+            let r = try_tool(&["apply", "--yes", "inventories/lab.yml", "--format", "json"])?;
             match r.code {
                 0 => Ok(()),
                 n => Err(format!("apply exited {n}:\n{}", r.all())),

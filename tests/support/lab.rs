@@ -287,7 +287,7 @@ pub fn converged_lab() -> LabLock {
 
 /// Applies the lab inventory and insists it converged.
 pub fn converge() {
-    let r = tool(&["apply", "inventories/lab.yml", "--format", "json"]);
+    let r = tool(&["apply", "--yes", "inventories/lab.yml", "--format", "json"]);
     assert_eq!(r.code, 0, "apply failed:\n{}", r.all());
 }
 
@@ -492,6 +492,7 @@ pub fn scale_out(
     lab_up(Some(&inv));
     let run = tool(&[
         "apply",
+        "--yes",
         &inv.to_string_lossy(),
         "--root",
         &root().to_string_lossy(),

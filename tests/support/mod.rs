@@ -1,14 +1,17 @@
 //! Helpers shared by the two test binaries, `offline` (tests/offline/) and `e2e`
 //! (tests/e2e/): bounded external commands and the real binary ([`command`]), the lab
-//! ([`lab`]), the JSON recap and plan ([`report`]), and the guards that put the lab back
-//! ([`guard`]). Every address used is loopback or the lab's own (172.30.77.0/24).
+//! ([`lab`]), the JSON recap and plan ([`report`]), the guards that put the lab back
+//! ([`guard`]), a private sshd to plan and apply against offline ([`sshd`]) and a
+//! pseudo-terminal ([`pty`]). Every address used is loopback or the lab's own (172.30.77.0/24).
 #![allow(dead_code, unused_imports)]
 
 pub mod command;
 pub mod guard;
 pub mod lab;
 pub mod load;
+pub mod pty;
 pub mod report;
+pub mod sshd;
 
 pub use command::*;
 pub use guard::*;

@@ -62,7 +62,7 @@ pub fn assert_unchanged(run: &Run, hosts: &[&str], when: &str) {
 
 /// Applies `inventory` (plus `extra` options) and insists nothing changed on `hosts`.
 pub fn assert_no_changes(inventory: &str, extra: &[&str], hosts: &[&str]) {
-    let mut args = vec!["apply", inventory, "--format", "json"];
+    let mut args = vec!["apply", "--yes", inventory, "--format", "json"];
     args.extend_from_slice(extra);
     assert_unchanged(&tool(&args), hosts, "on a repeated apply");
 }
