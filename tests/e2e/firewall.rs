@@ -394,9 +394,9 @@ fn rule_swap_is_a_reload_that_keeps_established_connections() {
     const PORT: u16 = 9999;
     let (inv, _dir) = lab_inventory("fw-extra", |t| {
         let with = t.replace(
-            "    roles: [firewall, pki, node_exporter, mysql, mysqld_exporter]\n",
+            "    roles: [firewall, pki, node_exporter, mysql, mysqld_exporter, db_backup]\n",
             &format!(
-                "    roles: [firewall, pki, node_exporter, mysql, mysqld_exporter]\n    vars:\n      firewall_extra_input: [\"ip saddr {WEB1} tcp dport {PORT} accept comment \\\"e2e\\\"\"]\n"
+                "    roles: [firewall, pki, node_exporter, mysql, mysqld_exporter, db_backup]\n    vars:\n      firewall_extra_input: [\"ip saddr {WEB1} tcp dport {PORT} accept comment \\\"e2e\\\"\"]\n"
             ),
         );
         assert_ne!(with, t, "inventories/lab.yml: db tier line not found");

@@ -51,12 +51,12 @@ impl Project {
         std::fs::create_dir_all(&role).expect("mkdir role");
         std::fs::write(role.join("role.yml"), ROLE).expect("write role.yml");
         let (inventory, dir) = lab_inventory("paths", |t| {
-            let from = "blackbox_exporter]";
+            let from = "blackbox_exporter, backup_store]";
             assert!(
                 t.contains(from),
-                "the lab's mon tier no longer ends with blackbox_exporter: update this test"
+                "the lab's mon tier no longer ends with blackbox_exporter, backup_store: update this test"
             );
-            t.replacen(from, "blackbox_exporter, e2e_paths]", 1)
+            t.replacen(from, "blackbox_exporter, backup_store, e2e_paths]", 1)
         });
         Project {
             root,
