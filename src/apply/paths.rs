@@ -191,17 +191,7 @@ mod tests {
     }
 
     fn change(path: &str, want: PathWant, action: PathAction) -> PathChange {
-        PathChange {
-            path: path.into(),
-            want,
-            action,
-            found: None,
-            old_mode: None,
-            old_owner: None,
-            old_target: None,
-            reason: None,
-            notify: Notify::None,
-        }
+        PathChange::new(path, want, action, &Notify::None)
     }
 
     fn plan(paths: Vec<PathChange>, health: &str) -> HostPlan {

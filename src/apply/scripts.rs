@@ -1027,17 +1027,7 @@ pub(super) mod tests {
     // ---- directories, links and absent paths ------------------------------------------
 
     fn path_change(path: &str, want: PathWant, action: PathAction) -> PathChange {
-        PathChange {
-            path: path.into(),
-            want,
-            action,
-            found: None,
-            old_mode: None,
-            old_owner: None,
-            old_target: None,
-            reason: None,
-            notify: crate::role::Notify::None,
-        }
+        PathChange::new(path, want, action, &crate::role::Notify::None)
     }
 
     fn dir_want(mode: &str, owner: &str, group: &str) -> PathWant {

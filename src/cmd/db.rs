@@ -30,23 +30,18 @@ pub(super) async fn db(c: &DbCommand) -> anyhow::Result<i32> {
 }
 
 /// The first host of a tier that has `role` (or `--host`, which must have it).
-fn host_with<'a>(l: &'a Loaded, role: &str, wanted: Option<&str>) -> anyhow::Result<&'a Host> {
-    let has = |h: &&Host| {
-        l.inv
-            .tier(&h.tier)
-            .is_some_and(|t| t.roles.iter().any(|r| r == role))
-    };
+fn host_with<'a>(l: &'a Loaded, role: &'a str, wanted: Option<&str>) -> anyhow::Result<&'a Host> {
     match wanted {
         Some(name) => {
             let h = l.inv.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
                 anyhow!("--host {}: no such host in the inventory", printable(name))
             })?;
-            if !has(&h) {
+            if !l.inv.hosts_with_role(role).any(|w| w.name == h.name) {
                 bail!("--host {name}: its tier `{}` has no `{role}` role", h.tier);
             }
             Ok(h)
         }
-        None => l.inv.hosts.iter().find(has).ok_or_else(|| {
+        None => l.inv.hosts_with_role(role).next().ok_or_else(|| {
             anyhow!(
                 "no tier of {} has the `{role}` role (README, \"Backups\")",
                 l.inv.path.display()

@@ -110,15 +110,7 @@ pub(super) async fn status(c: &Common) -> anyhow::Result<i32> {
 
 /// Hosts of the tiers that run Prometheus, in inventory order.
 fn monitoring_hosts(l: &Loaded) -> Vec<&Host> {
-    l.inv
-        .hosts
-        .iter()
-        .filter(|h| {
-            l.inv
-                .tier(&h.tier)
-                .is_some_and(|t| t.roles.iter().any(|r| r == PROMETHEUS_ROLE))
-        })
-        .collect()
+    l.inv.hosts_with_role(PROMETHEUS_ROLE).collect()
 }
 
 /// What to add when no tier runs Prometheus.

@@ -363,6 +363,14 @@ impl Inventory {
         self.hosts.iter().filter(move |h| h.tier == tier)
     }
 
+    /// Hosts whose tier has `role`, in inventory order.
+    pub fn hosts_with_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Host> {
+        self.hosts.iter().filter(move |h| {
+            self.tier(&h.tier)
+                .is_some_and(|t| t.roles.iter().any(|r| r == role))
+        })
+    }
+
     /// Every role any tier uses.
     pub fn roles_used(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();

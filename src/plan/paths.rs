@@ -79,7 +79,12 @@ pub struct PathChange {
 }
 
 impl PathChange {
-    fn new(path: &str, want: PathWant, action: PathAction, notify: &Notify) -> PathChange {
+    pub(crate) fn new(
+        path: &str,
+        want: PathWant,
+        action: PathAction,
+        notify: &Notify,
+    ) -> PathChange {
         PathChange {
             path: path.to_string(),
             want,

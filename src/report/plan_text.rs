@@ -305,17 +305,7 @@ mod tests {
     use crate::shell::Init;
 
     fn change(path: &str, want: PathWant, action: PathAction) -> PathChange {
-        PathChange {
-            path: path.into(),
-            want,
-            action,
-            found: None,
-            old_mode: None,
-            old_owner: None,
-            old_target: None,
-            reason: None,
-            notify: Notify::Service(NotifyKind::Reload),
-        }
+        PathChange::new(path, want, action, &Notify::Service(NotifyKind::Reload))
     }
 
     fn dir() -> PathWant {
