@@ -96,12 +96,14 @@ pub fn set_primary(text: &str, new: &str) -> Result<Edit, String> {
         }
         [i] => {
             let l = lines[*i];
-            let rest = &l.trim_start()[key.len()..];
-            let (value, comment) = match rest.find(" #") {
-                Some(c) => (&rest[..c], &rest[c..]),
-                None => (rest, ""),
-            };
-            let value = value.trim();
+            // The value's place in the line: after the key and its spaces, up to a comment
+            // or the line's end; everything around it is kept as written.
+            let at = l.len() - l.trim_start().len() + key.len();
+            let rest = &l[at..];
+            let start = at + (rest.len() - rest.trim_start().len());
+            let body = l[start..].trim_end_matches(['\n', '\r']);
+            let len = body.find(" #").unwrap_or(body.len());
+            let value = body[..len].trim_end();
             let word = !value.is_empty()
                 && value
                     .chars()
@@ -113,12 +115,8 @@ pub fn set_primary(text: &str, new: &str) -> Result<Edit, String> {
                     crate::shell::printable(value)
                 ));
             }
-            let newline = if l.ends_with('\n') { "\n" } else { "" };
-            out[*i] = format!(
-                "{}{key} {new}{}{newline}",
-                " ".repeat(indent),
-                comment.trim_end()
-            );
+            let spaces = if start == at { " " } else { "" };
+            out[*i] = format!("{}{spaces}{new}{}", &l[..start], &l[start + value.len()..]);
             Ok(Edit {
                 text: out.concat(),
                 line: i + 1,

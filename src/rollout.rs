@@ -43,6 +43,9 @@ pub struct TierRule {
     pub rolling: Rolling,
     /// Drained out of these balancers before a restart.
     pub drain: Option<Drain>,
+    /// A host applied alone before the tier's others, whatever its change: the db tier's
+    /// primary (its replicas seed from it and need its account and firewall first).
+    pub first: Option<String>,
 }
 
 /// The rules of a rollout.
@@ -67,6 +70,7 @@ impl Rules {
                     vip: t.vip,
                     rolling: t.rolling,
                     drain: t.drain.clone(),
+                    first: None,
                 })
                 .collect(),
             forks: forks.max(1),
@@ -297,8 +301,9 @@ fn migrates<T>(h: &HostRun<T>) -> bool {
     })
 }
 
-/// Applies the hosts of one tier that have no outcome yet: the VIP tier one at a time;
-/// another tier's quiet hosts at once, then its interrupting hosts batch by batch.
+/// Applies the hosts of one tier that have no outcome yet: its `first` host alone; then
+/// the VIP tier one at a time; another tier's quiet hosts at once, then its interrupting
+/// hosts batch by batch.
 async fn apply_tier<T: Transport>(
     hosts: &mut [HostRun<T>],
     tier: &TierRule,
@@ -306,9 +311,25 @@ async fn apply_tier<T: Transport>(
     cx: &Context<'_>,
     lbs: &[Balancer<T>],
 ) {
-    let pending: Vec<usize> = (0..hosts.len())
+    let mut pending: Vec<usize> = (0..hosts.len())
         .filter(|&i| hosts[i].tier == tier.name && hosts[i].outcome.is_none())
         .collect();
+    if let Some(name) = &tier.first
+        && let Some(at) = pending.iter().position(|&i| hosts[i].name == *name)
+    {
+        let i = pending.remove(at);
+        run_group(hosts, &[i], 1, tier, cx, lbs).await;
+        if failed(hosts[i].outcome.as_ref()) && !rules.keep_going {
+            for &j in &pending {
+                hosts[j].outcome = Some(Outcome::Skipped(format!(
+                    "not started: {name} failed before it in tier {} (it goes first: the \
+                     others depend on it); this host keeps its configuration",
+                    tier.name
+                )));
+            }
+            return;
+        }
+    }
     let (quiet, rolled): (Vec<usize>, Vec<usize>) = if tier.vip {
         (Vec::new(), pending)
     } else {
@@ -525,6 +546,7 @@ mod tests {
                     backend: "web".into(),
                     timeout: Duration::from_secs(5),
                 }),
+                first: None,
             };
             Rules {
                 tiers: ["db", "app", "web", "lb"].into_iter().map(tier).collect(),
@@ -979,6 +1001,40 @@ mod tests {
         assert_eq!(most(&script, "web"), Some(1));
         assert_eq!(first_seen(&script), ["web4", "web1", "web2", "web3"]);
         assert!(hs.iter().all(|h| h.outcome == Some(Outcome::Changed(1))));
+    }
+
+    #[tokio::test]
+    async fn the_tiers_first_host_goes_alone_before_its_quiet_and_rolled_hosts() {
+        let script = Arc::new(Script::default());
+        let mut hs = web_tier(&script, 3, false);
+        let mut quiet = hosts(&script, &[("web4", "web", false)]);
+        hs.append(&mut quiet);
+        let mut rules = Rules::stack(10, false);
+        rules.tiers[2].first = Some("web2".into());
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(first_seen(&script), ["web2", "web4", "web1", "web3"]);
+        assert!(hs.iter().all(|h| h.outcome == Some(Outcome::Changed(1))));
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_host_keeps_the_rest_of_its_tier_from_starting() {
+        let script = Arc::new(Script {
+            failing: vec!["web2"],
+            ..Script::default()
+        });
+        let mut hs = web_tier(&script, 3, false);
+        let mut rules = Rules::stack(10, false);
+        rules.tiers[2].first = Some("web2".into());
+        apply_with(&mut hs, &rules, &script, true).await;
+        assert_eq!(first_seen(&script), ["web2"]);
+        for h in hs.iter().filter(|h| h.name != "web2") {
+            assert!(
+                matches!(&h.outcome, Some(Outcome::Skipped(why)) if why.contains("web2 failed before it")),
+                "{}: {:?}",
+                h.name,
+                h.outcome
+            );
+        }
     }
 
     #[tokio::test]

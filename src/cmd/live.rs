@@ -222,7 +222,13 @@ pub(super) async fn live(
     watch_ctrl_c();
 
     // 2. Connect, read and plan every host, in parallel (bounded by --forks).
-    let rules = Rules::new(&l.inv.tiers, usize::from(opts.forks), opts.keep_going);
+    let mut rules = Rules::new(&l.inv.tiers, usize::from(opts.forks), opts.keep_going);
+    // The db primary goes first in its tier: its replicas seed from it.
+    if let Ok(Some(p)) = crate::replica::primary(&l.inv)
+        && let Some(t) = rules.tiers.iter_mut().find(|t| t.name == p.tier)
+    {
+        t.first = Some(p.name.clone());
+    }
     // One lock identity for the run: facts report the lock's holder; apply takes it.
     let lock = HostLock::for_this_run();
     let (mut runs, mut bases) = connect_all(

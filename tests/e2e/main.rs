@@ -15,6 +15,7 @@ mod firewall;
 mod monitoring;
 mod paths;
 mod release;
+mod replica;
 mod reviewed;
 mod rolling;
 mod safety;
