@@ -115,6 +115,16 @@ async fn backup_now(a: &DbHost) -> anyhow::Result<i32> {
     refuse_run_options(&a.common, "db backup")?;
     let l = load(&a.common)?;
     let db = host_with(&l, "db_backup", a.host.as_deref())?;
+    if let Some(p) = replica::primary(&l.inv).map_err(anyhow::Error::msg)?
+        && p.name != db.name
+    {
+        bail!(
+            "--host {}: a replica of {} (var {}): only the primary backs up (the replicas' backup unit is skipped); leave --host out",
+            db.name,
+            p.name,
+            replica::VAR
+        );
+    }
     let store = host_with(&l, "backup_store", None)?;
     let started = Instant::now();
     let out = run_on(&l, db, &backup::backup_script(), b"", BACKUP_LIMIT).await?;

@@ -128,6 +128,19 @@ fn a_replica_follows_takes_over_when_the_primary_dies_and_the_old_primary_rejoin
             && grants.lines().count() == 2,
         "foobar_repl's grants:\n{grants}"
     );
+    // Only the primary backs up: db2's backup unit is skipped by its condition, not failed,
+    // and `db backup --host db2` is refused.
+    let skipped = inside(
+        "db2",
+        "systemctl start foobar-backup.service && systemctl show -p Result -p ExecMainStartTimestampMonotonic foobar-backup.service",
+    );
+    assert!(
+        skipped.contains("Result=success") && skipped.contains("ExecMainStartTimestampMonotonic=0"),
+        "db2's backup unit: {skipped}"
+    );
+    let run = on(&inv, &["db", "backup"], &["--host", "db2"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("only the primary backs up"), "{}", run.all());
     // A plaintext or certificate-less client is refused as that account.
     let (code, out, err) = docker_exec(
         "db2",
