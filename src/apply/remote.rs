@@ -68,10 +68,12 @@ impl Limits {
         }
     }
 
-    /// A whole health check: at most `2 * retries + 1` tries (two successes in a row are
-    /// needed), each bounded, one interval apart.
+    /// A whole health check: at most `2 * (retries + quick) + 1` tries (two successes in a
+    /// row are needed; `quick`: the retries sooner than an interval,
+    /// [`super::scripts::quick_retries`]), each bounded, at most one interval apart.
     pub(super) fn health(&self, retries: u32, interval_ms: u64) -> Duration {
-        (self.health_try + Duration::from_millis(interval_ms)) * (2 * retries + 2)
+        let quick = u32::try_from(super::scripts::quick_retries(interval_ms).len()).unwrap_or(64);
+        (self.health_try + Duration::from_millis(interval_ms)) * (2 * (retries + quick) + 2)
     }
 }
 
