@@ -483,6 +483,9 @@ fn not_started(plan: &HostPlan) -> Outcome {
 }
 
 #[cfg(test)]
+mod sim_bench;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::{Action, RolePlan};
