@@ -179,6 +179,42 @@ pub enum DbCommand {
     /// loaded into MariaDB, then every table's row count compared with the backup's.
     /// Refuses a database that holds rows unless --force.
     Restore(DbRestore),
+    /// Make a replica the primary when the primary is gone. First checks that the primary
+    /// is gone (not reachable over SSH, or its MariaDB not answering; --force skips this
+    /// when you have fenced it yourself), then on --host: applies everything it received
+    /// from the primary, stops replicating, becomes writable. Then sets `db_primary: HOST`
+    /// in the inventory's `vars:` (the file says what is now true: commit it) and applies
+    /// every host but the old primary, so the app tier writes to the new one (a config
+    /// change rolled and health-checked as any other). Ends by saying what to do with the
+    /// old primary when it comes back.
+    Promote(DbPromote),
+    /// Replace a db host's data with a copy of the primary's and make it a replica: for a
+    /// former primary that came back after `db promote`, or a replica whose replication
+    /// broke. Its own rows are discarded (back them up first if they matter). Refuses the
+    /// primary itself.
+    Reseed(DbReseed),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbPromote {
+    #[command(flatten)]
+    pub common: Common,
+    /// The replica to promote.
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
+    /// Promote even though the primary still answers: only when you have made sure it
+    /// takes no more writes (stopped, cut off), or the site ends up with two primaries.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbReseed {
+    #[command(flatten)]
+    pub common: Common,
+    /// The db host whose data is replaced (not the primary).
+    #[arg(long, value_name = "NAME")]
+    pub host: String,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -26,6 +26,7 @@ mod plan_file;
 mod progress;
 mod release;
 mod render;
+mod replica;
 mod report;
 pub mod role;
 mod rollout;

@@ -1,14 +1,16 @@
-//! `db backup`, `db list`, `db restore`: the database's backups, over the same SSH
-//! connections as `apply` (strict host keys, sudo). The pure half (scripts, manifest,
-//! checks) is [`crate::backup`].
+//! `db backup`, `db list`, `db restore`: the database's backups; `db promote`, `db
+//! reseed`: its replicas. Over the same SSH connections as `apply` (strict host keys,
+//! sudo). The pure halves are [`crate::backup`] (scripts, manifest, checks) and
+//! [`crate::replica`] (which host is the primary, the inventory's edit).
 
 use super::reach::check_identities;
 use super::{EXIT_FAIL, EXIT_OK, Loaded, close_sessions, load, refuse_run_options};
 use crate::apply::{exec_bounded, timed_out};
 use crate::backup::{self, MAX_MANIFEST_BYTES, MAX_RESTORE_BYTES, Manifest};
-use crate::cli::{DbCommand, DbHost, DbRestore};
+use crate::cli::{DbCommand, DbHost, DbPromote, DbReseed, DbRestore, Live};
 use crate::inventory::Host;
 use crate::progress::Format;
+use crate::replica;
 use crate::shell::printable;
 use crate::transport::{self, ExecOutput};
 use anyhow::{Context, anyhow, bail};
@@ -26,11 +28,20 @@ pub(super) async fn db(c: &DbCommand) -> anyhow::Result<i32> {
         DbCommand::Backup(h) => backup_now(h).await,
         DbCommand::List(h) => list(h).await,
         DbCommand::Restore(r) => restore(r).await,
+        DbCommand::Promote(p) => promote(p).await,
+        DbCommand::Reseed(r) => reseed(r).await,
     }
 }
 
-/// The first host of a tier that has `role` (or `--host`, which must have it).
+/// `--host`, which must have `role`; else the primary (var db_primary) when it has the
+/// role, else the first host of a tier that has it.
 fn host_with<'a>(l: &'a Loaded, role: &'a str, wanted: Option<&str>) -> anyhow::Result<&'a Host> {
+    if wanted.is_none()
+        && let Some(p) = replica::primary(&l.inv).map_err(anyhow::Error::msg)?
+        && l.inv.hosts_with_role(role).any(|h| h.name == p.name)
+    {
+        return Ok(p);
+    }
     match wanted {
         Some(name) => {
             let h = l.inv.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
@@ -305,5 +316,282 @@ async fn restore(r: &DbRestore) -> anyhow::Result<i32> {
             tables_text(&m)
         ),
     }
+    Ok(EXIT_OK)
+}
+
+/// Promoting a replica: seconds for it to apply what it received.
+const PROMOTE_LIMIT: Duration = Duration::from_secs(120);
+/// Seeding a replica: the dump of the primary's database, loaded (the script's own waits
+/// are shorter).
+const RESEED_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Why the primary counts as gone, or that it is not.
+enum Primary {
+    Gone(String),
+    Answers,
+}
+
+/// Is the primary gone? Unreachable over SSH, or reachable with its MariaDB not answering.
+async fn primary_state(l: &Loaded, h: &Host) -> anyhow::Result<Primary> {
+    check_identities(&l.inv, &l.routes, &[h])?;
+    let session = match transport::connect(&l.route(h)?).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Ok(Primary::Gone(format!(
+                "not reachable over SSH ({})",
+                printable(&e.to_string())
+            )));
+        }
+    };
+    let script = "mariadb-admin --connect-timeout=5 ping";
+    let out = exec_bounded(&session, &h.name, script, b"", l.inv.ssh.sudo, READ_LIMIT).await;
+    close_sessions([session]).await;
+    Ok(match out {
+        Ok(o) if o.status == 0 && !timed_out(&o) => Primary::Answers,
+        Ok(o) => Primary::Gone(format!(
+            "reachable over SSH, but its MariaDB does not answer ({})",
+            said(&o)
+        )),
+        Err(e) => Primary::Gone(format!("its connection broke ({})", printable(&e))),
+    })
+}
+
+/// `db promote --host NAME`.
+async fn promote(p: &DbPromote) -> anyhow::Result<i32> {
+    refuse_run_options(&p.common, "db promote")?;
+    if !p.common.limit.is_empty() || !p.common.tier.is_empty() {
+        bail!(
+            "db promote chooses its hosts (every host but the old primary): --limit and --tier cannot be given"
+        );
+    }
+    let l = load(&p.common)?;
+    let target = host_with(&l, "mysql", Some(&p.host))?;
+    let old = replica::primary(&l.inv)
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow!("no host has the mysql role"))?;
+    if old.name == target.name {
+        bail!(
+            "{}: already the primary ({} names it, var {}): promote a replica",
+            target.name,
+            l.inv.path.display(),
+            replica::VAR
+        );
+    }
+    let started = Instant::now();
+
+    // 1. The old primary must be gone: two writable primaries would split the site's data.
+    match primary_state(&l, old).await? {
+        Primary::Answers if !p.force => {
+            eprintln!(
+                "error: {}: the primary still answers (its MariaDB runs): promoting {} now would give the site two primaries\nhint: if it must go, stop it first (on {}: systemctl stop mariadb), then promote; --force only when it is fenced off some other way",
+                old.name, target.name, old.name
+            );
+            return Ok(EXIT_FAIL);
+        }
+        Primary::Answers => println!(
+            "{}: the primary still answers; promoting anyway (--force): it must take no more writes",
+            old.name
+        ),
+        Primary::Gone(why) => println!("{}: the primary is gone: {why}", old.name),
+    }
+
+    // 2. The replica applies what it received and becomes writable.
+    let out = run_on(
+        &l,
+        target,
+        &format!("{} promote", replica::SCRIPT),
+        b"",
+        PROMOTE_LIMIT,
+    )
+    .await?;
+    if out.status != 0 {
+        bail!(
+            "{}: not promoted (exit {}): {}",
+            target.name,
+            out.status,
+            said(&out)
+        );
+    }
+    println!("{}: {}", target.name, said(&out));
+    let writable = started.elapsed().as_secs_f64();
+
+    // 3. The inventory says it, then every host but the old primary follows it.
+    let path = l.inv.path.clone();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut live = Live {
+        common: p.common.clone(),
+        forks: 10,
+        keep_going: false,
+        trace: None,
+        junit: None,
+        timings: false,
+    };
+    live.common.limit = vec![format!("!{}", old.name)];
+    let edited = match replica::set_primary(&text, &target.name) {
+        Ok(e) => {
+            write_beside(&path, &e.text)?;
+            println!(
+                "{}:{}: {}: {} -> {} (commit this change)",
+                path.display(),
+                e.line,
+                replica::VAR,
+                e.was.as_deref().unwrap_or("(not set)"),
+                target.name
+            );
+            true
+        }
+        Err(why) => {
+            println!(
+                "{}: not edited ({why}): set `{}: {}` under its `vars:` yourself; this apply uses --var {}={}",
+                path.display(),
+                replica::VAR,
+                target.name,
+                replica::VAR,
+                target.name
+            );
+            live.common
+                .var
+                .push(format!("{}={}", replica::VAR, target.name));
+            false
+        }
+    };
+    println!(
+        "applying every host but {} with {} = {}",
+        old.name,
+        replica::VAR,
+        target.name
+    );
+    let code = super::live::apply_as(&live, "db promote").await?;
+    let took = started.elapsed().as_secs_f64();
+    let inv = path.display();
+    println!(
+        "\n{} promoted: writable after {writable:.1}s, every host but {} converged to it after {took:.1}s (apply exit {code}).",
+        target.name, old.name
+    );
+    if !edited {
+        println!(
+            "- Set `{}: {}` in {inv}: until then `apply` would make {} a replica again (it refuses: it holds data).",
+            replica::VAR,
+            target.name,
+            target.name
+        );
+    }
+    println!(
+        "- {old} still holds its data when it comes back, including any rows written to it that never reached {new} (asynchronous replication: what it committed in its last moments). Nothing points the app at it now.\n- To make {old} a replica of {new} (its own data replaced by a copy of {new}'s): foobar-provision db reseed {inv} --host {old}\n  Or take it out of the inventory.",
+        old = old.name,
+        new = target.name
+    );
+    Ok(if code == 0 { EXIT_OK } else { EXIT_FAIL })
+}
+
+/// Writes `text` to `path` through a new file beside it (same mode) and a rename.
+fn write_beside(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.fp-promote-{}", std::process::id()));
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow!(
+            "cannot write {}: {e} (is {} writable?)",
+            path.display(),
+            dir.display()
+        )
+    })
+}
+
+/// `db reseed --host NAME`.
+async fn reseed(r: &DbReseed) -> anyhow::Result<i32> {
+    refuse_run_options(&r.common, "db reseed")?;
+    if !r.common.limit.is_empty() || !r.common.tier.is_empty() {
+        bail!("db reseed works on --host only: --limit and --tier cannot be given");
+    }
+    let l = load(&r.common)?;
+    let target = host_with(&l, "mysql", Some(&r.host))?;
+    let primary = replica::primary(&l.inv)
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow!("no host has the mysql role"))?;
+    if primary.name == target.name {
+        bail!(
+            "{}: it is the primary ({} names it, var {}): its data is the site's, it cannot be replaced by a copy",
+            target.name,
+            l.inv.path.display(),
+            replica::VAR
+        );
+    }
+    let started = Instant::now();
+    // 1. The host as the inventory says (a replica of the primary): where its files change,
+    //    its replication handler replaces its data (var db_reseed).
+    let mut live = Live {
+        common: r.common.clone(),
+        forks: 1,
+        keep_going: false,
+        trace: None,
+        junit: None,
+        timings: false,
+    };
+    live.common.limit = vec![target.name.clone()];
+    live.common.var = vec![format!("db_reseed={}", target.name)];
+    println!(
+        "applying {} as a replica of {} (its data replaced where its replication changes)",
+        target.name, primary.name
+    );
+    let code = super::live::apply_as(&live, "db reseed").await?;
+    if code != 0 {
+        bail!("{}: the apply failed (above): not reseeded", target.name);
+    }
+    // 2. Its files were current already (a broken replica): the script, now the
+    //    inventory's, replaces its data unless it replicates as it should.
+    let check = run_on(
+        &l,
+        target,
+        &format!("{} check", replica::SCRIPT),
+        b"",
+        READ_LIMIT,
+    )
+    .await?;
+    if check.status != 0 {
+        let out = run_on(
+            &l,
+            target,
+            &format!("{} converge --replace-data", replica::SCRIPT),
+            b"",
+            RESEED_LIMIT,
+        )
+        .await?;
+        if out.status != 0 {
+            bail!(
+                "{}: not reseeded (exit {}): {}",
+                target.name,
+                out.status,
+                said(&out)
+            );
+        }
+        println!("{}: {}", target.name, said(&out));
+    }
+    println!(
+        "{}: a replica of {} again, in {:.1}s",
+        target.name,
+        primary.name,
+        started.elapsed().as_secs_f64()
+    );
     Ok(EXIT_OK)
 }

@@ -116,6 +116,17 @@ pub(super) async fn apply(a: &ApplyArgs) -> anyhow::Result<i32> {
     live(&opts, Mode::Apply, None, extra).await
 }
 
+/// `apply` as another command's step (`db promote`): no question asked, the command
+/// itself was the operator's decision.
+pub(super) async fn apply_as(opts: &Live, command: &'static str) -> anyhow::Result<i32> {
+    let extra = Extra {
+        command,
+        yes: true,
+        ..Extra::default()
+    };
+    live(opts, Mode::Apply, None, extra).await
+}
+
 /// `rollback`: `apply` (or `plan` with `--plan`) of the selected hosts' releases only,
 /// each going to its previous release (or `--to`).
 pub(super) async fn rollback(r: &crate::cli::Rollback) -> anyhow::Result<i32> {

@@ -91,6 +91,8 @@ fn markdown_only_for_plan(command: &Command) -> anyhow::Result<()> {
         Command::Rollback(r) => ("rollback", &r.live.common),
         Command::Db(DbCommand::Backup(d) | DbCommand::List(d)) => ("db", &d.common),
         Command::Db(DbCommand::Restore(r)) => ("db", &r.db.common),
+        Command::Db(DbCommand::Promote(p)) => ("db", &p.common),
+        Command::Db(DbCommand::Reseed(r)) => ("db", &r.common),
         Command::Completions { .. } | Command::Man { .. } => return Ok(()),
     };
     if common.format == crate::progress::Format::Markdown {

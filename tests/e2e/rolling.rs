@@ -52,6 +52,15 @@ fn fresh_certificate(dir: &Path) -> String {
 /// Returns the line for the figures and whether any request failed.
 fn under_load(inv: &Path, root: &str, hosts: &[&str], label: &str) -> (String, usize) {
     let inv = inv.to_string_lossy().to_string();
+    let apps: Vec<&str> = hosts
+        .iter()
+        .copied()
+        .filter(|h| h.starts_with("app"))
+        .collect();
+    let since: Vec<String> = apps
+        .iter()
+        .map(|h| inside(h, "date +%s").trim().to_string())
+        .collect();
     let load = Load::start("/api/visits", CLIENTS, LOAD_LIMIT);
     std::thread::sleep(Duration::from_secs(1));
     let run = tool(&["apply", "--yes", &inv, "--root", root, "--format", "json"]);
@@ -62,6 +71,21 @@ fn under_load(inv: &Path, root: &str, hosts: &[&str], label: &str) -> (String, u
     figure(&line);
     if report.failed() > 0 {
         eprintln!("{label}: first failures:\n{}", report.first_failures(8));
+    }
+    // A failed request can hide a crash the next request would not see: gunicorn's master
+    // must survive every change (a HUP or a planned restart), never be restarted by systemd.
+    for (host, t) in apps.iter().zip(&since) {
+        let crashes = inside(
+            host,
+            &format!(
+                "journalctl -u foobar-app --since @{t} -o cat --no-pager | \
+                 grep -E 'Unhandled exception in main loop|Scheduled restart job|Failed with result' || true"
+            ),
+        );
+        assert!(
+            crashes.trim().is_empty(),
+            "{label}: gunicorn's master on {host} died and systemd restarted it:\n{crashes}"
+        );
     }
     assert_no_changes(&inv, &["--root", root], hosts);
     (line, report.failed())
