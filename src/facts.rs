@@ -99,25 +99,40 @@ pub struct FactQuery<'a> {
 }
 
 /// The one script that gathers a host's facts. Its output is read by [`parse`].
+///
+/// Processes are what it costs a host (with a hundred hosts on a few cores, the hosts'
+/// forks are the run's time): the loops and tests are the shell's builtins; one
+/// `sha256sum` hashes every managed file, one `stat` covers them and every directory,
+/// link or absent path that exists, one `dpkg-query` every package, one `systemctl show`
+/// every unit, one `ip` every VIP. Their own output is read as it is (no `sed` to tag
+/// it): a `sha256sum` line is 64 hex digits, two spaces and a path asked about; a
+/// `systemctl show` line is `Id=`, `ActiveState=`, `UnitFileState=` or blank.
 pub fn script(q: &FactQuery) -> String {
     let mut s = String::from(
         "if [ -d /run/systemd/system ]; then echo 'INIT systemd'; else echo 'INIT other'; fi\n",
     );
+    let stats = !(q.paths.is_empty() && q.dirs.is_empty() && q.nodes.is_empty());
+    if stats {
+        s.push_str("set --\n");
+    }
     if !q.paths.is_empty() {
         let paths: Vec<String> = q.paths.iter().map(|p| quote(p)).collect();
         s.push_str(&format!(
             // Existing files are collected in "$@" so that one sha256sum and one stat
             // cover them all (a fork per file per tool was most of a no-op's time). A
             // path that exists but is no regular file (a folder, a link) is `N PATH`.
-            "set --\nfor p in {}; do d=${{p%/*}}; [ -e \"$d/.${{p##*/}}.fp-prev\" ] && echo \"B $p\"; \
+            "for p in {}; do d=${{p%/*}}; [ -e \"$d/.${{p##*/}}.fp-prev\" ] && echo \"B $p\"; \
              for t in \"$d/.${{p##*/}}\".fp-??????; do [ -f \"$t\" ] && echo \"T $t\"; done; \
              if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then set -- \"$@\" \"$p\"; \
              elif [ -e \"$p\" ] || [ -L \"$p\" ]; then echo \"N $p\"; else echo \"F 0 $p\"; fi; done\n\
-             if [ $# -gt 0 ]; then sha256sum -- \"$@\" | sed 's/^/H /'; stat -c 'M %a %U %G %n' -- \"$@\"; fi\n",
+             if [ $# -gt 0 ]; then sha256sum -- \"$@\"; fi\n",
             paths.join(" ")
         ));
     }
     s.push_str(&nodes::script(q));
+    if stats {
+        s.push_str("if [ $# -gt 0 ]; then stat -c 'S %f %U %G %n' -- \"$@\"; fi\n");
+    }
     if !q.packages.is_empty() {
         let pkgs: Vec<String> = q.packages.iter().map(|p| quote(p)).collect();
         s.push_str(&format!(
@@ -129,15 +144,19 @@ pub fn script(q: &FactQuery) -> String {
         // One systemctl call for every unit: blocks of Id=, ActiveState=, UnitFileState=.
         let units: Vec<String> = q.services.iter().map(|u| quote(&unit_name(u))).collect();
         s.push_str(&format!(
-            "if command -v systemctl >/dev/null; then systemctl show -p Id -p ActiveState -p UnitFileState -- {} 2>/dev/null | sed 's/^/U /'; fi\n",
+            "if command -v systemctl >/dev/null; then systemctl show -p Id -p ActiveState -p UnitFileState -- {} 2>/dev/null; fi\n",
             units.join(" ")
         ));
     }
-    for vip in &q.vips {
-        s.push_str(&format!(
-            "if ip -o -4 addr show 2>/dev/null | grep -qF ' {}/'; then echo 'VIP yes'; else echo 'VIP no'; fi\n",
-            vip
-        ));
+    if !q.vips.is_empty() {
+        // One `ip` for every VIP; each looked for in its output by the shell.
+        s.push_str("a=$(ip -o -4 addr show 2>/dev/null)\n");
+        for vip in &q.vips {
+            s.push_str(&format!(
+                "case \"$a\" in *{}*) echo 'VIP yes';; *) echo 'VIP no';; esac\n",
+                quote(&format!(" {vip}/"))
+            ));
+        }
     }
     for (role, cmd) in &q.drift {
         // The command on lines of its own: a `#` in it cannot comment out the rest.
@@ -148,14 +167,15 @@ pub fn script(q: &FactQuery) -> String {
         ));
     }
     for (i, (cert, key)) in q.certs.iter().enumerate() {
-        // The key's metadata and public half (openssl may not be installed yet: `-`);
-        // the certificate, base64 on one line.
+        // The key's metadata and public half (openssl may not be installed yet: nothing
+        // after the group); the certificate, base64 on one line. Written straight out,
+        // not through `$(...)`: a subshell less each.
         s.push_str(&format!(
-            "k={key}; if [ -f \"$k\" ] && [ ! -L \"$k\" ]; then m=$(stat -c '%a %U %G' -- \"$k\"); \
-             p=$(openssl pkey -in \"$k\" -pubout 2>/dev/null | base64 -w0); echo \"KEY {i} $m ${{p:--}}\"; \
+            "k={key}; if [ -f \"$k\" ] && [ ! -L \"$k\" ]; then printf 'KEY {i} %s ' \"$(stat -c '%a %U %G' -- \"$k\")\"; \
+             openssl pkey -in \"$k\" -pubout 2>/dev/null | base64 -w0; echo; \
              else echo 'KEY {i} none'; fi\n\
-             c={cert}; if [ -f \"$c\" ] && [ ! -L \"$c\" ]; then p=$(head -c {max} -- \"$c\" | base64 -w0); \
-             echo \"CERT {i} ${{p:--}}\"; else echo 'CERT {i} none'; fi\n",
+             c={cert}; if [ -f \"$c\" ] && [ ! -L \"$c\" ]; then printf 'CERT {i} '; head -c {max} -- \"$c\" | base64 -w0; echo; \
+             else echo 'CERT {i} none'; fi\n",
             key = quote(key),
             cert = quote(cert),
             max = MAX_CERT_BYTES,
@@ -335,6 +355,11 @@ impl FactsReader {
 
     /// Reads one line (`TAG REST`); `None` when it is not what the script prints.
     fn line(&mut self, line: &str, q: &FactQuery) -> Option<()> {
+        // `systemctl show`'s and `sha256sum`'s own lines, untagged.
+        if let Some((key @ ("Id" | "ActiveState" | "UnitFileState"), value)) = line.split_once('=')
+        {
+            return self.unit(key, value);
+        }
         let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
         match tag {
             "INIT" => {
@@ -352,10 +377,9 @@ impl FactsReader {
                 self.files.insert(rest.to_string(), None);
                 self.not_regular.get_or_insert_with(|| rest.to_string());
             }
-            "H" => self.hash(rest)?,
-            "M" => self.meta(rest)?,
+            hash if hash.len() == 64 => self.hash(line)?,
+            "S" => self.stat(rest, q)?,
             "P" => self.package(rest)?,
-            "U" => self.unit(rest)?,
             "VIP" => *self.vips_held.get_or_insert(0) += usize::from(rest == "yes"),
             "D" => match rest.split_once(' ') {
                 Some(("drift", role)) => {
@@ -380,15 +404,16 @@ impl FactsReader {
                 crate::release::read_fact_line(slot, rest)?;
             }
             "END" => self.ended = true,
-            "" => {}
+            // The blank line between two units' `systemctl show` blocks.
+            "" => self.unit = None,
             _ => return None,
         }
         Some(())
     }
 
-    /// `H HASH  PATH`, from sha256sum.
-    fn hash(&mut self, rest: &str) -> Option<()> {
-        let (hash, path) = rest.split_once("  ")?;
+    /// `HASH  PATH`, from sha256sum (64 hex digits, two spaces).
+    fn hash(&mut self, line: &str) -> Option<()> {
+        let (hash, path) = line.split_once("  ")?;
         if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
@@ -396,16 +421,34 @@ impl FactsReader {
         Some(())
     }
 
-    /// `M MODE OWNER GROUP PATH`, from stat (mode in octal).
-    fn meta(&mut self, rest: &str) -> Option<()> {
+    /// `S HEXMODE OWNER GROUP PATH`, from the script's one `stat -c '%f %U %G %n'`: the
+    /// raw mode (type and permission bits) of a managed file, or of a directory, link or
+    /// absent path ([`nodes`]). A path asked about as both is in `"$@"` twice: its
+    /// second line is the same.
+    fn stat(&mut self, rest: &str, q: &FactQuery) -> Option<()> {
         let f: Vec<&str> = rest.splitn(4, ' ').collect();
-        if f.len() != 4 {
+        let [hex, owner, group, path] = f[..] else {
+            return None;
+        };
+        if hex.is_empty() || hex.len() > 4 {
             return None;
         }
-        let mode = u32::from_str_radix(f[0], 8).ok()?;
-        self.metas
-            .insert(f[3].to_string(), (mode, f[1].to_string(), f[2].to_string()));
-        Some(())
+        let raw = u32::from_str_radix(hex, 16).ok()?;
+        let file = q.paths.contains(&path);
+        if file {
+            if raw & 0o170000 != 0o100000 {
+                // Replaced by something else since the script's test.
+                self.not_regular.get_or_insert_with(|| path.to_string());
+            }
+            self.metas.insert(
+                path.to_string(),
+                (raw & 0o7777, owner.to_string(), group.to_string()),
+            );
+        }
+        if nodes::asked(q, path) {
+            return self.stat_node(path, raw, (owner, group), (q, file));
+        }
+        file.then_some(())
     }
 
     /// The certificate fact for index `i` (as a string), when `i` was asked about.
@@ -414,7 +457,7 @@ impl FactsReader {
         self.certs.get_mut(i)
     }
 
-    /// `KEY I none` or `KEY I MODE OWNER GROUP BASE64-PUBLIC-PEM|-`.
+    /// `KEY I none` or `KEY I MODE OWNER GROUP BASE64-PUBLIC-PEM` (empty or `-`: unreadable).
     fn key(&mut self, rest: &str) -> Option<()> {
         let f: Vec<&str> = rest.split(' ').collect();
         let slot = self.cert_slot(f.first()?)?;
@@ -422,7 +465,7 @@ impl FactsReader {
             ["none"] => slot.key = None,
             [mode, owner, group, public] => {
                 let public_pem = match public {
-                    "-" => None,
+                    "" | "-" => None,
                     b64 => Some(decode_text(b64)?),
                 };
                 slot.key = Some(KeyFact {
@@ -437,13 +480,13 @@ impl FactsReader {
         Some(())
     }
 
-    /// `CERT I none`, `CERT I -` (empty) or `CERT I BASE64`.
+    /// `CERT I none`, `CERT I ` or `CERT I -` (empty) or `CERT I BASE64`.
     fn cert(&mut self, rest: &str) -> Option<()> {
         let (i, value) = rest.split_once(' ')?;
         let slot = self.cert_slot(i)?;
         slot.cert_pem = match value {
             "none" => None,
-            "-" => Some(String::new()),
+            "" | "-" => Some(String::new()),
             b64 => Some(decode_text(b64)?),
         };
         Some(())
@@ -461,33 +504,26 @@ impl FactsReader {
         Some(())
     }
 
-    /// `U KEY=VALUE`, from systemctl show: an `Id=` line starts a unit's block.
-    fn unit(&mut self, rest: &str) -> Option<()> {
-        let Some((key, value)) = rest.split_once('=') else {
-            return Some(()); // the blank line between two units' blocks
-        };
-        match key {
-            "Id" => {
-                let name = value.strip_suffix(".service").unwrap_or(value).to_string();
-                self.services.insert(
-                    name.clone(),
-                    ServiceFact {
-                        active: "unknown".into(),
-                        enabled: "not-found".into(),
-                    },
-                );
-                self.unit = Some(name);
-            }
-            "ActiveState" | "UnitFileState" => {
-                let fact = self.unit.as_ref().and_then(|u| self.services.get_mut(u))?;
-                let v = if value.is_empty() { "not-found" } else { value };
-                if key == "ActiveState" {
-                    fact.active = v.to_string();
-                } else {
-                    fact.enabled = v.to_string();
-                }
-            }
-            _ => {}
+    /// `KEY=VALUE`, from systemctl show: an `Id=` line starts a unit's block.
+    fn unit(&mut self, key: &str, value: &str) -> Option<()> {
+        if key == "Id" {
+            let name = value.strip_suffix(".service").unwrap_or(value).to_string();
+            self.services.insert(
+                name.clone(),
+                ServiceFact {
+                    active: "unknown".into(),
+                    enabled: "not-found".into(),
+                },
+            );
+            self.unit = Some(name);
+            return Some(());
+        }
+        let fact = self.unit.as_ref().and_then(|u| self.services.get_mut(u))?;
+        let v = if value.is_empty() { "not-found" } else { value };
+        if key == "ActiveState" {
+            fact.active = v.to_string();
+        } else {
+            fact.enabled = v.to_string();
         }
         Some(())
     }
@@ -610,20 +646,20 @@ mod tests {
     /// Recorded from a lab host (Debian 12, systemd) with nginx installed.
     const RECORDED: &str = "INIT systemd
 F 0 /etc/foo bar
-H 5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3  /etc/nginx/nginx.conf
-M 644 root root /etc/nginx/nginx.conf
+5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3  /etc/nginx/nginx.conf
+S 81a4 root root /etc/nginx/nginx.conf
 B /etc/nginx/nginx.conf
 T /etc/nginx/.nginx.conf.fp-Ab12Cd
 D drift firewall
 D ok nginx
 P nginx installed
-U Id=nginx.service
-U ActiveState=active
-U UnitFileState=enabled
-U 
-U Id=haproxy.service
-U ActiveState=inactive
-U UnitFileState=
+Id=nginx.service
+ActiveState=active
+UnitFileState=enabled
+
+Id=haproxy.service
+ActiveState=inactive
+UnitFileState=
 VIP no
 END
 ";
@@ -659,7 +695,7 @@ END
         assert!(parse(&RECORDED.replace("F 0 /etc/foo bar\n", ""), &q()).is_err());
         assert!(
             parse(
-                &RECORDED.replace("M 644 root root /etc/nginx/nginx.conf\n", ""),
+                &RECORDED.replace("S 81a4 root root /etc/nginx/nginx.conf\n", ""),
                 &q()
             )
             .is_err()
@@ -705,8 +741,12 @@ END
             s.contains("dpkg-query -W -f='P ${Package} ${db:Status-Status}\\n' -- nginx haproxy"),
             "{s}"
         );
-        assert!(s.contains("grep -qF ' 172.30.77.10/'"), "{s}");
-        assert!(s.contains("systemctl show -p Id -p ActiveState -p UnitFileState -- nginx.service 2>/dev/null | sed"), "{s}");
+        assert!(
+            s.contains("if [ $# -gt 0 ]; then sha256sum -- \"$@\"; fi\nif [ $# -gt 0 ]; then stat -c 'S %f %U %G %n' -- \"$@\"; fi\n"),
+            "{s}"
+        );
+        assert!(s.contains("a=$(ip -o -4 addr show 2>/dev/null)\ncase \"$a\" in *' 172.30.77.10/'*) echo 'VIP yes';; *) echo 'VIP no';; esac\n"), "{s}");
+        assert!(s.contains("systemctl show -p Id -p ActiveState -p UnitFileState -- nginx.service 2>/dev/null; fi\n"), "{s}");
         assert!(s.contains("if (\nnft list table inet foobar\n) >/dev/null 2>&1; then echo 'D ok firewall'; else echo 'D drift firewall'; fi\n"), "{s}");
         assert!(s.ends_with("echo END\n"));
     }
@@ -902,6 +942,137 @@ END
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Issue 12 (fewer processes on the hosts): every tool the script runs is counted
+    /// through shims on PATH; the batched ones run once for all paths, units, packages and
+    /// VIPs, and nothing re-tags their output (no `sed`).
+    #[test]
+    fn script_runs_each_batched_tool_once_for_the_whole_host() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let (bin, log) = (p("bin"), p("calls.log"));
+        std::fs::create_dir(&bin).expect("mkdir");
+        let shim = |name: &str, body: &str| {
+            let path = format!("{bin}/{name}");
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\necho {name} >> '{log}'\n{body}\n"),
+            )
+            .expect("shim");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        let real_path = std::env::var("PATH").unwrap_or_default();
+        for tool in [
+            "sha256sum",
+            "stat",
+            "head",
+            "base64",
+            "readlink",
+            "sed",
+            "grep",
+            "cat",
+        ] {
+            shim(tool, &format!("PATH='{real_path}' exec {tool} \"$@\""));
+        }
+        shim(
+            "systemctl",
+            "printf 'Id=nginx.service\\nActiveState=active\\nUnitFileState=enabled\\n\\nId=haproxy.service\\nActiveState=inactive\\nUnitFileState=disabled\\n'",
+        );
+        shim(
+            "dpkg-query",
+            "echo 'P nginx installed'; echo 'P haproxy config-files'",
+        );
+        shim(
+            "ip",
+            "echo '2: eth0    inet 10.9.8.7/24 brd 10.9.8.255 scope global eth0'",
+        );
+        shim("openssl", "exit 1");
+        for f in ["a.conf", "b.conf", "c.conf", "cert.pem", "key.pem"] {
+            std::fs::write(p(f), f).expect("write");
+        }
+        std::fs::create_dir(p("www")).expect("mkdir");
+        std::os::unix::fs::symlink("www", p("link")).expect("ln");
+        let (a, b, c, missing, www, link, gone) = (
+            p("a.conf"),
+            p("b.conf"),
+            p("c.conf"),
+            p("missing.conf"),
+            p("www"),
+            p("link"),
+            p("gone"),
+        );
+        let (cert, key) = (p("cert.pem"), p("key.pem"));
+        let query = FactQuery {
+            paths: vec![&a, &b, &c, &missing],
+            packages: vec!["nginx", "haproxy"],
+            services: vec!["nginx", "haproxy"],
+            vips: vec!["10.9.8.7".into(), "10.9.8.70".into()],
+            certs: vec![(&cert, &key)],
+            dirs: vec![&www],
+            nodes: vec![&link, &gone],
+            ..Default::default()
+        };
+        let out = std::process::Command::new("timeout")
+            .args(["20", "sh", "-c", &script(&query)])
+            .env("PATH", format!("{bin}:{real_path}"))
+            .output()
+            .expect("sh");
+        let f = parse(&String::from_utf8_lossy(&out.stdout), &query).expect("parses");
+        assert_eq!(
+            f.files[&a].as_ref().map(|x| x.sha256.clone()),
+            Some(crate::desired::sha256_hex(b"a.conf"))
+        );
+        assert_eq!(f.files[&missing], None);
+        assert!(
+            matches!(f.nodes[&www], NodeFact::Dir { .. }),
+            "{:?}",
+            f.nodes
+        );
+        assert_eq!(f.nodes[&link], NodeFact::Link(b"www".to_vec()));
+        assert_eq!(f.nodes[&gone], NodeFact::Missing);
+        assert_eq!(f.services["nginx"].active, "active");
+        assert_eq!(f.services["haproxy"].enabled, "disabled");
+        assert_eq!((f.packages["nginx"], f.packages["haproxy"]), (true, false));
+        assert_eq!(f.vips_held, Some(1), "one of the two VIPs");
+        let key_fact = f.certs[0].key.as_ref().expect("the key is there");
+        assert_eq!(key_fact.public_pem, None, "openssl could not read it");
+        assert_eq!(f.certs[0].cert_pem.as_deref(), Some("cert.pem"));
+        let calls = std::fs::read_to_string(&log).expect("calls");
+        let count = |tool: &str| calls.lines().filter(|l| *l == tool).count();
+        for (tool, n) in [
+            ("sha256sum", 1),
+            // the files and the nodes together; the key's metadata
+            ("stat", 2),
+            ("systemctl", 1),
+            ("dpkg-query", 1),
+            ("ip", 1),
+            ("sed", 0),
+            ("grep", 0),
+            ("cat", 0),
+        ] {
+            assert_eq!(count(tool), n, "{tool} in {calls}");
+        }
+        // and a readlink, openssl, head and base64 per link, key and certificate
+        assert_eq!(calls.lines().count(), 12, "{calls}");
+    }
+
+    /// A path that is a managed file and a node of another role is in the one `stat`
+    /// twice: both lines say the same, neither is refused.
+    #[test]
+    fn a_path_both_file_and_node_is_stat_ed_twice_and_read_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.conf").to_string_lossy().into_owned();
+        std::fs::write(&path, "x").expect("write");
+        let query = FactQuery {
+            paths: vec![&path],
+            nodes: vec![&path],
+            ..Default::default()
+        };
+        let f = gather_locally(&query);
+        assert!(f.files[&path].is_some());
+        assert_eq!(f.nodes[&path], NodeFact::File);
+    }
+
     const HASH: &str = "5b4c1fbf8d8f0c6bc4f8e1e5e7c4d0b6b2f8e2a1c9d3e4f5a6b7c8d9e0f1a2b3";
 
     /// Parses `lines` (INIT and END added) for a query of one path `/x`, packages `a` and
@@ -917,7 +1088,7 @@ END
     }
 
     fn file_lines(hash: &str, meta: &str) -> String {
-        format!("H {hash}  /x\nM {meta} /x\n")
+        format!("{hash}  /x\nS {meta} /x\n")
     }
 
     #[test]
@@ -944,7 +1115,7 @@ END
             (HASH.replacen('5', "g", 1), false),
         ];
         for (hash, ok) in rows {
-            let r = parse_lines(&file_lines(&hash, "644 root root"));
+            let r = parse_lines(&file_lines(&hash, "81a4 root root"));
             assert_eq!(r.is_ok(), ok, "{hash}");
             if let Ok(f) = r {
                 assert_eq!(
@@ -953,12 +1124,13 @@ END
                 );
             }
         }
-        assert!(parse_lines(&format!("H {HASH} /x\nM 644 root root /x\n")).is_err());
+        assert!(parse_lines(&format!("{HASH} /x\nS 81a4 root root /x\n")).is_err());
+        assert!(parse_lines(&format!("H {HASH}  /x\nS 81a4 root root /x\n")).is_err());
     }
 
     #[test]
-    fn meta_lines_are_octal_mode_owner_group_path() {
-        let f = parse_lines(&file_lines(HASH, "4750 www adm")).expect("parses");
+    fn stat_lines_are_raw_hex_mode_owner_group_path() {
+        let f = parse_lines(&file_lines(HASH, "89e8 www adm")).expect("parses");
         let x = f.files["/x"].clone().expect("exists");
         assert_eq!(
             (x.mode, x.owner.as_str(), x.group.as_str()),
@@ -970,17 +1142,28 @@ END
             ..Default::default()
         };
         let f = parse(
-            &format!("INIT other\nH {HASH}  /a b\nM 600 root root /a b\nEND\n"),
+            &format!("INIT other\n{HASH}  /a b\nS 8180 root root /a b\nEND\n"),
             &q,
         )
         .expect("parses");
         assert_eq!(f.files["/a b"].as_ref().map(|x| x.mode), Some(0o600));
-        for bad in ["644 root root", "689 root root /x", "root root root /x"] {
+        for bad in [
+            "81a4 root root",
+            "81g4 root root /x",
+            "root root root /x",
+            "1081a4 root root /x",
+            "81a4 root root /y",
+        ] {
             assert!(
-                parse_lines(&format!("H {HASH}  /x\nM {bad}\n")).is_err(),
+                parse_lines(&format!("{HASH}  /x\nS {bad}\n")).is_err(),
                 "{bad}"
             );
         }
+        // A managed file that became a folder between the script's test and its stat.
+        assert_eq!(
+            parse_lines(&file_lines(HASH, "41ed root root")).map(|_| ()),
+            Err(FactsError::NotRegular("/x".into()))
+        );
     }
 
     #[test]
@@ -1002,7 +1185,7 @@ END
     #[test]
     fn units_are_read_block_by_block() {
         let f = parse_lines(
-            "F 0 /x\nU Id=s.service\nU ActiveState=failed\nU UnitFileState=disabled\nU \nU Id=t.socket\nU ActiveState=\nU Other=x\n",
+            "F 0 /x\nId=s.service\nActiveState=failed\nUnitFileState=disabled\n\nId=t.socket\nActiveState=\n",
         )
         .expect("parses");
         assert_eq!(f.services["s"].active, "failed");
@@ -1010,7 +1193,11 @@ END
         assert_eq!(f.services["t.socket"].active, "not-found");
         assert_eq!(f.services["t.socket"].enabled, "not-found");
         // A state before any Id= line belongs to no unit.
-        assert!(parse_lines("F 0 /x\nU ActiveState=active\n").is_err());
+        assert!(parse_lines("F 0 /x\nActiveState=active\n").is_err());
+        // ... and after a blank line, to none either; nor does a key not asked for.
+        assert!(parse_lines("F 0 /x\nId=s.service\n\nActiveState=active\n").is_err());
+        assert!(parse_lines("F 0 /x\nId=s.service\nOther=x\n").is_err());
+        assert!(parse_lines("F 0 /x\nU Id=s.service\n").is_err());
     }
 
     #[test]
@@ -1018,12 +1205,13 @@ END
         let mut q = q();
         q.vips = vec!["172.30.77.10".into(), "172.30.77.9".into()];
         let s = script(&q);
+        assert_eq!(s.matches("ip -o -4 addr show").count(), 1, "{s}");
         assert!(
-            s.contains("grep -qF ' 172.30.77.10/'; then echo 'VIP yes'"),
+            s.contains("case \"$a\" in *' 172.30.77.10/'*) echo 'VIP yes'"),
             "{s}"
         );
         assert!(
-            s.contains("grep -qF ' 172.30.77.9/'; then echo 'VIP yes'"),
+            s.contains("case \"$a\" in *' 172.30.77.9/'*) echo 'VIP yes'"),
             "{s}"
         );
         q.vips.clear();

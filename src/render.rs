@@ -739,8 +739,16 @@ fn report_diag(templates_dir: &Path, e: &tera::Error, for_host: &str) -> Diagnos
 mod hostile_values;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// inventories/lab.yml and the repository's roles: its inventory and every host
+    /// rendered with placeholder secrets (the in-process benchmark's hosts).
+    pub(crate) fn lab_rendered() -> (Inventory, Vec<DesiredHost>) {
+        let (project, inv) = lab(str::to_string).expect("the lab loads");
+        let hosts = render_all(&project, &inv).expect("the lab renders");
+        (inv, hosts)
+    }
 
     /// A project on disk: `files` are (path under the root, content); the inventory is
     /// one `web` tier with host web1 running role `web`, plus `inventory_extra`.

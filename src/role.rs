@@ -1176,7 +1176,8 @@ health:
             services: vec![&name],
             ..Default::default()
         };
-        let out = "INIT systemd\nU Id=nginx.service\nU ActiveState=active\nU UnitFileState=enabled\nEND\n";
+        let out =
+            "INIT systemd\nId=nginx.service\nActiveState=active\nUnitFileState=enabled\nEND\n";
         let facts = crate::facts::parse(out, &q).expect("parses");
         assert!(facts.services.contains_key(&name), "{name}: {facts:?}");
     }

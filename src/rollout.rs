@@ -504,6 +504,9 @@ fn not_started(plan: &HostPlan) -> Outcome {
 }
 
 #[cfg(test)]
+mod sim_bench;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::plan::{Action, RolePlan};
@@ -743,9 +746,9 @@ mod tests {
         let log = script.log.lock().map(|l| l.clone()).unwrap_or_default();
         assert_eq!(log.len(), 6, "{log:?}");
         assert!(
-            log.iter().all(
-                |(h, c)| c.starts_with("sudo -n -- sh -c ") && c.contains(&format!("echo {h}"))
-            ),
+            log.iter()
+                .all(|(h, c)| c.starts_with("sudo -n -- timeout -k 10 ")
+                    && c.contains(&format!("echo {h}"))),
             "{log:?}"
         );
     }
@@ -846,9 +849,12 @@ mod tests {
         apply_with(&mut hs, &rules, &script, false).await;
         assert_eq!(outcome(&hs, "db1"), &Outcome::Changed(1));
         assert_eq!(outcome(&hs, "lb1"), &Outcome::Changed(1));
-        // Without sudo the command goes to sh directly.
+        // Without sudo the login shell starts timeout directly.
         let log = script.log.lock().map(|l| l.clone()).unwrap_or_default();
-        assert!(log.iter().all(|(_, c)| c.starts_with("sh -c ")), "{log:?}");
+        assert!(
+            log.iter().all(|(_, c)| c.starts_with("timeout -k 10 ")),
+            "{log:?}"
+        );
     }
 
     #[tokio::test]

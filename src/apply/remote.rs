@@ -68,10 +68,12 @@ impl Limits {
         }
     }
 
-    /// A whole health check: at most `2 * retries + 1` tries (two successes in a row are
-    /// needed), each bounded, one interval apart.
+    /// A whole health check: at most `2 * (retries + quick) + 1` tries (two successes in a
+    /// row are needed; `quick`: the retries sooner than an interval,
+    /// [`super::scripts::quick_retries`]), each bounded, at most one interval apart.
     pub(super) fn health(&self, retries: u32, interval_ms: u64) -> Duration {
-        (self.health_try + Duration::from_millis(interval_ms)) * (2 * retries + 2)
+        let quick = u32::try_from(super::scripts::quick_retries(interval_ms).len()).unwrap_or(64);
+        (self.health_try + Duration::from_millis(interval_ms)) * (2 * (retries + quick) + 2)
     }
 }
 
@@ -81,11 +83,12 @@ pub const BACKSTOP: Duration = Duration::from_secs(30);
 /// The exit status of `timeout` when it had to stop the command.
 const TIMED_OUT: u32 = 124;
 
-/// `script` run by `sh` under `timeout`: the host kills it (TERM, then KILL 10 s later)
-/// when it runs longer than `limit`.
+/// The command that runs `script` by `sh` under `timeout`: the host kills it (TERM, then
+/// KILL 10 s later) when it runs longer than `limit`. A command, not a script: sudo (or
+/// the login shell) starts `timeout` itself, no shell in between.
 pub fn bounded(script: &str, limit: Duration) -> String {
     format!(
-        "exec timeout -k 10 {} sh -c {}",
+        "timeout -k 10 {} sh -c {}",
         limit.as_secs().max(1),
         shell::quote(script)
     )
@@ -101,7 +104,7 @@ pub async fn exec_bounded<T: Transport>(
     sudo: bool,
     limit: Duration,
 ) -> Result<ExecOutput, String> {
-    let command = shell::wrap(&bounded(script, limit), sudo);
+    let command = shell::as_root(&bounded(script, limit), sudo);
     tokio::time::timeout(limit + BACKSTOP, exec_watched(t, host, &command, stdin))
         .await
         .unwrap_or_else(|_| Err(overstayed(host, limit)))
@@ -367,5 +370,30 @@ mod tests {
         let e = r.expect_err("must give up");
         assert!(e.contains("web1 stopped answering"), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    /// sudo (or the login shell) starts `timeout` itself: no `sh -c` in between.
+    #[test]
+    fn a_bounded_command_is_timeout_then_the_script() {
+        let c = shell::as_root(&bounded("echo 'a b'", Duration::from_secs(120)), true);
+        assert_eq!(c, r"sudo -n -- timeout -k 10 120 sh -c 'echo '\''a b'\'''");
+    }
+
+    /// Run by a real shell: stdin reaches the script, its output and status come back,
+    /// and a script that overstays is stopped by the host's `timeout`.
+    #[tokio::test]
+    async fn a_bounded_command_runs_and_is_stopped_when_it_overstays() {
+        let t = crate::transport::local::Local::default();
+        let script = "cat; echo 'q'\"'\"; exit 3";
+        let out = exec_bounded(&t, "h", script, b"in\n", false, Duration::from_secs(5))
+            .await
+            .expect("runs");
+        assert_eq!((out.status, out.stdout), (3, b"in\nq'\n".to_vec()));
+        let started = std::time::Instant::now();
+        let out = exec_bounded(&t, "h", "sleep 30", b"", false, Duration::from_secs(1))
+            .await
+            .expect("runs");
+        assert!(timed_out(&out), "{out:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

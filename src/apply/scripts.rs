@@ -445,17 +445,52 @@ pub(super) fn action_command(init: Init, a: &Action) -> String {
     }
 }
 
+/// The first wait after a failed health check try; each next one doubles, up to the
+/// check's interval.
+pub const FIRST_RETRY_MS: u64 = 50;
+
+/// The waits after a check's first failed tries that are shorter than its interval:
+/// 50, 100, 200, ... ms (a service that is up 120 ms after its reload is seen then, not
+/// an interval later). Every later wait is the interval.
+pub fn quick_retries(interval_ms: u64) -> Vec<u64> {
+    std::iter::successors(Some(FIRST_RETRY_MS), |w| w.checked_mul(2))
+        .take_while(|w| *w < interval_ms)
+        .collect()
+}
+
+/// The time a check may spend waiting after failures before it gives up: what `retries`
+/// failed tries one interval apart waited (the budget of the rule before quick retries).
+pub fn failure_budget_ms(retries: u32, interval_ms: u64) -> u64 {
+    u64::from(retries.saturating_sub(1)).saturating_mul(interval_ms)
+}
+
+/// `ms` as `sleep`'s seconds (`0.050`).
+fn seconds(ms: u64) -> String {
+    format!("{}.{:03}", ms / 1000, ms % 1000)
+}
+
 /// A health check loop, run on the host: the command must succeed twice in a row, one
-/// interval apart, within `retries` failures. Once is not enough: `systemctl reload`
-/// returns before most daemons serve the new configuration (Nginx's old workers answer
-/// for tens of milliseconds more), so a single early success would vouch for the old one.
-/// Each try is bounded by `try_limit` (a try that overstays is a failure).
+/// interval apart. Once is not enough: `systemctl reload` returns before most daemons
+/// serve the new configuration (Nginx's old workers answer for tens of milliseconds
+/// more), so a single early success would vouch for the old one. The first try starts at
+/// once; after a failed try the next comes after 50, 100, 200, ... ms, then an interval
+/// ([`quick_retries`]); the check fails at a failed try once the waits after failures
+/// add up to `retries - 1` intervals ([`failure_budget_ms`]: when the rule of a try per
+/// interval gave up). Each try is bounded by `try_limit` (a try that overstays is a
+/// failure).
 pub fn health_script(command: &str, retries: u32, interval_ms: u64, try_limit: Duration) -> String {
+    let quick: Vec<String> = quick_retries(interval_ms)
+        .into_iter()
+        .map(|ms| format!("{ms}:{}", seconds(ms)))
+        .collect();
     format!(
-        "i=0\nok=0\nwhile :; do\n  if out=$(timeout -k 5 {limit} sh -c {command} 2>&1); then\n    ok=$((ok+1))\n    if [ \"$ok\" -ge 2 ]; then exit 0; fi\n  else\n    ok=0\n    i=$((i+1))\n    if [ \"$i\" -ge {retries} ]; then printf '%s\\n' \"$out\"; exit 1; fi\n  fi\n  sleep {secs}\ndone\n",
+        "set -- {quick}\nok=0\nwaited=0\nwhile :; do\n  if out=$(timeout -k 5 {limit} sh -c {command} 2>&1); then\n    ok=$((ok+1))\n    if [ \"$ok\" -ge 2 ]; then exit 0; fi\n    sleep {secs}\n  else\n    ok=0\n    if [ \"$waited\" -ge {budget} ]; then printf '%s\\n' \"$out\"; exit 1; fi\n    if [ $# -gt 0 ]; then w=$1; shift; else w={interval}:{secs}; fi\n    waited=$((waited+${{w%%:*}}))\n    sleep \"${{w#*:}}\"\n  fi\ndone\n",
+        quick = quick.join(" "),
         limit = try_limit.as_secs().max(1),
         command = quote(command),
-        secs = format_args!("{}.{:03}", interval_ms / 1000, interval_ms % 1000)
+        secs = seconds(interval_ms),
+        interval = interval_ms,
+        budget = failure_budget_ms(retries, interval_ms),
     )
 }
 
@@ -893,6 +928,84 @@ pub(super) mod tests {
             std::fs::read_link(p("link.conf")).expect("link"),
             std::path::Path::new("/etc/passwd")
         );
+    }
+
+    #[test]
+    fn quick_retries_double_from_50_ms_below_the_interval() {
+        assert_eq!(quick_retries(500), [50, 100, 200, 400]);
+        assert_eq!(quick_retries(1000), [50, 100, 200, 400, 800]);
+        assert_eq!(quick_retries(800), [50, 100, 200, 400]);
+        assert_eq!(quick_retries(51), [50]);
+        assert!(quick_retries(50).is_empty());
+        assert!(quick_retries(0).is_empty());
+        assert_eq!(quick_retries(60_000).last(), Some(&51_200));
+        assert_eq!(failure_budget_ms(10, 500), 4500);
+        assert_eq!(
+            failure_budget_ms(1, 500),
+            0,
+            "one try: the first failure fails"
+        );
+        assert_eq!(failure_budget_ms(0, 500), 0);
+    }
+
+    #[test]
+    fn health_script_is_the_quick_waits_then_the_interval() {
+        let s = health_script("curl -fsS x", 3, 250, Duration::from_secs(30));
+        assert_eq!(
+            s,
+            "set -- 50:0.050 100:0.100 200:0.200\nok=0\nwaited=0\nwhile :; do\n  \
+             if out=$(timeout -k 5 30 sh -c 'curl -fsS x' 2>&1); then\n    ok=$((ok+1))\n    \
+             if [ \"$ok\" -ge 2 ]; then exit 0; fi\n    sleep 0.250\n  else\n    ok=0\n    \
+             if [ \"$waited\" -ge 500 ]; then printf '%s\\n' \"$out\"; exit 1; fi\n    \
+             if [ $# -gt 0 ]; then w=$1; shift; else w=250:0.250; fi\n    \
+             waited=$((waited+${w%%:*}))\n    sleep \"${w#*:}\"\n  fi\ndone\n"
+        );
+    }
+
+    /// The times (ms since the epoch) at which a check's tries ran: `check` appends one
+    /// line per try to `log` and succeeds from try `up` on.
+    fn timed_tries(up: u32, retries: u32, interval_ms: u64) -> (bool, Vec<u128>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("tries");
+        let check = format!(
+            "date +%s%N >> {log}; [ $(wc -l < {log}) -ge {up} ]",
+            log = quote(&log.to_string_lossy())
+        );
+        let (ok, _, _) = sh(&health_script(
+            &check,
+            retries,
+            interval_ms,
+            Duration::from_secs(5),
+        ));
+        let tries = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse::<u128>().ok().map(|ns| ns / 1_000_000))
+            .collect();
+        (ok, tries)
+    }
+
+    /// Issue 12: a service up 150 ms after its reload is seen then, not an interval
+    /// later; the two passes are still one interval apart.
+    #[test]
+    fn failed_tries_are_retried_quickly_and_passes_stay_an_interval_apart() {
+        let (ok, t) = timed_tries(3, 2, 1500);
+        assert!(ok, "{t:?}");
+        assert_eq!(t.len(), 4, "fail, fail, pass, pass: {t:?}");
+        assert!(t[1] - t[0] < 1000, "50 ms, not an interval: {t:?}");
+        assert!(t[2] - t[1] < 1000, "100 ms, not an interval: {t:?}");
+        assert!(t[3] - t[2] >= 1500, "the passes one interval apart: {t:?}");
+    }
+
+    /// Issue 12: quick retries do not give up sooner than a try per interval did.
+    #[test]
+    fn a_failing_check_waits_its_retries_intervals_before_it_fails() {
+        let (ok, t) = timed_tries(100, 3, 300);
+        assert!(!ok, "{t:?}");
+        // 50 + 100 + 200 + 300 ms of waits (>= 2 intervals), then the fifth try fails it.
+        assert_eq!(t.len(), 5, "{t:?}");
+        let span = t[4] - t[0];
+        assert!(span >= 600, "at least (retries - 1) intervals: {t:?}");
     }
 
     /// Issue 10, finding 16: a health command that hangs is one failed try, not a hang.

@@ -1,12 +1,12 @@
 //! Facts about the paths a role manages besides files: its directories, links and absent
-//! paths. In the same script as the rest, one line per path (one `stat` for every path
-//! that exists and is no link; one `readlink` per link):
+//! paths. In the same script as the rest, one line per path (one `readlink` per link; the
+//! others join the managed files in the script's one `stat`):
 //!
 //! ```text
 //! NODE none PATH                 nothing there
 //! NODE link BASE64 PATH          a symbolic link; its target, base64 (at most 4096 bytes)
-//! NODE HEXMODE OWNER GROUP PATH  anything else, from `stat -c '%f %U %G'` (lstat: the raw
-//!                                mode in hex, its type bits say file, folder, fifo, ...)
+//! S HEXMODE OWNER GROUP PATH     anything else, from `stat -c 'S %f %U %G %n'` (lstat: the
+//!                                raw mode in hex, its type bits say file, folder, fifo, ...)
 //! NODE full PATH                 a folder with entries, where a link or nothing must be
 //! ```
 //!
@@ -55,7 +55,8 @@ impl NodeFact {
 
 /// The part of the facts script about `q.dirs` (must be folders) and `q.nodes` (links and
 /// absent paths: a folder there is also checked for entries, without a process: the
-/// shell's globs). Its output is read by [`FactsReader::node`].
+/// shell's globs). Each path that exists and is no link is added to `"$@"`, for the
+/// script's one `stat` ([`super::script`]). Its output is read by [`FactsReader::node`].
 pub(super) fn script(q: &FactQuery) -> String {
     if q.dirs.is_empty() && q.nodes.is_empty() {
         return String::new();
@@ -67,15 +68,14 @@ pub(super) fn script(q: &FactQuery) -> String {
         .chain(q.nodes.iter().map(|p| quote(&format!("n:{p}"))))
         .collect();
     format!(
-        "set --\nfor p in {}; do k=${{p%%:*}}; p=${{p#?:}}; d=${{p%/*}}; b=${{p##*/}}; \
+        "for p in {}; do k=${{p%%:*}}; p=${{p#?:}}; d=${{p%/*}}; b=${{p##*/}}; \
          if [ -e \"$d/.$b.fp-prev\" ] || [ -L \"$d/.$b.fp-prev\" ]; then echo \"B $p\"; fi; \
          for t in \"$d/.$b\".fp-??????; do if [ -f \"$t\" ] || [ -L \"$t\" ]; then echo \"T $t\"; fi; done; \
          if [ -L \"$p\" ]; then echo \"NODE link $(readlink -n -- \"$p\" | base64 -w0) $p\"; \
          elif [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; \
          if [ \"$k\" = n ] && [ -d \"$p\" ]; then for e in \"$p\"/* \"$p\"/.[!.]* \"$p\"/..?*; do \
          if [ -e \"$e\" ] || [ -L \"$e\" ]; then echo \"NODE full $p\"; break; fi; done; fi; \
-         else echo \"NODE none $p\"; fi; done\n\
-         if [ $# -gt 0 ]; then stat -c 'NODE %f %U %G %n' -- \"$@\"; fi\n",
+         else echo \"NODE none $p\"; fi; done\n",
         words.join(" ")
     )
 }
@@ -129,19 +129,29 @@ impl FactsReader {
             "full" if q.nodes.contains(&tail) => {
                 return self.nodes.full.insert(tail.to_string()).then_some(());
             }
-            "full" => return None,
-            hex => {
-                let f: Vec<&str> = tail.splitn(3, ' ').collect();
-                let [owner, group, path] = f[..] else {
-                    return None;
-                };
-                if hex.is_empty() || hex.len() > 4 {
-                    return None;
-                }
-                let raw = u32::from_str_radix(hex, 16).ok()?;
-                (path, of_mode(raw, owner, group))
-            }
+            _ => return None,
         };
+        self.seen_node(path, fact, q)
+    }
+
+    /// A path of `q.dirs` or `q.nodes` in the `S` line of the script's one `stat` (its
+    /// raw mode, owner and group). `file`: the path is a managed file too, so it was
+    /// stat'ed twice: its second line is no news.
+    pub(super) fn stat_node(
+        &mut self,
+        path: &str,
+        raw: u32,
+        (owner, group): (&str, &str),
+        (q, file): (&FactQuery, bool),
+    ) -> Option<()> {
+        if file && self.nodes.seen.contains_key(path) {
+            return Some(());
+        }
+        self.seen_node(path, of_mode(raw, owner, group), q)
+    }
+
+    /// Records what `path` is; `None` when it was not asked about or was told already.
+    fn seen_node(&mut self, path: &str, fact: NodeFact, q: &FactQuery) -> Option<()> {
         if !asked(q, path) || self.nodes.seen.contains_key(path) {
             return None;
         }
@@ -205,9 +215,9 @@ mod tests {
              NODE link {} /etc/nginx/sites-enabled/foobar.conf\n\
              NODE none /srv/gone\n\
              NODE full /etc/nginx/conf.d\n\
-             NODE 41ed root root /var/www/foobar\n\
-             NODE 81a4 root root /etc/nginx/sites-enabled/default\n\
-             NODE 43e8 www-data adm /etc/nginx/conf.d\n\
+             S 41ed root root /var/www/foobar\n\
+             S 81a4 root root /etc/nginx/sites-enabled/default\n\
+             S 43e8 www-data adm /etc/nginx/conf.d\n\
              END\n",
             b64(b"/etc/nginx/sites-available/foobar.conf")
         )
@@ -265,9 +275,9 @@ mod tests {
             ("NODE none /etc/shadow", 2),
             ("NODE link %%% /srv/gone", 2),
             ("NODE link  /srv/gone", 2),
-            ("NODE 41ed root /srv/gone", 2),
-            ("NODE 4zed root root /srv/gone", 2),
-            ("NODE 1041ed root root /srv/gone", 2),
+            ("S 41ed root /srv/gone", 2),
+            ("S 4zed root root /srv/gone", 2),
+            ("S 1041ed root root /srv/gone", 2),
             ("NODE full /var/www/foobar", 2),
             ("NODE what", 2),
         ] {
@@ -285,8 +295,8 @@ mod tests {
         );
         assert!(parse(&twice, &query).is_err());
         let early = recorded().replace(
-            "NODE full /etc/nginx/conf.d\nNODE 41ed root root /var/www/foobar\n",
-            "NODE 41ed root root /var/www/foobar\nNODE full /var/www/foobar\n",
+            "NODE full /etc/nginx/conf.d\nS 41ed root root /var/www/foobar\n",
+            "S 41ed root root /var/www/foobar\nNODE full /var/www/foobar\n",
         );
         assert!(
             parse(&early, &query).is_err(),
@@ -344,19 +354,18 @@ mod tests {
     }
 
     #[test]
-    fn script_is_one_loop_and_one_stat() {
+    fn script_is_one_loop_feeding_the_one_stat() {
         let s = script(&q(&["/var/www/foobar"], &["/etc/it's"]));
         assert_eq!(
             s,
-            "set --\nfor p in d:/var/www/foobar 'n:/etc/it'\\''s'; do k=${p%%:*}; p=${p#?:}; d=${p%/*}; b=${p##*/}; \
+            "for p in d:/var/www/foobar 'n:/etc/it'\\''s'; do k=${p%%:*}; p=${p#?:}; d=${p%/*}; b=${p##*/}; \
              if [ -e \"$d/.$b.fp-prev\" ] || [ -L \"$d/.$b.fp-prev\" ]; then echo \"B $p\"; fi; \
              for t in \"$d/.$b\".fp-??????; do if [ -f \"$t\" ] || [ -L \"$t\" ]; then echo \"T $t\"; fi; done; \
              if [ -L \"$p\" ]; then echo \"NODE link $(readlink -n -- \"$p\" | base64 -w0) $p\"; \
              elif [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; \
              if [ \"$k\" = n ] && [ -d \"$p\" ]; then for e in \"$p\"/* \"$p\"/.[!.]* \"$p\"/..?*; do \
              if [ -e \"$e\" ] || [ -L \"$e\" ]; then echo \"NODE full $p\"; break; fi; done; fi; \
-             else echo \"NODE none $p\"; fi; done\n\
-             if [ $# -gt 0 ]; then stat -c 'NODE %f %U %G %n' -- \"$@\"; fi\n"
+             else echo \"NODE none $p\"; fi; done\n"
         );
         assert_eq!(script(&FactQuery::default()), "");
     }

@@ -34,6 +34,8 @@ mod scan;
 pub(crate) mod test_sshd;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upload_bench;
 
 use std::fmt;
 use std::time::Duration;
