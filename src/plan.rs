@@ -24,6 +24,10 @@ pub struct HostPlan {
     #[serde(skip)]
     pub init: Init,
     pub packages_to_install: Vec<String>,
+    /// Installed already by this apply's first phase (every host's packages at once,
+    /// before the tiers roll): the host's own apply skips them.
+    #[serde(skip)]
+    pub packages_ready: bool,
     /// Temporary files an interrupted apply left behind: removed first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stale_temps: Vec<String>,
@@ -395,6 +399,7 @@ pub fn plan_host(
         address: desired.host.address.to_string(),
         init: facts.init,
         packages_to_install,
+        packages_ready: false,
         stale_temps: facts.stale_temps.iter().cloned().collect(),
         roles,
         drain: None,
@@ -2099,6 +2104,7 @@ mod tests {
             address: "172.30.77.21".into(),
             init: Init::Systemd,
             packages_to_install: (0..packages).map(|i| format!("p{i}")).collect(),
+            packages_ready: false,
             stale_temps: (0..temps).map(|i| format!("/t{i}")).collect(),
             roles: files
                 .iter()

@@ -240,6 +240,9 @@ pub async fn apply_all<T: Transport>(
         );
         stopped = Some("not started: some hosts could not be planned".into());
     }
+    if stopped.is_none() {
+        install_first(hosts, rules, cx).await;
+    }
     for tier in &rules.tiers {
         if stopped.is_some() {
             break;
@@ -373,6 +376,62 @@ async fn apply_tier<T: Transport>(
     }
 }
 
+/// The first phase: every selected host's packages at once (`forks` at a time), before
+/// any tier rolls; the tiers then swap, reload and check in their order as before. A host
+/// whose installation failed keeps that failure (nothing else was changed on it) and its
+/// tier fails as it would have.
+async fn install_first<T: Transport>(hosts: &mut [HostRun<T>], rules: &Rules, cx: &Context<'_>) {
+    let sem = Semaphore::new(rules.forks.max(1));
+    let sem = &sem;
+    let work = hosts
+        .iter_mut()
+        .filter(|h| h.outcome.is_none() && rules.tier(&h.tier).is_some())
+        .filter(|h| {
+            h.plan
+                .as_ref()
+                .is_some_and(|p| !p.packages_to_install.is_empty())
+        })
+        .map(|h| async move {
+            let _permit = sem.acquire().await.ok();
+            if cx.interrupted.load(Ordering::SeqCst) {
+                return;
+            }
+            let (Some(session), Some(plan)) = (&h.session, &mut h.plan) else {
+                return;
+            };
+            let started = Instant::now();
+            let remote = remote(&h.name, session.as_ref(), cx);
+            let failed = match apply::install_first(&remote, plan).await {
+                Ok(()) => {
+                    plan.packages_ready = true;
+                    None
+                }
+                Err(o) => Some(o),
+            };
+            h.elapsed += started.elapsed();
+            if let Some(o) = failed {
+                cx.reporter.done(&h.name, &o);
+                h.outcome = Some(o);
+            }
+        });
+    futures::future::join_all(work).await;
+}
+
+/// How `apply` reaches one host.
+fn remote<'a, T: Transport>(host: &'a str, session: &'a T, cx: &'a Context<'_>) -> Remote<'a, T> {
+    Remote {
+        transport: session,
+        sudo: cx.sudo,
+        secrets: cx.secrets,
+        reporter: cx.reporter,
+        host,
+        interrupted: cx.interrupted,
+        limits: apply::Limits::default(),
+        lock: cx.lock.clone(),
+        ca: cx.ca,
+    }
+}
+
 /// Applies the hosts at `indexes` concurrently, at most `width` at once, in the order
 /// given (a fair semaphore).
 async fn run_group<T: Transport>(
@@ -447,17 +506,7 @@ async fn apply_one<T: Transport>(
             }
         }
     }
-    let remote = Remote {
-        transport: session.as_ref(),
-        sudo: cx.sudo,
-        secrets: cx.secrets,
-        reporter: cx.reporter,
-        host: &h.name,
-        interrupted: cx.interrupted,
-        limits: apply::Limits::default(),
-        lock: cx.lock.clone(),
-        ca: cx.ca,
-    };
+    let remote = remote(&h.name, session.as_ref(), cx);
     let mut o = apply::apply_host(&remote, plan).await;
     if let Some(d) = drain.filter(|_| !matches!(o, Outcome::Unreachable(_))) {
         cx.reporter
@@ -638,6 +687,7 @@ mod tests {
             address: "192.0.2.1".into(),
             init: Init::Systemd,
             packages_to_install: Vec::new(),
+            packages_ready: false,
             stale_temps: Vec::new(),
             roles: vec![RolePlan {
                 release: None,
@@ -1007,6 +1057,87 @@ mod tests {
         assert_eq!(most(&script, "web"), Some(1));
         assert_eq!(first_seen(&script), ["web4", "web1", "web2", "web3"]);
         assert!(hs.iter().all(|h| h.outcome == Some(Outcome::Changed(1))));
+    }
+
+    /// The lab's hosts, each with a package to install.
+    fn with_packages(script: &Arc<Script>) -> Vec<HostRun<Fake>> {
+        let mut hs = hosts(
+            script,
+            &[
+                ("db1", "db", false),
+                ("app1", "app", false),
+                ("web1", "web", false),
+                ("lb2", "lb", false),
+                ("lb1", "lb", true),
+            ],
+        );
+        for h in &mut hs {
+            if let Some(p) = &mut h.plan {
+                p.packages_to_install = vec![format!("pkg-{}", h.name)];
+            }
+        }
+        hs
+    }
+
+    fn installs(script: &Script) -> Vec<(String, bool)> {
+        script
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(h, c)| (h, c.contains("apt-get install")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_hosts_packages_are_installed_at_once_before_any_tier_rolls() {
+        let script = Arc::new(Script::default());
+        let mut hs = with_packages(&script);
+        apply_with(&mut hs, &Rules::stack(10, false), &script, true).await;
+        let log = installs(&script);
+        // Five installations first (at once: forks allow it), then the tiers in order,
+        // none of them installing again.
+        assert!(log[..5].iter().all(|(_, apt)| *apt), "{log:?}");
+        assert!(log[5..].iter().all(|(_, apt)| !*apt), "{log:?}");
+        assert_eq!(
+            most(&script, "lb"),
+            Some(2),
+            "both balancers installed at once"
+        );
+        let rolled: Vec<&str> = log[5..].iter().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(rolled, ["db1", "app1", "web1", "lb2", "lb1"]);
+        assert!(
+            hs.iter()
+                .all(|h| h.outcome.as_ref().is_some_and(|o| !o.is_failure()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_installation_fails_its_host_and_stops_the_later_tiers_only() {
+        let script = Arc::new(Script {
+            failing: vec!["web1"],
+            ..Script::default()
+        });
+        let mut hs = with_packages(&script);
+        apply_with(&mut hs, &Rules::stack(10, false), &script, true).await;
+        assert!(outcome(&hs, "web1").is_failure());
+        // db and app (before web) were applied; lb (after it) did not start.
+        assert!(!outcome(&hs, "db1").is_failure() && !outcome(&hs, "app1").is_failure());
+        for lb in ["lb1", "lb2"] {
+            assert!(
+                matches!(outcome(&hs, lb), Outcome::Skipped(why) if why.contains("tier web failed")),
+                "{lb}: {:?}",
+                outcome(&hs, lb)
+            );
+        }
+        // web1 ran its installation only.
+        let web1: Vec<bool> = installs(&script)
+            .into_iter()
+            .filter(|(h, _)| h == "web1")
+            .map(|(_, apt)| apt)
+            .collect();
+        assert_eq!(web1, [true]);
     }
 
     #[tokio::test]

@@ -77,6 +77,39 @@ pub async fn apply_host<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Out
     outcome
 }
 
+/// The first phase of an apply: the host's packages, installed before any tier rolls
+/// (installing changes no file the roles manage and nothing a service serves), so every
+/// host's installation runs at once instead of tier after tier. Not under the host's
+/// lock: apt's lock serialises installations, and an apply holding the host's lock still
+/// keeps this one from changing anything else. On success the host's own apply skips
+/// them.
+pub async fn install_first<T: Transport>(
+    r: &Remote<'_, T>,
+    plan: &HostPlan,
+) -> Result<(), Outcome> {
+    if plan.packages_to_install.is_empty() || plan.packages_ready || !plan.refusals().is_empty() {
+        return Ok(());
+    }
+    match install_packages(r, plan).await {
+        Ok(()) => Ok(()),
+        Err(StepError::Failed(f)) => Err(Outcome::Failed(f)),
+        Err(StepError::Transport(m)) => Err(Outcome::Unreachable(Failure::new(
+            ErrorKind::ConnectionLost,
+            m,
+        ))),
+        Err(StepError::Interrupted(note)) => Err(Outcome::Interrupted(Interruption {
+            not_applied: plan
+                .roles
+                .iter()
+                .filter(|role| !role.is_empty())
+                .map(|role| role.role.clone())
+                .collect(),
+            applied: Vec::new(),
+            note,
+        })),
+    }
+}
+
 /// Applies one host's plan (the lock, if any, is held).
 async fn apply_unlocked<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Outcome {
     let pending: Vec<&RolePlan> = plan.roles.iter().filter(|role| !role.is_empty()).collect();
@@ -143,9 +176,17 @@ async fn prepare<T: Transport>(r: &Remote<'_, T>, plan: &HostPlan) -> Result<(),
         )
         .await?;
     }
-    if plan.packages_to_install.is_empty() {
+    if plan.packages_to_install.is_empty() || plan.packages_ready {
         return Ok(());
     }
+    install_packages(r, plan).await
+}
+
+/// Installs the plan's packages (apt's own lock serialises it with any other apt).
+async fn install_packages<T: Transport>(
+    r: &Remote<'_, T>,
+    plan: &HostPlan,
+) -> Result<(), StepError> {
     if r.is_interrupted() {
         return Err(StepError::Interrupted(
             "stopped before installing packages: nothing was changed on this host".into(),
@@ -731,6 +772,7 @@ mod tests {
             address: "127.0.0.1".into(),
             init: Init::Other,
             packages_to_install: vec![],
+            packages_ready: false,
             stale_temps: vec![],
             roles: vec![RolePlan {
                 release: None,

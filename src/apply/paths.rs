@@ -202,6 +202,7 @@ mod tests {
             address: "127.0.0.1".into(),
             init: Init::Other,
             packages_to_install: vec![],
+            packages_ready: false,
             stale_temps: vec![],
             roles: vec![RolePlan {
                 serving: false,

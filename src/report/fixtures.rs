@@ -46,6 +46,7 @@ fn host(name: &str, tier: &str, address: &str, roles: Vec<RolePlan>) -> HostPlan
         address: address.into(),
         init: Init::Systemd,
         packages_to_install: vec![],
+        packages_ready: false,
         stale_temps: vec![],
         roles,
         drain: None,

@@ -328,6 +328,7 @@ mod tests {
             address: "172.30.77.21".into(),
             init: Init::Systemd,
             packages_to_install: vec![],
+            packages_ready: false,
             stale_temps: vec![],
             drain: None,
             roles: vec![RolePlan {

@@ -445,6 +445,7 @@ mod tests {
             address: "192.0.2.1".into(),
             init: Init::Systemd,
             packages_to_install: Vec::new(),
+            packages_ready: false,
             stale_temps: Vec::new(),
             roles: vec![RolePlan {
                 release: None,

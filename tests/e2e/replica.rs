@@ -140,7 +140,11 @@ fn a_replica_follows_takes_over_when_the_primary_dies_and_the_old_primary_rejoin
     );
     let run = on(&inv, &["db", "backup"], &["--host", "db2"]);
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("only the primary backs up"), "{}", run.all());
+    assert!(
+        run.stderr.contains("only the primary backs up"),
+        "{}",
+        run.all()
+    );
     // A plaintext or certificate-less client is refused as that account.
     let (code, out, err) = docker_exec(
         "db2",
