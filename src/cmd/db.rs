@@ -366,6 +366,43 @@ async fn primary_state(l: &Loaded, h: &Host) -> anyhow::Result<Primary> {
     })
 }
 
+/// `--host` (a host with the mysql role) and the primary the inventory names, refused
+/// when they are the same host (`why` says why that cannot be).
+fn replica_and_primary<'a>(
+    l: &'a Loaded,
+    host: &str,
+    why: &str,
+) -> anyhow::Result<(&'a Host, &'a Host)> {
+    let target = host_with(l, "mysql", Some(host))?;
+    let primary = replica::primary(&l.inv)
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow!("no host has the mysql role"))?;
+    if primary.name == target.name {
+        bail!(
+            "{}: it is the primary of {} (var {}, else the first host with the mysql role): {why}",
+            target.name,
+            l.inv.path.display(),
+            replica::VAR
+        );
+    }
+    Ok((target, primary))
+}
+
+/// `apply` options for a step of `db promote` or `db reseed`: these hosts, these vars.
+fn apply_options(common: &crate::cli::Common, limit: Vec<String>, var: Vec<String>) -> Live {
+    let mut common = common.clone();
+    common.limit = limit;
+    common.var.extend(var);
+    Live {
+        common,
+        forks: 10,
+        keep_going: false,
+        trace: None,
+        junit: None,
+        timings: false,
+    }
+}
+
 /// `db promote --host NAME`.
 async fn promote(p: &DbPromote) -> anyhow::Result<i32> {
     refuse_run_options(&p.common, "db promote")?;
@@ -375,18 +412,7 @@ async fn promote(p: &DbPromote) -> anyhow::Result<i32> {
         );
     }
     let l = load(&p.common)?;
-    let target = host_with(&l, "mysql", Some(&p.host))?;
-    let old = replica::primary(&l.inv)
-        .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow!("no host has the mysql role"))?;
-    if old.name == target.name {
-        bail!(
-            "{}: already the primary ({} names it, var {}): promote a replica",
-            target.name,
-            l.inv.path.display(),
-            replica::VAR
-        );
-    }
+    let (target, old) = replica_and_primary(&l, &p.host, "promote a replica")?;
     let started = Instant::now();
 
     // 1. The old primary must be gone: two writable primaries would split the site's data.
@@ -429,15 +455,7 @@ async fn promote(p: &DbPromote) -> anyhow::Result<i32> {
     let path = l.inv.path.clone();
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut live = Live {
-        common: p.common.clone(),
-        forks: 10,
-        keep_going: false,
-        trace: None,
-        junit: None,
-        timings: false,
-    };
-    live.common.limit = vec![format!("!{}", old.name)];
+    let mut live = apply_options(&p.common, vec![format!("!{}", old.name)], Vec::new());
     let edited = match replica::set_primary(&text, &target.name) {
         Ok(e) => {
             write_beside(&path, &e.text)?;
@@ -535,31 +553,19 @@ async fn reseed(r: &DbReseed) -> anyhow::Result<i32> {
         bail!("db reseed works on --host only: --limit and --tier cannot be given");
     }
     let l = load(&r.common)?;
-    let target = host_with(&l, "mysql", Some(&r.host))?;
-    let primary = replica::primary(&l.inv)
-        .map_err(anyhow::Error::msg)?
-        .ok_or_else(|| anyhow!("no host has the mysql role"))?;
-    if primary.name == target.name {
-        bail!(
-            "{}: it is the primary ({} names it, var {}): its data is the site's, it cannot be replaced by a copy",
-            target.name,
-            l.inv.path.display(),
-            replica::VAR
-        );
-    }
+    let (target, primary) = replica_and_primary(
+        &l,
+        &r.host,
+        "its data is the site's, it cannot be replaced by a copy",
+    )?;
     let started = Instant::now();
     // 1. The host as the inventory says (a replica of the primary): where its files change,
     //    its replication handler replaces its data (var db_reseed).
-    let mut live = Live {
-        common: r.common.clone(),
-        forks: 1,
-        keep_going: false,
-        trace: None,
-        junit: None,
-        timings: false,
-    };
-    live.common.limit = vec![target.name.clone()];
-    live.common.var = vec![format!("db_reseed={}", target.name)];
+    let live = apply_options(
+        &r.common,
+        vec![target.name.clone()],
+        vec![format!("db_reseed={}", target.name)],
+    );
     println!(
         "applying {} as a replica of {} (its data replaced where its replication changes)",
         target.name, primary.name

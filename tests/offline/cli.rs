@@ -495,3 +495,72 @@ fn the_documented_workflow_commands_parse() {
         "{workflow}"
     );
 }
+
+/// `db promote` and `db reseed` refuse the primary, hosts without MariaDB and a host list
+/// of their own, before any connection: the lab's inventory (no lab needed), where the
+/// primary is db1 by default and, with `db_primary: db2` and a db2, db2.
+#[test]
+fn db_promote_and_reseed_refuse_before_connecting() {
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/lab.yml");
+    let lab = lab.to_string_lossy().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["promote", "--host", "db1"], "db1: it is the primary of"),
+        (&["reseed", "--host", "db1"], "cannot be replaced by a copy"),
+        (
+            &["promote", "--host", "web1"],
+            "its tier `web` has no `mysql` role",
+        ),
+        (&["reseed", "--host", "nope"], "--host nope: no such host"),
+        (
+            &["promote", "--host", "db1", "--limit", "web1"],
+            "--limit and --tier cannot be given",
+        ),
+        (
+            &["reseed", "--host", "db1", "--tier", "db"],
+            "--limit and --tier cannot be given",
+        ),
+        (
+            &["promote", "--host", "db1", "--var", "a=1"],
+            "--var has no effect",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut cmd = bin();
+        cmd.arg("db").arg(args[0]).arg(&lab).args(&args[1..]);
+        let (code, out, err) = run(&mut cmd);
+        assert_eq!(code, 1, "db {args:?}: {out}{err}");
+        assert!(err.contains(want), "db {args:?}: want {want:?} in:\n{err}");
+    }
+    // With db2 as the inventory's primary, db2 is the one refused.
+    let t = temp_dir("db-primary");
+    let text = std::fs::read_to_string(&lab)
+        .expect("lab.yml")
+        .replace(
+            "  mon1:\n",
+            "  db2:\n    address: 172.30.77.42\n    tier: db\n  mon1:\n",
+        )
+        .replace("vars:\n  app_port", "vars:\n  db_primary: db2\n  app_port");
+    let inv = t.path().join("inventories/lab.yml");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("roles"),
+        &t.path().join("roles"),
+    );
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        &t.path().join("templates"),
+    );
+    std::fs::create_dir_all(t.path().join("inventories")).expect("mkdir");
+    std::fs::write(&inv, text).expect("write");
+    let (code, _, err) = run(bin()
+        .args(["db", "promote"])
+        .arg(&inv)
+        .args(["--host", "db2"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("db2: it is the primary of"), "{err}");
+    let (code, _, err) = run(bin()
+        .args(["db", "reseed"])
+        .arg(&inv)
+        .args(["--host", "db2"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("db2: it is the primary of"), "{err}");
+}
