@@ -138,6 +138,77 @@ pub fn set_primary(text: &str, new: &str) -> Result<Edit, String> {
 mod tests {
     use super::*;
 
+    /// An inventory with web1 and, in tier `db` (role mysql), db1 then db2.
+    fn inventory(tail: &str) -> Inventory {
+        let text = format!(
+            "domain: www.example.test\ntiers:\n  web:\n    roles: [web]\n  db:\n    roles: [mysql]\n\
+             hosts:\n  web1:\n    address: 192.0.2.21\n    tier: web\n  db1:\n    address: 192.0.2.41\n    tier: db\n\
+             \x20 db2:\n    address: 192.0.2.42\n    tier: db\n{tail}"
+        );
+        crate::inventory::parse(
+            std::path::Path::new("inv.yml"),
+            &text,
+            &["web".to_string(), "mysql".to_string()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn name(inv: &Inventory) -> Result<Option<String>, String> {
+        primary(inv).map(|h| h.map(|h| h.name.clone()))
+    }
+
+    #[test]
+    fn the_primary_is_the_var_else_the_first_host_with_mysql() {
+        assert_eq!(name(&inventory("")), Ok(Some("db1".into())));
+        let mut inv = inventory("vars:\n  db_primary: db2\n");
+        assert_eq!(name(&inv), Ok(Some("db2".into())));
+        // --var wins over the file.
+        inv.cli_vars.insert(VAR.into(), Value::String("db1".into()));
+        assert_eq!(name(&inv), Ok(Some("db1".into())));
+    }
+
+    #[test]
+    fn a_primary_that_is_no_mysql_host_or_no_name_is_an_error() {
+        let err = name(&inventory("vars:\n  db_primary: web1\n")).unwrap_err();
+        assert!(
+            err.contains("`web1` is not a host with the mysql role"),
+            "{err}"
+        );
+        let err = name(&inventory("vars:\n  db_primary: 3\n")).unwrap_err();
+        assert!(err.contains("a host name, not 3"), "{err}");
+        let no_db = crate::inventory::parse(
+            std::path::Path::new("inv.yml"),
+            "domain: x.test\ntiers:\n  web:\n    roles: [web]\nhosts:\n  web1:\n    address: 192.0.2.21\n    tier: web\n",
+            &["web".to_string()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(name(&no_db), Ok(None));
+    }
+
+    #[test]
+    fn the_block_ends_at_the_next_top_level_key() {
+        // Another section's `db_primary:` at the same indentation is not the block's.
+        let inv = "vars:\n  a: 1\n# about secrets\nsecrets:\n  db_primary: x\n";
+        let e = set_primary(inv, "db2").expect("edit");
+        assert_eq!(e.line, 2);
+        assert_eq!(
+            e.text,
+            "vars:\n  db_primary: db2\n  a: 1\n# about secrets\nsecrets:\n  db_primary: x\n"
+        );
+        // Neither a blank line nor a comment in the first column ends the block.
+        let inv = "vars:\n  a: 1\n\n  db_primary: db1\nhosts: {}\n";
+        let e = set_primary(inv, "db2").expect("edit");
+        assert_eq!((e.line, e.was.as_deref()), (4, Some("db1")));
+        let inv = "vars:\n  a: 1\n# the writer:\n  db_primary: db1\nhosts: {}\n";
+        let e = set_primary(inv, "db2").expect("edit");
+        assert_eq!((e.line, e.was.as_deref()), (4, Some("db1")));
+        // The block's indentation is its first key's, not a comment's.
+        let inv = "vars:\n# shared by every host\n    a: 1\n    db_primary: db1\n";
+        let e = set_primary(inv, "db2").expect("edit");
+        assert_eq!((e.line, e.was.as_deref()), (4, Some("db1")));
+        assert!(e.text.ends_with("    db_primary: db2\n"), "{}", e.text);
+    }
+
     const INV: &str = "domain: x\nvars:\n  app_port: 8000\n  db_primary: db1   # the writer\n  db_name: foobar\nsecrets: {}\n";
 
     #[test]
