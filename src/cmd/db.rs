@@ -515,8 +515,7 @@ async fn promote(p: &DbPromote) -> anyhow::Result<i32> {
 
 /// Writes `text` to `path` through a new file beside it (same mode) and a rename.
 fn write_beside(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -526,16 +525,8 @@ fn write_beside(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     let mode = std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
-    let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
+    let written = super::render::write_new(&tmp, text.as_bytes(), mode)
+        .and_then(|()| std::fs::rename(&tmp, path));
     written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         anyhow!(
@@ -610,4 +601,31 @@ async fn reseed(r: &DbReseed) -> anyhow::Result<i32> {
         started.elapsed().as_secs_f64()
     );
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_beside;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_inventory_is_replaced_whole_with_its_mode_and_no_leftover() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let inv = dir.path().join("lab.yml");
+        std::fs::write(&inv, "vars:\n  db_primary: db1\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&inv, std::fs::Permissions::from_mode(0o640))
+            .unwrap_or_else(|e| panic!("{e}"));
+        write_beside(&inv, "vars:\n  db_primary: db2\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::fs::read_to_string(&inv).ok().as_deref(),
+            Some("vars:\n  db_primary: db2\n")
+        );
+        let mode = std::fs::metadata(&inv).map(|m| m.permissions().mode() & 0o7777);
+        assert_eq!(mode.ok(), Some(0o640));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        assert_eq!(names, ["lab.yml"]);
+    }
 }

@@ -190,7 +190,7 @@ fn write_file(
 }
 
 /// Creates `path` (which must not exist, not even as a symlink) with `mode`, and writes it.
-fn write_new(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+pub(super) fn write_new(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
