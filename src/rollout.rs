@@ -404,6 +404,10 @@ async fn install_first<T: Transport>(hosts: &mut [HostRun<T>], rules: &Rules, cx
             let failed = match apply::install_first(&remote, plan).await {
                 Ok(()) => {
                     plan.packages_ready = true;
+                    // Ends the installation's step: its time is the installation's, not
+                    // the installation's plus the wait for the host's tier.
+                    cx.reporter
+                        .step(&h.name, "packages installed; waiting for its tier");
                     None
                 }
                 Err(o) => Some(o),

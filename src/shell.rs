@@ -44,7 +44,9 @@ pub enum Init {
 pub fn service_command(init: Init, action: &str, service: &str) -> String {
     let s = quote(service);
     match (init, action) {
-        (Init::Systemd, "enable") => format!("systemctl enable --quiet -- {s}"),
+        (Init::Systemd, "enable") => format!(
+            "[ \"$(systemctl is-enabled -- {s} 2>/dev/null)\" = enabled ] || systemctl enable --quiet -- {s}"
+        ),
         (Init::Systemd, a @ ("start" | "restart")) => {
             format!("systemctl reset-failed -- {s} 2>/dev/null; systemctl {a} -- {s}")
         }
@@ -154,7 +156,7 @@ mod tests {
         );
         assert_eq!(
             service_command(Init::Systemd, "enable", "nginx"),
-            "systemctl enable --quiet -- nginx"
+            "[ \"$(systemctl is-enabled -- nginx 2>/dev/null)\" = enabled ] || systemctl enable --quiet -- nginx"
         );
         assert_eq!(
             service_command(Init::Other, "restart", "haproxy"),
@@ -204,7 +206,7 @@ mod tests {
             (
                 Init::Systemd,
                 "enable",
-                "systemctl enable --quiet -- 'my app'",
+                "[ \"$(systemctl is-enabled -- 'my app' 2>/dev/null)\" = enabled ] || systemctl enable --quiet -- 'my app'",
             ),
             (Init::Other, "reload", "service 'my app' reload"),
             (Init::Other, "start", "service 'my app' start"),

@@ -36,6 +36,7 @@ use crate::plan::{
     Action, FileAction, FileChange, HostPlan, PathAction, PathChange, ReleaseChange, RolePlan,
 };
 use crate::report::{ErrorKind, Failure, Interruption, Outcome};
+use crate::role::HealthCheck;
 use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
 use std::time::Duration;
@@ -545,8 +546,12 @@ async fn health<T: Transport>(
             h.name = format!("{} (release {id})", h.name);
             h
         });
-    for h in role.health.iter().chain(release_check.as_ref()) {
-        r.step(&format!("health check: {}", h.name));
+    let checks: Vec<&HealthCheck> = role.health.iter().chain(release_check.as_ref()).collect();
+    if checks.is_empty() {
+        return Ok(());
+    }
+    r.step(&health_step(&checks));
+    let runs = checks.iter().map(|h| async move {
         r.must_within(
             ErrorKind::HealthCheck,
             &format!("health check `{}` ({})", h.name, h.command),
@@ -554,9 +559,31 @@ async fn health<T: Transport>(
             b"",
             r.limits.health(h.retries, h.interval_ms),
         )
-        .await?;
+        .await
+    });
+    // All of them are waited for (none is left running on the host); the first failure
+    // in the role's order is the one reported.
+    for done in futures::future::join_all(runs).await {
+        done?;
     }
     Ok(())
+}
+
+/// The progress step of a role's health checks, which run at the same time: each one
+/// passes twice one interval apart on its own, so together they take as long as the
+/// slowest, not the sum (a role of three checks at 500 ms waited 1.5 s or more).
+fn health_step(checks: &[&HealthCheck]) -> String {
+    match checks {
+        [one] => format!("health check: {}", one.name),
+        all => format!(
+            "{} health checks at once: {}",
+            all.len(),
+            all.iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
 }
 
 /// The role is healthy: the previous versions kept for a rollback are removed.
@@ -840,6 +867,86 @@ mod tests {
                 ca: None,
             }
         }
+    }
+
+    /// A role whose checks are `(name, command)`, each up to 20 tries 100 ms apart.
+    fn role_checked(checks: &[(&str, &str)]) -> RolePlan {
+        let mut role = plan_creating("/nonexistent/unused", "true").roles.remove(0);
+        role.files.clear();
+        role.health = checks
+            .iter()
+            .map(|(name, command)| HealthCheck {
+                name: (*name).into(),
+                command: (*command).into(),
+                retries: 20,
+                interval_ms: 100,
+            })
+            .collect();
+        role
+    }
+
+    /// A role's health checks run at the same time: the first check passes only once the
+    /// second one has run, which one after the other it never would (it would give up
+    /// after its 20 tries, the second not started yet).
+    #[tokio::test]
+    async fn a_roles_health_checks_run_at_the_same_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mark = dir.path().join("second-ran").to_string_lossy().into_owned();
+        let (quiet, local) = (Quiet::new(), Local::default());
+        let r = quiet.remote(&local, Limits::default(), None);
+        let role = role_checked(&[
+            ("waits for the second", &format!("test -e {}", quote(&mark))),
+            ("second", &format!("touch {}", quote(&mark))),
+        ]);
+        let done = tokio::time::timeout(Duration::from_secs(20), health(&r, &role, None))
+            .await
+            .expect("the checks are bounded");
+        assert!(done.is_ok(), "{:?}", done.err());
+        assert_eq!(
+            health_step(&role.health.iter().collect::<Vec<_>>()),
+            "2 health checks at once: waits for the second; second"
+        );
+        assert_eq!(
+            health_step(&[&role.health[1]]),
+            "health check: second",
+            "one check keeps the step's old wording"
+        );
+    }
+
+    /// When several checks fail, the first in the role's order is the one reported, and
+    /// every check is waited for: none is still running on the host when `health` returns.
+    #[tokio::test]
+    async fn the_first_failing_check_in_order_is_reported_after_all_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mark = dir.path().join("slow-ended").to_string_lossy().into_owned();
+        let (quiet, local) = (Quiet::new(), Local::default());
+        let r = quiet.remote(&local, Limits::default(), None);
+        let mut role = role_checked(&[
+            ("passes", "true"),
+            ("fails late", "sleep 0.3; echo late-failure; false"),
+            ("fails early", "echo early-failure; false"),
+            ("slow", &format!("sleep 0.5 && touch {}", quote(&mark))),
+        ]);
+        for h in &mut role.health {
+            h.retries = 1;
+        }
+        let done = tokio::time::timeout(Duration::from_secs(20), health(&r, &role, None))
+            .await
+            .expect("the checks are bounded");
+        let Err(StepError::Failed(f)) = done else {
+            panic!("two checks failed: {done:?}")
+        };
+        assert_eq!(f.kind, ErrorKind::HealthCheck);
+        assert!(
+            f.message.contains("health check `fails late`") && f.message.contains("late-failure"),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("early-failure"), "{}", f.message);
+        assert!(
+            std::path::Path::new(&mark).exists(),
+            "the slow check ran to its end before health returned"
+        );
     }
 
     /// Issue 10, finding 16: a validator that hangs blocked the apply forever (the stall
