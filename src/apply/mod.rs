@@ -39,6 +39,7 @@ use crate::report::{ErrorKind, Failure, Interruption, Outcome};
 use crate::role::HealthCheck;
 use crate::shell::{self, Init, printable, quote};
 use crate::transport::Transport;
+use futures::StreamExt;
 use std::time::Duration;
 
 /// Reading a failed service's status and log lines (best effort).
@@ -563,25 +564,43 @@ async fn health<T: Transport>(
     });
     // All of them are waited for (none is left running on the host); the first failure
     // in the role's order is the one reported.
-    for done in futures::future::join_all(runs).await {
+    let results: Vec<Result<String, StepError>> = futures::stream::iter(runs)
+        .buffered(HEALTH_AT_ONCE)
+        .collect()
+        .await;
+    for done in results {
         done?;
     }
     Ok(())
 }
 
+/// A role's health checks running at once on one connection, at most. Each one is a
+/// channel, and its stall watchdog opens a probe channel beside it every few seconds:
+/// 4 checks and their probes stay under the 10 channels OpenSSH allows per connection
+/// (the transport's slots), so a probe never waits behind checks and never takes a slow
+/// check for a dead host.
+const HEALTH_AT_ONCE: usize = 4;
+
 /// The progress step of a role's health checks, which run at the same time: each one
 /// passes twice one interval apart on its own, so together they take as long as the
 /// slowest, not the sum (a role of three checks at 500 ms waited 1.5 s or more).
 fn health_step(checks: &[&HealthCheck]) -> String {
+    let names = || {
+        checks
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     match checks {
         [one] => format!("health check: {}", one.name),
+        all if all.len() <= HEALTH_AT_ONCE => {
+            format!("{} health checks at once: {}", all.len(), names())
+        }
         all => format!(
-            "{} health checks at once: {}",
+            "{} health checks, {HEALTH_AT_ONCE} at a time: {}",
             all.len(),
-            all.iter()
-                .map(|h| h.name.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
+            names()
         ),
     }
 }
@@ -885,6 +904,15 @@ mod tests {
         role
     }
 
+    /// Runs `role`'s health checks on this machine, bounded (they never hang a test).
+    async fn run_health(role: &RolePlan) -> Result<(), StepError> {
+        let (quiet, local) = (Quiet::new(), Local::default());
+        let r = quiet.remote(&local, Limits::default(), None);
+        tokio::time::timeout(Duration::from_secs(20), health(&r, role, None))
+            .await
+            .expect("the checks are bounded (20 s)")
+    }
+
     /// A role's health checks run at the same time: the first check passes only once the
     /// second one has run, which one after the other it never would (it would give up
     /// after its 20 tries, the second not started yet).
@@ -892,15 +920,11 @@ mod tests {
     async fn a_roles_health_checks_run_at_the_same_time() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mark = dir.path().join("second-ran").to_string_lossy().into_owned();
-        let (quiet, local) = (Quiet::new(), Local::default());
-        let r = quiet.remote(&local, Limits::default(), None);
         let role = role_checked(&[
             ("waits for the second", &format!("test -e {}", quote(&mark))),
             ("second", &format!("touch {}", quote(&mark))),
         ]);
-        let done = tokio::time::timeout(Duration::from_secs(20), health(&r, &role, None))
-            .await
-            .expect("the checks are bounded");
+        let done = run_health(&role).await;
         assert!(done.is_ok(), "{:?}", done.err());
         assert_eq!(
             health_step(&role.health.iter().collect::<Vec<_>>()),
@@ -913,14 +937,45 @@ mod tests {
         );
     }
 
+    /// At most [`HEALTH_AT_ONCE`] checks of a role run at once (each check and its stall
+    /// probe hold a channel of the connection): six checks that each count the checks in
+    /// their try at the same moment never see more than four.
+    #[tokio::test]
+    async fn at_most_four_checks_run_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = quote(&dir.path().to_string_lossy());
+        let names: Vec<String> = (1..=6).map(|i| format!("c{i}")).collect();
+        let commands: Vec<String> = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "touch {d}/{n}; sleep 0.3; c=$(ls {d} | wc -l); rm -f {d}/{n}; echo \"$c at once\"; [ \"$c\" -le 4 ]"
+                )
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(commands.iter().map(String::as_str))
+            .collect();
+        let mut role = role_checked(&pairs);
+        for h in &mut role.health {
+            h.retries = 1;
+        }
+        let done = run_health(&role).await;
+        assert!(done.is_ok(), "{done:?}");
+        assert!(
+            health_step(&role.health.iter().collect::<Vec<_>>())
+                .starts_with("6 health checks, 4 at a time: c1; c2;"),
+        );
+    }
+
     /// When several checks fail, the first in the role's order is the one reported, and
     /// every check is waited for: none is still running on the host when `health` returns.
     #[tokio::test]
     async fn the_first_failing_check_in_order_is_reported_after_all_ended() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mark = dir.path().join("slow-ended").to_string_lossy().into_owned();
-        let (quiet, local) = (Quiet::new(), Local::default());
-        let r = quiet.remote(&local, Limits::default(), None);
         let mut role = role_checked(&[
             ("passes", "true"),
             ("fails late", "sleep 0.3; echo late-failure; false"),
@@ -930,9 +985,7 @@ mod tests {
         for h in &mut role.health {
             h.retries = 1;
         }
-        let done = tokio::time::timeout(Duration::from_secs(20), health(&r, &role, None))
-            .await
-            .expect("the checks are bounded");
+        let done = run_health(&role).await;
         let Err(StepError::Failed(f)) = done else {
             panic!("two checks failed: {done:?}")
         };
