@@ -130,6 +130,33 @@ impl Project {
         let tier = inv.tier(&host.tier).ok_or_else(|| {
             Diagnostic::new(&inv.path, 0, 0, format!("host `{}` has no tier", host.name))
         })?;
+        // The database's primary, computed here once, as `db promote` and the rollout
+        // compute it: templates read it as `db_primary_host`. Every host must agree on it:
+        // the var is the inventory's (top-level `vars:` or `--var`), not a tier's or a host's.
+        if tier.vars.contains_key(crate::replica::VAR)
+            || host.vars.contains_key(crate::replica::VAR)
+        {
+            return Err(Diagnostic::new(
+                &inv.path,
+                0,
+                0,
+                format!(
+                    "host `{}`: var {} is set for its tier or for the host: set it in the inventory's top-level `vars:` (or with --var), where every host reads the same primary",
+                    host.name,
+                    crate::replica::VAR
+                ),
+            ));
+        }
+        let db_primary = crate::replica::primary(inv).map_err(|e| {
+            Diagnostic::new(
+                &inv.path,
+                0,
+                0,
+                format!(
+                    "{e}: name one of the hosts with the mysql role, or remove the var (the first of them is the default)"
+                ),
+            )
+        })?;
         let mut roles = Vec::new();
         let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
         for role_name in &tier.roles {
@@ -143,7 +170,7 @@ impl Project {
                 vars.insert(k.clone(), v.clone());
             }
             check_identifiers(inv, host, role, &vars)?;
-            let ctx = tera_context(inv, host, vars, secrets)?;
+            let ctx = tera_context(inv, host, db_primary, vars, secrets)?;
             let rctx = RenderCtx {
                 tera: &self.tera,
                 ctx: &ctx,
@@ -279,10 +306,17 @@ fn claim_dests<'a>(
 fn tera_context(
     inv: &Inventory,
     host: &Host,
+    db_primary: Option<&Host>,
     vars: Map<String, Value>,
     secrets: &BTreeMap<String, String>,
 ) -> Result<tera::Context, Diagnostic> {
-    let ctx_map = context(inv, host, vars, secrets);
+    let mut ctx_map = context(inv, host, vars, secrets);
+    // The database's primary as a host (var db_primary, else the first host with the
+    // mysql role; null when no host has it).
+    ctx_map.insert(
+        "db_primary_host".into(),
+        db_primary.map_or(Value::Null, |h| host_json(inv, h)),
+    );
     tera::Context::from_serialize(&ctx_map).map_err(|e| {
         Diagnostic::new(
             &inv.path,

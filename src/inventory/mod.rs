@@ -16,7 +16,7 @@ pub use select::SelectError;
 pub use validate::{RELEASE_ID_LEN, is_release_id, parse};
 
 /// Names templates see that the inventory and `--var` cannot set.
-pub const BUILT_IN_NAMES: [&str; 9] = [
+pub const BUILT_IN_NAMES: [&str; 10] = [
     "domain",
     "vip",
     "vips",
@@ -26,6 +26,7 @@ pub const BUILT_IN_NAMES: [&str; 9] = [
     "tiers",
     "admin_networks",
     "secrets",
+    "db_primary_host",
 ];
 
 use crate::diag::Diagnostic;

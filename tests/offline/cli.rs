@@ -496,6 +496,79 @@ fn the_documented_workflow_commands_parse() {
     );
 }
 
+/// A copy of the project whose lab inventory has a second db host, db2 (172.30.77.42), and
+/// `db_primary: PRIMARY`.
+fn lab_with_db2(tag: &str, primary: &str) -> (tempfile::TempDir, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let t = temp_dir(tag);
+    let text = std::fs::read_to_string(root.join("inventories/lab.yml"))
+        .expect("lab.yml")
+        .replace(
+            "  mon1:\n",
+            "  db2:\n    address: 172.30.77.42\n    tier: db\n  mon1:\n",
+        )
+        .replace(
+            "vars:\n  app_port",
+            &format!("vars:\n  db_primary: {primary}\n  app_port"),
+        );
+    for dir in ["roles", "templates", "app"] {
+        copy_dir(&root.join(dir), &t.path().join(dir));
+    }
+    std::fs::create_dir_all(t.path().join("inventories")).expect("mkdir");
+    let inv = t.path().join("inventories/lab.yml");
+    std::fs::write(&inv, text).expect("write");
+    (t, inv)
+}
+
+/// The database's primary is computed once (var db_primary, else the first host with the
+/// mysql role) and every template follows it: with db2 the primary, db1 is db2's
+/// read-only replica and does not back up, and the app writes to db2. A db_primary that
+/// names no mysql host is an error of `check`, naming the var.
+#[test]
+fn every_template_follows_the_one_db_primary() {
+    let (t, inv) = lab_with_db2("db-primary-render", "db2");
+    let out = t.path().join("out");
+    let (code, _, err) = run(bin().arg("render").arg("--out").arg(&out).arg(&inv));
+    assert_eq!(code, 0, "{err}");
+    let read = |host: &str, path: &str| {
+        std::fs::read_to_string(out.join(host).join(path))
+            .unwrap_or_else(|e| panic!("{host}:{path}: {e}"))
+    };
+    let replication = "etc/mysql/mariadb.conf.d/61-foobar-replication.cnf";
+    assert!(read("db1", replication).contains("a replica of db2, read-only"));
+    assert!(read("db1", replication).contains("read_only               = ON"));
+    assert!(read("db2", replication).contains("the primary (db_primary), writable"));
+    let script = read("db1", "usr/local/sbin/foobar-db-replica");
+    assert!(
+        script.contains("PRIMARY_NAME=db2\nPRIMARY_ADDRESS=172.30.77.42\n"),
+        "{script}"
+    );
+    assert!(read("app1", "etc/foobar-app/env").contains("FOOBAR_DB_HOST=\"172.30.77.42\""));
+    let backup = "etc/systemd/system/foobar-backup.service";
+    assert!(read("db1", backup).contains("ExecCondition=/bin/false"));
+    assert!(!read("db2", backup).contains("ExecCondition"));
+
+    let (_t, bad) = lab_with_db2("db-primary-bad", "web1");
+    let (code, _, err) = run(bin().arg("check").arg(&bad));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("var db_primary: `web1` is not a host with the mysql role"),
+        "{err}"
+    );
+    // A tier's own db_primary would make its hosts disagree with the others: refused.
+    let text = std::fs::read_to_string(&bad).expect("read").replace(
+        "  db:\n    roles:",
+        "  db:\n    vars: {db_primary: db2}\n    roles:",
+    );
+    std::fs::write(&bad, text.replace("  db_primary: web1\n", "")).expect("write");
+    let (code, _, err) = run(bin().arg("check").arg(&bad));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("var db_primary is set for its tier or for the host"),
+        "{err}"
+    );
+}
+
 /// `db promote` and `db reseed` refuse the primary, hosts without MariaDB and a host list
 /// of their own, before any connection: the lab's inventory (no lab needed), where the
 /// primary is db1 by default and, with `db_primary: db2` and a db2, db2.
@@ -532,25 +605,7 @@ fn db_promote_and_reseed_refuse_before_connecting() {
         assert!(err.contains(want), "db {args:?}: want {want:?} in:\n{err}");
     }
     // With db2 as the inventory's primary, db2 is the one refused.
-    let t = temp_dir("db-primary");
-    let text = std::fs::read_to_string(&lab)
-        .expect("lab.yml")
-        .replace(
-            "  mon1:\n",
-            "  db2:\n    address: 172.30.77.42\n    tier: db\n  mon1:\n",
-        )
-        .replace("vars:\n  app_port", "vars:\n  db_primary: db2\n  app_port");
-    let inv = t.path().join("inventories/lab.yml");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("roles"),
-        &t.path().join("roles"),
-    );
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
-        &t.path().join("templates"),
-    );
-    std::fs::create_dir_all(t.path().join("inventories")).expect("mkdir");
-    std::fs::write(&inv, text).expect("write");
+    let (_t, inv) = lab_with_db2("db-primary", "db2");
     let (code, _, err) = run(bin()
         .args(["db", "promote"])
         .arg(&inv)
