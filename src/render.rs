@@ -130,32 +130,20 @@ impl Project {
         let tier = inv.tier(&host.tier).ok_or_else(|| {
             Diagnostic::new(&inv.path, 0, 0, format!("host `{}` has no tier", host.name))
         })?;
-        // The database's primary, computed here once, as `db promote` and the rollout
-        // compute it: templates read it as `db_primary_host`. Every host must agree on it:
-        // the var is the inventory's (top-level `vars:` or `--var`), not a tier's or a host's.
-        if tier.vars.contains_key(crate::replica::VAR)
-            || host.vars.contains_key(crate::replica::VAR)
-        {
-            return Err(Diagnostic::new(
-                &inv.path,
-                0,
-                0,
-                format!(
-                    "host `{}`: var {} is set for its tier or for the host: set it in the inventory's top-level `vars:` (or with --var), where every host reads the same primary",
-                    host.name,
-                    crate::replica::VAR
-                ),
-            ));
-        }
+        // The database's primary, as `db promote` and the rollout compute it: templates
+        // read it as `db_primary_host`. (The var is the inventory's only: parse refuses it
+        // for a tier or a host.)
         let db_primary = crate::replica::primary(inv).map_err(|e| {
-            Diagnostic::new(
-                &inv.path,
-                0,
-                0,
-                format!(
-                    "{e}: name one of the hosts with the mysql role, or remove the var (the first of them is the default)"
-                ),
-            )
+            let msg = format!(
+                "{e}: name one of the hosts with the mysql role, or remove the var (the first of them is the default)"
+            );
+            match inv.var_at.inventory.get(crate::replica::VAR) {
+                _ if inv.cli_vars.contains_key(crate::replica::VAR) => {
+                    Diagnostic::new(Path::new("--var"), 0, 0, msg)
+                }
+                Some(at) => Diagnostic::at(&inv.path, *at, msg),
+                None => Diagnostic::new(&inv.path, 0, 0, msg),
+            }
         })?;
         let mut roles = Vec::new();
         let mut owners: BTreeMap<&str, &str> = BTreeMap::new();

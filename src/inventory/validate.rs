@@ -37,6 +37,7 @@ pub fn parse(path: &Path, text: &str, known_roles: &[String]) -> Result<Inventor
     check_vip_tier(path, raw.vip.as_ref(), &tiers)?;
     let tiers: Vec<Tier> = tiers.into_iter().map(|(_, t)| t).collect();
     let hosts = build_hosts(path, base, raw.hosts, &tiers, &ssh, &mut var_at)?;
+    check_db_primary_scope(path, &var_at)?;
     if let Some(spanned) = &raw.vip {
         check_vips_unused(path, &vips, spanned, &hosts)?;
         check_active_active(path, &vips, spanned, &tiers, &hosts)?;
@@ -1002,6 +1003,27 @@ fn secret_command(
 }
 
 /// Vars as the templates see them, and where each key is written.
+/// `db_primary` is the inventory's, never a tier's or a host's: every host must agree on
+/// the database's primary (it is computed once for all of them, `replica::primary`).
+fn check_db_primary_scope(path: &Path, var_at: &VarPlaces) -> Result<(), Diagnostic> {
+    let var = crate::replica::VAR;
+    let tiers = var_at.tiers.iter().map(|(t, p)| (format!("tier `{t}`"), p));
+    let hosts = var_at.hosts.iter().map(|(h, p)| (format!("host `{h}`"), p));
+    match tiers
+        .chain(hosts)
+        .find_map(|(scope, places)| places.get(var).map(|at| (scope, *at)))
+    {
+        None => Ok(()),
+        Some((scope, at)) => Err(Diagnostic::at(
+            path,
+            at,
+            format!(
+                "var {var} is set for {scope}: set it in the top-level `vars:` (or with --var), where every host reads the same primary"
+            ),
+        )),
+    }
+}
+
 fn split_vars(raw: OrderedMap<Value>) -> (Map<String, Value>, BTreeMap<String, Location>) {
     let mut vars = Map::new();
     let mut places = BTreeMap::new();

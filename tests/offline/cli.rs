@@ -552,7 +552,9 @@ fn every_template_follows_the_one_db_primary() {
     let (code, _, err) = run(bin().arg("check").arg(&bad));
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("var db_primary: `web1` is not a host with the mysql role"),
+        err.contains(
+            "inventories/lab.yml:63:3: var db_primary: `web1` is not a host with the mysql role"
+        ),
         "{err}"
     );
     // A tier's own db_primary would make its hosts disagree with the others: refused.
@@ -564,7 +566,9 @@ fn every_template_follows_the_one_db_primary() {
     let (code, _, err) = run(bin().arg("check").arg(&bad));
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("var db_primary is set for its tier or for the host"),
+        err.contains(
+            "inventories/lab.yml:18:12: var db_primary is set for tier `db`: set it in the top-level `vars:`"
+        ),
         "{err}"
     );
 }
